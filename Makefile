@@ -1,0 +1,42 @@
+# The only commands a newcomer needs. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint typecheck pytest bench soak demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "alc needs Python 3.11 or newer"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[gpio,test]"
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy --strict firmware hal sim tools
+
+pytest: setup
+	$(BIN)/pytest -m "not slow"
+
+test: lint typecheck pytest
+
+bench: setup
+	$(BIN)/alc bench decide --members 500000
+
+soak: setup
+	$(BIN)/pytest -m slow
+
+demo: setup
+	@echo "The simulator demo arrives with the simulator issue. What runs today:"
+	$(BIN)/alc bench decide --members 20000
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

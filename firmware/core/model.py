@@ -1,0 +1,503 @@
+"""Record bodies from the hub -> typed, validated, frozen records (PROTOCOL.md s3).
+
+`parse_record(kind, id, rec)` decodes the exact `rec` bytes and returns one of the
+record classes below. A bad field raises `RemoteError` naming kind, id and field.
+Unknown fields are kept in `extra`; unknown kinds become `OtherRecord`.
+
+Every record carries `part`, its share of the dataset digest, so the store can add
+and remove it in O(1) without keeping the bytes in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, ClassVar, TypeAlias
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from firmware.core.codec import loads_strict
+from firmware.core.errors import RemoteError
+
+DIGEST_MOD = 1 << 128
+MAX_VALUE_LEN = 128
+CREDKINDS = ("tag", "card", "pin")
+DOOR_MODES = ("normal", "locked", "unlocked")
+ALL_DAYS = 127  # Mon=1 .. Sun=64
+_ID_RE = re.compile(r"[^\x00]{1,128}")
+
+Extra: TypeAlias = Mapping[str, Any] | None
+
+
+def digest_part(kind: str, id: str, rec: bytes) -> int:
+    """`H(kind, id, rec)` of PROTOCOL.md s3 as an integer."""
+    h = hashlib.sha256(b"%s\x00%s\x00%s" % (kind.encode(), id.encode(), rec)).digest()
+    return int.from_bytes(h[:16], "big")
+
+
+def digest_bytes(total: int) -> bytes:
+    """A digest sum as the 16 big-endian bytes that travel on the wire."""
+    return (total % DIGEST_MOD).to_bytes(16, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """The facility: its time zone and booking-PIN / check-in windows."""
+
+    kind: ClassVar[str] = "site"
+
+    id: str
+    tz: str
+    zone: ZoneInfo
+    name: str
+    pin_before_s: int
+    pin_after_s: int
+    checkin_before_s: int
+    extra: Extra
+    part: int
+
+
+DEFAULT_SITE = Site("site", "UTC", ZoneInfo("UTC"), "", 1800, 900, 1800, None, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A club member. `creds` is flat: (credkind, value, credkind, value, ...),
+    which halves its memory against a tuple of pairs at a million credentials."""
+
+    kind: ClassVar[str] = "member"
+
+    id: str
+    name: str
+    active: bool
+    valid_from: int | None
+    valid_until: int | None
+    groups: tuple[str, ...]
+    creds: tuple[str, ...]
+    credit: int
+    extended: bool
+    extra: Extra
+    part: int
+
+    def credentials(self) -> list[tuple[str, str]]:
+        """The member's credentials as (credkind, value) pairs."""
+        c = self.creds
+        return [(c[i], c[i + 1]) for i in range(0, len(c), 2)]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Access group: which doors and lights its members may use, and when."""
+
+    kind: ClassVar[str] = "group"
+
+    id: str
+    doors: frozenset[str]
+    lights: frozenset[str]
+    schedule: str | None
+    extra: Extra
+    part: int
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Open on the days in `days` (Mon=1 .. Sun=64) from `start_min` to `end_min`
+    minutes after local midnight; `end_min` > 1440 runs into the next day."""
+
+    days: int
+    start_min: int
+    end_min: int
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Weekly windows in site time, minus closed dates."""
+
+    kind: ClassVar[str] = "schedule"
+
+    id: str
+    windows: tuple[Window, ...]
+    closed: frozenset[date]
+    extra: Extra
+    part: int
+
+
+@dataclass(frozen=True, slots=True)
+class Door:
+    """A door's timings and mode."""
+
+    kind: ClassVar[str] = "door"
+
+    id: str
+    name: str
+    unlock_s: int
+    extended_s: int
+    held_s: int
+    mode: str
+    open_schedule: str | None
+    extra: Extra
+    part: int
+
+
+@dataclass(frozen=True, slots=True)
+class Light:
+    """A court light circuit: booking lead/lag, warning, check-in, self-activation."""
+
+    kind: ClassVar[str] = "light"
+
+    id: str
+    name: str
+    lead_s: int
+    lag_s: int
+    warn_s: int
+    checkin: bool
+    price: int
+    block_s: int
+    max_s: int
+    schedule: str | None
+    extra: Extra
+    part: int
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """A court booking; its `pin` opens its doors and lights around its time."""
+
+    kind: ClassVar[str] = "booking"
+
+    id: str
+    lights: tuple[str, ...]
+    doors: tuple[str, ...]
+    start: int
+    end: int
+    member: str | None
+    pin: str | None
+    extra: Extra
+    part: int
+
+
+@dataclass(frozen=True, slots=True)
+class OtherRecord:
+    """A record of a kind this controller does not know: stored, hashed, ignored."""
+
+    kind: str
+    id: str
+    rec: bytes
+    part: int
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRecord:
+    """A record whose body failed validation: counted in the digest, never used
+    for a decision (so a bad member record fails closed)."""
+
+    kind: str
+    id: str
+    error: str
+    part: int
+
+
+Record: TypeAlias = Site | Member | Group | Schedule | Door | Light | Booking | OtherRecord
+
+
+# --- field readers -------------------------------------------------------------------
+
+
+class _Body:
+    """Reads typed fields out of one record body, tracking which ones were known."""
+
+    __slots__ = ("body", "id", "kind", "seen")
+
+    def __init__(self, kind: str, id: str, body: Any) -> None:
+        if not isinstance(body, dict):
+            raise RemoteError(f"{kind} {id!r}: body is not a map", kind=kind, id=id)
+        for key in body:
+            if not isinstance(key, str):
+                raise RemoteError(
+                    f"{kind} {id!r}: map key {key!r} is not text", kind=kind, id=id, field=None
+                )
+        self.kind = kind
+        self.id = id
+        self.body: dict[str, Any] = body
+        self.seen: set[str] = set()
+
+    def bad(self, field: str, problem: str) -> RemoteError:
+        return RemoteError(
+            f"{self.kind} {self.id!r}: field {field!r} {problem}",
+            kind=self.kind,
+            id=self.id,
+            field=field,
+        )
+
+    def get(self, field: str) -> Any:
+        self.seen.add(field)
+        return self.body.get(field)
+
+    def integer(self, field: str, default: int, *, low: int = 0, high: int = 1 << 62) -> int:
+        value = self.get(field)
+        if value is None:
+            return default
+        if type(value) is not int:
+            raise self.bad(field, f"must be an integer, got {type(value).__name__}")
+        if not low <= value <= high:
+            raise self.bad(field, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def opt_time(self, field: str) -> int | None:
+        if self.get(field) is None:
+            return None
+        return self.integer(field, 0, low=-(1 << 62))
+
+    def boolean(self, field: str, default: bool) -> bool:
+        value = self.get(field)
+        if value is None:
+            return default
+        if type(value) is not bool:
+            raise self.bad(field, f"must be true or false, got {type(value).__name__}")
+        return value
+
+    def text(self, field: str, default: str, *, max_len: int = 1024) -> str:
+        value = self.get(field)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self.bad(field, f"must be text, got {type(value).__name__}")
+        if len(value) > max_len:
+            raise self.bad(field, f"is longer than {max_len} characters")
+        return value
+
+    def ref(self, field: str) -> str | None:
+        """An optional reference to another record's id."""
+        value = self.get(field)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+            raise self.bad(field, "must be a record id (1 to 128 characters) or null")
+        return value
+
+    def refs(self, field: str) -> tuple[str, ...]:
+        value = self.get(field)
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.bad(field, f"must be a list of ids, got {type(value).__name__}")
+        for item in value:
+            if not isinstance(item, str) or not _ID_RE.fullmatch(item):
+                raise self.bad(field, f"has an entry that is not a record id: {item!r}")
+        return tuple(dict.fromkeys(value))
+
+    def extra(self) -> Extra:
+        unknown = {k: v for k, v in self.body.items() if k not in self.seen}
+        return unknown or None
+
+
+# Many members share a group list; one tuple per distinct list saves memory at 1M.
+_GROUP_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _shared(groups: tuple[str, ...]) -> tuple[str, ...]:
+    if len(_GROUP_TUPLES) > 100_000:
+        _GROUP_TUPLES.clear()
+    return _GROUP_TUPLES.setdefault(groups, groups)
+
+
+def _site(b: _Body, part: int) -> Site:
+    tz = b.text("tz", "UTC", max_len=64)
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise b.bad("tz", f"is not a known IANA time zone: {tz!r}") from None
+    return Site(
+        b.id,
+        tz,
+        zone,
+        b.text("name", ""),
+        b.integer("pin_before_s", 1800, high=7 * 86400),
+        b.integer("pin_after_s", 900, high=7 * 86400),
+        b.integer("checkin_before_s", 1800, high=7 * 86400),
+        b.extra(),
+        part,
+    )
+
+
+def _member(b: _Body, part: int) -> Member:
+    raw = b.get("creds")
+    creds: list[str] = []
+    if raw is not None:
+        if not isinstance(raw, list):
+            raise b.bad("creds", "must be a list of [credkind, value] pairs")
+        for pair in raw:
+            if (
+                not isinstance(pair, list)
+                or len(pair) != 2
+                or not isinstance(pair[0], str)
+                or not isinstance(pair[1], str)
+            ):
+                raise b.bad("creds", f"has an entry that is not a [credkind, value] pair: {pair!r}")
+            kind, value = pair
+            if kind not in CREDKINDS:
+                raise b.bad("creds", f"has an unknown credkind {kind!r}")
+            if not 0 < len(value) <= MAX_VALUE_LEN:
+                raise b.bad("creds", f"has a {kind} value of bad length {len(value)}")
+            if kind == "pin" and not value.isdecimal():
+                raise b.bad("creds", "has a pin that is not all digits")
+            creds += (kind, value)
+    return Member(
+        b.id,
+        b.text("name", ""),
+        b.boolean("active", True),
+        b.opt_time("from"),
+        b.opt_time("until"),
+        _shared(b.refs("groups")),
+        tuple(creds),
+        b.integer("credit", 0, low=-(1 << 62)),
+        b.boolean("extended", False),
+        b.extra(),
+        part,
+    )
+
+
+def _group(b: _Body, part: int) -> Group:
+    return Group(
+        b.id,
+        frozenset(b.refs("doors")),
+        frozenset(b.refs("lights")),
+        b.ref("schedule"),
+        b.extra(),
+        part,
+    )
+
+
+def _schedule(b: _Body, part: int) -> Schedule:
+    raw = b.get("windows")
+    windows: list[Window] = []
+    if raw is not None:
+        if not isinstance(raw, list):
+            raise b.bad("windows", "must be a list of [days, start_min, end_min]")
+        for w in raw:
+            if not (isinstance(w, list) and len(w) == 3 and all(type(x) is int for x in w)):
+                raise b.bad("windows", f"has an entry that is not [days, start, end]: {w!r}")
+            days, start, end = w
+            if not 0 < days <= ALL_DAYS:
+                raise b.bad("windows", f"has days {days} outside 1..127")
+            if not 0 <= start < 1440 or not start < end <= start + 1440:
+                raise b.bad("windows", f"has a window {start}..{end} that is not a valid range")
+            windows.append(Window(days, start, end))
+    raw_except = b.get("except")
+    closed: set[date] = set()
+    if raw_except is not None:
+        if not isinstance(raw_except, list):
+            raise b.bad("except", "must be a list of YYYY-MM-DD dates")
+        for d in raw_except:
+            try:
+                if not isinstance(d, str) or len(d) != 10:
+                    raise ValueError
+                closed.add(date.fromisoformat(d))
+            except ValueError:
+                raise b.bad("except", f"has an entry that is not YYYY-MM-DD: {d!r}") from None
+    return Schedule(b.id, tuple(windows), frozenset(closed), b.extra(), part)
+
+
+def _door(b: _Body, part: int) -> Door:
+    mode = b.text("mode", "normal")
+    if mode not in DOOR_MODES:
+        raise b.bad("mode", f"must be one of {', '.join(DOOR_MODES)}, got {mode!r}")
+    return Door(
+        b.id,
+        b.text("name", ""),
+        b.integer("unlock_s", 5, high=86400),
+        b.integer("extended_s", 30, high=86400),
+        b.integer("held_s", 30, high=86400),
+        mode,
+        b.ref("open_schedule"),
+        b.extra(),
+        part,
+    )
+
+
+def _light(b: _Body, part: int) -> Light:
+    return Light(
+        b.id,
+        b.text("name", ""),
+        b.integer("lead_s", 300, high=86400),
+        b.integer("lag_s", 300, high=86400),
+        b.integer("warn_s", 300, high=86400),
+        b.boolean("checkin", False),
+        b.integer("price", 0),
+        b.integer("block_s", 1800, low=1, high=86400),
+        b.integer("max_s", 7200, low=1, high=7 * 86400),
+        b.ref("schedule"),
+        b.extra(),
+        part,
+    )
+
+
+def _booking(b: _Body, part: int) -> Booking:
+    start = b.integer("start", 0, low=-(1 << 62))
+    if b.body.get("start") is None:
+        raise b.bad("start", "is required")
+    end = b.integer("end", 0, low=-(1 << 62))
+    if b.body.get("end") is None:
+        raise b.bad("end", "is required")
+    if end <= start:
+        raise b.bad("end", "must be after start")
+    pin = b.ref("pin")
+    if pin is not None and not (pin.isdecimal() and len(pin) <= MAX_VALUE_LEN):
+        raise b.bad("pin", "must be digits")
+    return Booking(
+        b.id,
+        b.refs("lights"),
+        b.refs("doors"),
+        start,
+        end,
+        b.ref("member"),
+        pin,
+        b.extra(),
+        part,
+    )
+
+
+_PARSERS: dict[str, Callable[[_Body, int], Record]] = {
+    "site": _site,
+    "member": _member,
+    "group": _group,
+    "schedule": _schedule,
+    "door": _door,
+    "light": _light,
+    "booking": _booking,
+}
+KNOWN_KINDS = frozenset(_PARSERS)
+
+
+def check_key(kind: object, id: object) -> tuple[str, str]:
+    """Validate a record's (kind, id) pair as it arrives on the wire."""
+    if not isinstance(kind, str) or not _ID_RE.fullmatch(kind):
+        raise RemoteError(f"record kind {kind!r} is not 1 to 128 characters of text")
+    if not isinstance(id, str) or not _ID_RE.fullmatch(id):
+        raise RemoteError(f"{kind} id {id!r} is not 1 to 128 characters of text", kind=kind)
+    return kind, id
+
+
+def parse_record(kind: str, id: str, rec: bytes) -> Record:
+    """Decode and validate one record; raise `RemoteError` naming what is wrong."""
+    check_key(kind, id)
+    if not isinstance(rec, bytes):
+        raise RemoteError(f"{kind} {id!r}: rec must be a byte string", kind=kind, id=id)
+    part = digest_part(kind, id, rec)
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        return OtherRecord(kind, id, rec, part)
+    if kind == "site" and id != "site":
+        raise RemoteError(f"site record must have id 'site', got {id!r}", kind=kind, id=id)
+    try:
+        body = loads_strict(rec, what=f"{kind} {id!r}")
+    except RemoteError as exc:
+        raise RemoteError(str(exc), kind=kind, id=id) from None
+    return parser(_Body(kind, id, body), part)
+
+
+def reject(kind: str, id: str, rec: bytes, error: RemoteError) -> RejectedRecord:
+    """Stand-in for a record that failed `parse_record`, still counted in the digest."""
+    return RejectedRecord(kind, id, str(error), digest_part(kind, id, rec))

@@ -1,0 +1,320 @@
+"""The live dataset: records, the indexes a decision needs, and the digest.
+
+A `Store` changes only through `apply` (one delta, all ops or none) and is built
+whole by `Store.build` from a full record set, aside from the live one; the owner
+swaps its reference in one step. The digest is kept incrementally (PROTOCOL.md s3).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from firmware.core.errors import RemoteError
+from firmware.core.model import (
+    DEFAULT_SITE,
+    DIGEST_MOD,
+    Booking,
+    Door,
+    Group,
+    Light,
+    Member,
+    OtherRecord,
+    Record,
+    RejectedRecord,
+    Schedule,
+    Site,
+    check_key,
+    digest_bytes,
+    parse_record,
+    reject,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Create or replace record (kind, id) with the body bytes `rec`."""
+
+    kind: str
+    id: str
+    rec: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove record (kind, id); removing an absent record changes nothing."""
+
+    kind: str
+    id: str
+
+
+Op: TypeAlias = Put | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A credential claimed by two members: `winner` (the later put) now holds it."""
+
+    credkind: str
+    value: str
+    loser: str
+    winner: str
+
+
+def parse_ops(raw: Any) -> list[Op]:
+    """Turn a delta's wire `ops` list into `Put`/`Delete` ops, or raise `RemoteError`."""
+    if not isinstance(raw, list):
+        raise RemoteError("delta ops must be a list")
+    ops: list[Op] = []
+    for i, op in enumerate(raw):
+        if isinstance(op, list) and len(op) == 4 and op[0] == "put":
+            kind, id = check_key(op[1], op[2])
+            if not isinstance(op[3], bytes):
+                raise RemoteError(f"op {i}: put {kind} {id!r}: rec is not a byte string")
+            ops.append(Put(kind, id, op[3]))
+        elif isinstance(op, list) and len(op) == 3 and op[0] == "del":
+            ops.append(Delete(*check_key(op[1], op[2])))
+        else:
+            raise RemoteError(f"op {i} is neither ['put', kind, id, rec] nor ['del', kind, id]")
+    return ops
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic GC during a bulk load: records hold no cycles, and scanning
+    millions of fresh objects would more than double the load time."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _add(index: dict[str, dict[str, Any]], key: str, id: str, value: Any) -> None:
+    index.setdefault(key, {})[id] = value
+
+
+def _discard(index: dict[str, dict[str, Any]], key: str, id: str, _value: Any = None) -> None:
+    bucket = index.get(key)
+    if bucket is not None:
+        bucket.pop(id, None)
+        if not bucket:
+            del index[key]
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """What `Store.build` made, and what it had to reject along the way."""
+
+    store: Store
+    rejected: list[RejectedRecord]
+    conflicts: list[Conflict]
+
+
+class Store:
+    """One complete dataset in memory, indexed for `decide`.
+
+    Read the public dicts freely; change them only through `apply` and `build`.
+    """
+
+    def __init__(self) -> None:
+        self.site: Site = DEFAULT_SITE
+        self.members: dict[str, Member] = {}
+        self.groups: dict[str, Group] = {}
+        self.schedules: dict[str, Schedule] = {}
+        self.doors: dict[str, Door] = {}
+        self.lights: dict[str, Light] = {}
+        self.bookings: dict[str, Booking] = {}
+        self.others: dict[tuple[str, str], OtherRecord | RejectedRecord] = {}
+        # credkind -> value -> member
+        self.credentials: dict[str, dict[str, Member]] = {"tag": {}, "card": {}, "pin": {}}
+        # door/light id -> {group id: group}
+        self.door_groups: dict[str, dict[str, Group]] = {}
+        self.light_groups: dict[str, dict[str, Group]] = {}
+        # pin / member / light / door -> {booking id: booking}
+        self.bookings_by_pin: dict[str, dict[str, Booking]] = {}
+        self.bookings_by_member: dict[str, dict[str, Booking]] = {}
+        self.bookings_by_light: dict[str, dict[str, Booking]] = {}
+        self.bookings_by_door: dict[str, dict[str, Booking]] = {}
+        self._sum = 0
+        self._site_part = 0
+        self._tables: dict[str, dict[str, Any]] = {
+            "member": self.members,
+            "group": self.groups,
+            "schedule": self.schedules,
+            "door": self.doors,
+            "light": self.lights,
+            "booking": self.bookings,
+        }
+
+    # --- reading ------------------------------------------------------------------
+
+    @property
+    def digest(self) -> bytes:
+        """The dataset digest, 16 big-endian bytes."""
+        return digest_bytes(self._sum)
+
+    def __len__(self) -> int:
+        return sum(self.counts().values())
+
+    def counts(self) -> dict[str, int]:
+        """Number of records by kind (rejected records under their own kind)."""
+        counts = {
+            "site": 1 if self._site_part else 0,
+            "member": len(self.members),
+            "group": len(self.groups),
+            "schedule": len(self.schedules),
+            "door": len(self.doors),
+            "light": len(self.lights),
+            "booking": len(self.bookings),
+        }
+        for kind, _id in self.others:
+            counts[kind] = counts.get(kind, 0) + 1
+        return {k: n for k, n in counts.items() if n}
+
+    def get(self, kind: str, id: str) -> Record | RejectedRecord | None:
+        """The record stored under (kind, id), if any."""
+        if kind == "site":
+            return self.site if self._site_part else self.others.get((kind, id))
+        table = self._table(kind)
+        if table is not None and id in table:
+            record: Record = table[id]
+            return record
+        return self.others.get((kind, id))
+
+    def recomputed_digest(self) -> bytes:
+        """The digest summed afresh from every record's part (a self-check)."""
+        total = self._site_part
+        for table in (
+            self.members,
+            self.groups,
+            self.schedules,
+            self.doors,
+            self.lights,
+            self.bookings,
+        ):
+            for record in table.values():
+                total += record.part
+        total += sum(r.part for r in self.others.values())
+        return digest_bytes(total)
+
+    # --- changing -----------------------------------------------------------------
+
+    @classmethod
+    def build(cls, records: Iterable[tuple[str, str, bytes]]) -> Built:
+        """Build a new store from a full record set, without touching any other.
+
+        A record that fails validation is kept as a `RejectedRecord` (it counts in
+        the digest, grants nothing) and listed in the result, as are conflicts.
+        """
+        store = cls()
+        rejected: list[RejectedRecord] = []
+        conflicts: list[Conflict] = []
+        with collector_paused():
+            for kind, id, rec in records:
+                try:
+                    record: Record | RejectedRecord = parse_record(kind, id, rec)
+                except RemoteError as exc:
+                    record = reject(kind, id, rec, exc)
+                    rejected.append(record)
+                store._put(record, conflicts)
+        return Built(store, rejected, conflicts)
+
+    def apply(self, ops: Sequence[Op]) -> list[Conflict]:
+        """Apply one delta atomically: every record is parsed first, so a bad one
+        raises `RemoteError` before anything changes. Returns credential conflicts."""
+        parsed: list[Record | Delete] = [
+            parse_record(op.kind, op.id, op.rec) if isinstance(op, Put) else op for op in ops
+        ]
+        conflicts: list[Conflict] = []
+        for item in parsed:
+            if isinstance(item, Delete):
+                self._remove(item.kind, item.id)
+            else:
+                self._put(item, conflicts)
+        return conflicts
+
+    def _table(self, kind: str) -> dict[str, Any] | None:
+        return self._tables.get(kind)
+
+    def _put(self, record: Record | RejectedRecord, conflicts: list[Conflict]) -> None:
+        kind = record.kind
+        self._remove(kind, record.id)
+        self._sum = (self._sum + record.part) % DIGEST_MOD
+        if isinstance(record, OtherRecord | RejectedRecord):
+            self.others[(kind, record.id)] = record
+        elif isinstance(record, Site):
+            self.site = record
+            self._site_part = record.part
+        elif isinstance(record, Member):
+            self.members[record.id] = record
+            self._index_member(record, conflicts)
+        elif isinstance(record, Group):
+            self.groups[record.id] = record
+            for door in record.doors:
+                _add(self.door_groups, door, record.id, record)
+            for light in record.lights:
+                _add(self.light_groups, light, record.id, record)
+        elif isinstance(record, Booking):
+            self.bookings[record.id] = record
+            self._index_booking(record, add=True)
+        else:
+            table = self._table(kind)
+            assert table is not None
+            table[record.id] = record
+
+    def _remove(self, kind: str, id: str) -> None:
+        old: Record | RejectedRecord | None
+        if kind == "site":
+            old = self.site if self._site_part else None
+            if old is not None:
+                self.site = DEFAULT_SITE
+                self._site_part = 0
+        else:
+            table = self._table(kind)
+            old = table.pop(id, None) if table is not None else None
+        if old is None:
+            old = self.others.pop((kind, id), None)
+            if old is None:
+                return
+        self._sum = (self._sum - old.part) % DIGEST_MOD
+        if isinstance(old, Member):
+            creds = old.creds
+            for i in range(0, len(creds), 2):
+                index = self.credentials[creds[i]]
+                if index.get(creds[i + 1]) is old:
+                    del index[creds[i + 1]]
+        elif isinstance(old, Group):
+            for door in old.doors:
+                _discard(self.door_groups, door, id)
+            for light in old.lights:
+                _discard(self.light_groups, light, id)
+        elif isinstance(old, Booking):
+            self._index_booking(old, add=False)
+
+    def _index_member(self, member: Member, conflicts: list[Conflict]) -> None:
+        creds = member.creds
+        for i in range(0, len(creds), 2):
+            index = self.credentials[creds[i]]
+            value = creds[i + 1]
+            holder = index.get(value)
+            if holder is not None and holder.id != member.id:
+                conflicts.append(Conflict(creds[i], value, holder.id, member.id))
+            index[value] = member
+
+    def _index_booking(self, booking: Booking, *, add: bool) -> None:
+        change = _add if add else _discard
+        bid = booking.id
+        if booking.pin is not None:
+            change(self.bookings_by_pin, booking.pin, bid, booking)
+        if booking.member is not None:
+            change(self.bookings_by_member, booking.member, bid, booking)
+        for light in booking.lights:
+            change(self.bookings_by_light, light, bid, booking)
+        for door in booking.doors:
+            change(self.bookings_by_door, door, bid, booking)

@@ -1,0 +1,43 @@
+"""`alc`: one console script, one subcommand per job.
+
+Subcommand modules are imported only when chosen, so `alc gen` never pays for
+paho-mqtt and a missing optional library fails only the command that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module with `main(argv) -> int`, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "gen": ("tools.gen", "write a reproducible synthetic club dataset"),
+    "bench": ("tools.bench", "measure decision speed, build time and memory"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: alc <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help}" for name, (_, help) in COMMANDS.items()]
+    lines.append("\n`alc <command> --help` shows a command's options.")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `alc` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"alc: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    result: int = module.main(rest)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
