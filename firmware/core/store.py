@@ -116,6 +116,42 @@ class Built:
     conflicts: list[Conflict]
 
 
+class StoreBuilder:
+    """Builds a new `Store` a slice at a time, so the one event loop can go on
+    deciding between slices of a large full sync."""
+
+    def __init__(self) -> None:
+        self._store = Store()
+        self._rejected: list[RejectedRecord] = []
+        self._conflicts: list[Conflict] = []
+
+    @property
+    def records(self) -> int:
+        """Records fed so far."""
+        return len(self._store)
+
+    @property
+    def digest(self) -> bytes:
+        """Digest of the records fed so far."""
+        return self._store.digest
+
+    def feed(self, records: Iterable[tuple[str, str, bytes]]) -> None:
+        """Parse and index more records; bad ones become `RejectedRecord`s."""
+        store = self._store
+        with collector_paused():
+            for kind, id, rec in records:
+                try:
+                    record: Record | RejectedRecord = parse_record(kind, id, rec)
+                except RemoteError as exc:
+                    record = reject(kind, id, rec, exc)
+                    self._rejected.append(record)
+                store._put(record, self._conflicts)
+
+    def finish(self) -> Built:
+        """The finished store; the builder must not be fed after this."""
+        return Built(self._store, self._rejected, self._conflicts)
+
+
 class Store:
     """One complete dataset in memory, indexed for `decide`.
 
@@ -212,18 +248,9 @@ class Store:
         A record that fails validation is kept as a `RejectedRecord` (it counts in
         the digest, grants nothing) and listed in the result, as are conflicts.
         """
-        store = cls()
-        rejected: list[RejectedRecord] = []
-        conflicts: list[Conflict] = []
-        with collector_paused():
-            for kind, id, rec in records:
-                try:
-                    record: Record | RejectedRecord = parse_record(kind, id, rec)
-                except RemoteError as exc:
-                    record = reject(kind, id, rec, exc)
-                    rejected.append(record)
-                store._put(record, conflicts)
-        return Built(store, rejected, conflicts)
+        builder = StoreBuilder()
+        builder.feed(records)
+        return builder.finish()
 
     def apply(self, ops: Sequence[Op]) -> list[Conflict]:
         """Apply one delta atomically: every record is parsed first, so a bad one

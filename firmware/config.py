@@ -1,0 +1,243 @@
+"""controller.toml -> a validated `Config`, or one clear line naming file, key and problem.
+
+The local config holds identity, broker and wiring; the data (members, doors'
+timings, prices) comes from the hub. Unknown keys are errors: a typo in a pin
+number's key must not silently leave a door unwired.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from firmware.core.errors import LocalError
+from firmware.core.model import CREDKINDS
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class ConfigError(LocalError):
+    """controller.toml (or a file it names) is missing, unreadable or wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSection:
+    """`[controller]`: who this controller is and where it keeps its data."""
+
+    site: str
+    id: str
+    data_dir: Path
+    key_file: Path
+    outage_s: int = 600
+    full_sync_every_s: int = 43200
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSection:
+    """`[mqtt]`: the broker."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    root: str = "alc"
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole local config of one controller."""
+
+    path: Path
+    controller: ControllerSection
+    mqtt: MqttSection
+    backend: str
+    masters: frozenset[tuple[str, str]]
+    doors: tuple[dict[str, Any], ...]
+    lights: tuple[dict[str, Any], ...]
+    readers: tuple[dict[str, Any], ...]
+    kiosk_listen: str | None
+
+    @property
+    def base_topic(self) -> str:
+        """`{root}/{site}/{controller}`."""
+        return f"{self.mqtt.root}/{self.controller.site}/{self.controller.id}"
+
+    def key(self) -> bytes:
+        """The 32-byte shared key, read from `key_file` (64 hex characters)."""
+        return read_key(self.controller.key_file, where=f"{self.path}: controller.key_file")
+
+
+def read_key(path: Path, *, where: str) -> bytes:
+    """Read a key file of 64 hex characters; raise `ConfigError` naming `where`."""
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"{where}: {path} must hold 64 hex characters (32 bytes)")
+    return key
+
+
+class _Section:
+    """Typed reads from one TOML table, each error naming file and dotted key."""
+
+    def __init__(self, path: Path, name: str, table: Any) -> None:
+        self.path = path
+        self.name = name
+        if not isinstance(table, dict):
+            raise self.error(None, "must be a table")
+        self.table: dict[str, Any] = table
+        self.used: set[str] = set()
+
+    def error(self, key: str | None, problem: str) -> ConfigError:
+        where = f"{self.name}.{key}" if key else self.name
+        return ConfigError(f"{self.path}: {where}: {problem}")
+
+    def get(self, key: str, kind: type, default: Any = ..., *, low: int | None = None) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            if default is ...:
+                raise self.error(key, "is required")
+            return default
+        value = self.table[key]
+        if kind is int and (type(value) is not int or (low is not None and value < low)):
+            bound = f" >= {low}" if low is not None else ""
+            raise self.error(key, f"must be an integer{bound}, got {value!r}")
+        if kind is not int and not isinstance(value, kind):
+            raise self.error(key, f"must be {kind.__name__}, got {value!r}")
+        return value
+
+    def segment(self, key: str) -> str:
+        value: str = self.get(key, str)
+        if not _SEGMENT.fullmatch(value):
+            raise self.error(key, "must be 1 to 64 of A-Z a-z 0-9 _ -")
+        return value
+
+    def path_value(self, key: str, default: Any = ...) -> Path | None:
+        value = self.get(key, str, default)
+        if value is None:
+            return None
+        p = Path(value)
+        return p if p.is_absolute() else self.path.parent / p
+
+    def done(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "is not a known setting")
+
+
+def _controller(path: Path, raw: Any) -> ControllerSection:
+    s = _Section(path, "controller", raw)
+    section = ControllerSection(
+        site=s.segment("site"),
+        id=s.segment("id"),
+        data_dir=s.path_value("data_dir") or Path("."),
+        key_file=s.path_value("key_file") or Path("."),
+        outage_s=s.get("outage_s", int, 600, low=1),
+        full_sync_every_s=s.get("full_sync_every_s", int, 43200, low=60),
+    )
+    s.done()
+    return section
+
+
+def _mqtt(path: Path, raw: Any) -> MqttSection:
+    s = _Section(path, "mqtt", raw)
+    section = MqttSection(
+        host=s.get("host", str, "127.0.0.1"),
+        port=s.get("port", int, 1883, low=1),
+        root=s.segment("root") if "root" in s.table else "alc",
+        username=s.get("username", str, None),
+        password=s.get("password", str, None),
+        tls=s.get("tls", bool, False),
+        ca_file=s.path_value("ca_file", None),
+        cert_file=s.path_value("cert_file", None),
+        key_file=s.path_value("key_file", None),
+        keepalive_s=s.get("keepalive_s", int, 30, low=5),
+    )
+    if section.port > 65535:
+        raise s.error("port", f"must be at most 65535, got {section.port}")
+    s.done()
+    return section
+
+
+def _masters(path: Path, raw: Any) -> frozenset[tuple[str, str]]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: masters: must be an array of tables ([[masters]])")
+    masters = set()
+    for i, entry in enumerate(raw):
+        s = _Section(path, f"masters[{i}]", entry)
+        kind = s.get("credkind", str)
+        if kind not in CREDKINDS:
+            raise s.error("credkind", f"must be one of {', '.join(CREDKINDS)}")
+        value = s.get("value", str)
+        if not value:
+            raise s.error("value", "must not be empty")
+        s.done()
+        masters.add((kind, value))
+    return frozenset(masters)
+
+
+def _wiring(path: Path, name: str, raw: Any) -> tuple[dict[str, Any], ...]:
+    """`[[doors]]`, `[[lights]]`, `[[readers]]`: each needs an id here; the HAL
+    checks the pins and ports it understands."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: {name}: must be an array of tables ([[{name}]])")
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        s = _Section(path, f"{name}[{i}]", entry)
+        id = s.get("id", str)
+        if not id or id in seen:
+            raise s.error("id", f"must be a unique, non-empty id, got {id!r}")
+        seen.add(id)
+    return tuple(dict(entry) for entry in raw)
+
+
+def parse_config(path: Path, data: dict[str, Any]) -> Config:
+    """Validate an already-parsed TOML document."""
+    known = {"controller", "mqtt", "hal", "doors", "lights", "readers", "masters", "kiosk"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{path}: {key}: is not a known section")
+    hal = _Section(path, "hal", data.get("hal", {}))
+    backend = hal.get("backend", str, "gpio")
+    hal.done()
+    kiosk = _Section(path, "kiosk", data.get("kiosk", {}))
+    listen = kiosk.get("listen", str, None)
+    kiosk.done()
+    return Config(
+        path=path,
+        controller=_controller(path, data.get("controller")),
+        mqtt=_mqtt(path, data.get("mqtt", {})),
+        backend=backend,
+        masters=_masters(path, data.get("masters", [])),
+        doors=_wiring(path, "doors", data.get("doors", [])),
+        lights=_wiring(path, "lights", data.get("lights", [])),
+        readers=_wiring(path, "readers", data.get("readers", [])),
+        kiosk_listen=listen,
+    )
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate controller.toml; any problem is one `ConfigError` line."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: is not valid TOML: {exc}") from None
+    return parse_config(path, data)

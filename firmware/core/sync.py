@@ -1,0 +1,409 @@
+"""The sync session: keeps the live dataset in step with the hub (PROTOCOL.md s3, s7).
+
+A pure state machine, like h11's connection: the runtime feeds it what happened
+(`connected`, `delta`, `snap_page`, `tick`, ...) with the time, and it answers with
+actions for the runtime to carry out (`RequestSync`, `SaveDelta`, `SaveSnapshot`,
+`SyncEvent`, `SystemEvent`). It never reads a clock, a socket or a file.
+
+Two rules hold throughout:
+- the live `store` is only ever replaced whole (a finished, digest-checked snapshot)
+  or changed by one whole delta, so doors always decide on one exact `(epoch, v)`;
+- a full sync is assembled and built aside, a slice at a time (`work`), so the
+  event loop keeps deciding while it runs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from firmware.core.errors import RemoteError
+from firmware.core.messages import Delta, SnapPage
+from firmware.core.model import digest_bytes
+from firmware.core.store import Conflict, Op, Store, StoreBuilder
+
+GAP_RETRY_S = 10.0
+STALL_S = 30.0
+FULL_JITTER_S = 1800.0
+SLICE_RECORDS = 500
+MAX_BUFFERED_DELTAS = 10_000
+MAX_SNAPSHOT_RECORDS = 5_000_000
+MAX_REPORTED = 20  # conflicts/rejections reported one by one; the rest are counted
+
+EMPTY_DIGEST = digest_bytes(0)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSync:
+    """Publish a `sync` request to the hub."""
+
+    epoch: str | None
+    v: int
+    full: bool
+    reason: str
+    req: str
+
+
+@dataclass(frozen=True, slots=True)
+class SaveDelta:
+    """Make one applied delta durable: its ops and the new (epoch, v, digest)."""
+
+    epoch: str
+    v: int
+    ops: list[Op]
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SaveSnapshot:
+    """Replace the durable dataset with this one (empty for a purge)."""
+
+    epoch: str | None
+    v: int
+    records: list[tuple[str, str, bytes]]
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncEvent:
+    """A `sync` event for the log (PROTOCOL.md s5)."""
+
+    what: str
+    reason: str
+    records: int = 0
+    ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SystemEvent:
+    """A `system` event for the log: `error` or `conflict`, with a detail."""
+
+    what: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """(epoch, v, digest) or sync progress changed: the retained state is stale."""
+
+
+SyncAction: TypeAlias = (
+    RequestSync | SaveDelta | SaveSnapshot | SyncEvent | SystemEvent | StateChanged
+)
+
+
+@dataclass(slots=True)
+class _FullSync:
+    """One full sync from request to swap."""
+
+    reason: str
+    requested_at: float
+    started_at: float
+    sync: str | None = None
+    epoch: str = ""
+    v: int = 0
+    pages: int = 0
+    digest: bytes = b""
+    got: dict[int, list[tuple[str, str, bytes]]] = field(default_factory=dict)
+    records: int = 0
+    last_page_at: float = 0.0
+    builder: StoreBuilder | None = None
+    feed: Iterator[tuple[str, str, bytes]] | None = None
+
+
+class SyncSession:
+    """Versions, gaps, full syncs and their triggers for one controller."""
+
+    def __init__(
+        self,
+        store: Store,
+        epoch: str | None,
+        v: int,
+        *,
+        now: float,
+        last_full: float | None = None,
+        outage_s: float = 600.0,
+        full_every_s: float = 43200.0,
+        jitter: Callable[[], float] = lambda: 0.0,
+        new_id: Callable[[], str],
+    ) -> None:
+        """`jitter()` returns a fraction in [0, 1) of the 30 min full-sync jitter;
+        `new_id()` returns a fresh request id. Both are injected to stay pure."""
+        self.store = store
+        self.epoch = epoch
+        self.v = v
+        self.last_full = last_full
+        self.outage_s = outage_s
+        self.full_every_s = full_every_s
+        self._jitter = jitter
+        self._new_id = new_id
+        self.connected = False
+        self._offline_since: float | None = None
+        self._booted = False
+        self._full: _FullSync | None = None
+        self._buffer: list[Delta] = []
+        self._gap_to: int | None = None
+        self._gap_asked_at: float | None = None
+        self._applied: deque[str] = deque(maxlen=16)
+        self._next_full_at = self._schedule_after(last_full if last_full is not None else now)
+
+    # --- what the runtime reads ---------------------------------------------------
+
+    @property
+    def digest(self) -> bytes:
+        """The live dataset's digest."""
+        return self.store.digest
+
+    def progress(self) -> tuple[str, int, int]:
+        """`("idle", 0, 0)` or `("full", pages got, pages)` for the state message."""
+        full = self._full
+        if full is None:
+            return ("idle", 0, 0)
+        return ("full", len(full.got), full.pages)
+
+    @property
+    def full_reason(self) -> str | None:
+        """Why the running full sync was started, or None when none runs."""
+        return self._full.reason if self._full is not None else None
+
+    def has_work(self) -> bool:
+        """True while a finished snapshot is being built aside (call `work`)."""
+        return self._full is not None and self._full.feed is not None
+
+    def next_deadline(self) -> float | None:
+        """When `tick` next has something to do."""
+        times = [self._next_full_at] if self.connected else []
+        full = self._full
+        if full is not None and self.connected and full.feed is None:
+            since = full.last_page_at if full.sync is not None else full.requested_at
+            times.append(since + STALL_S)
+        if self._gap_to is not None and self._gap_asked_at is not None and self.connected:
+            times.append(self._gap_asked_at + GAP_RETRY_S)
+        return min(times) if times else None
+
+    # --- what happened ------------------------------------------------------------
+
+    def connected_to_hub(self, now: float) -> list[SyncAction]:
+        """The MQTT session is up. Sends the boot request, or catches up after an
+        outage: a full sync when offline longer than `outage_s`, else a delta catch-up."""
+        self.connected = True
+        offline_since, self._offline_since = self._offline_since, None
+        if not self._booted:
+            self._booted = True
+            if self.epoch is None:
+                return self._start_full("boot", now)
+            return [self._request(False, "boot")]
+        if self._full is not None and self._full.feed is None:
+            # The request or some pages may have been lost with the link: ask again.
+            return self._start_full(self._full.reason, now)
+        if offline_since is not None and now - offline_since > self.outage_s:
+            return self._start_full("outage", now)
+        return [self._request(False, "outage")]
+
+    def disconnected_from_hub(self, now: float) -> None:
+        """The MQTT session dropped; decisions go on with the data we have."""
+        if self.connected:
+            self._offline_since = now
+        self.connected = False
+
+    def request_full(self, reason: str, now: float) -> list[SyncAction]:
+        """A full sync asked for locally: `command`, `digest` (local copy corrupt)."""
+        return self._start_full(reason, now)
+
+    def purge(self, now: float) -> list[SyncAction]:
+        """Wipe the dataset from memory and disk, then fetch it again."""
+        self.store = Store()
+        self.epoch = None
+        self.v = 0
+        self._buffer.clear()
+        self._gap_to = None
+        return [
+            SaveSnapshot(None, 0, [], EMPTY_DIGEST),
+            SyncEvent("purged", "purge"),
+            StateChanged(),
+            *self._start_full("purge", now),
+        ]
+
+    def delta(self, delta: Delta, now: float) -> list[SyncAction]:
+        """A `delta` arrived on `data` (rules 1-4 of PROTOCOL.md s3)."""
+        if self._full is not None:
+            if len(self._buffer) >= MAX_BUFFERED_DELTAS:
+                # Past the bound the oldest go; a gap request fetches them later.
+                del self._buffer[0]
+            self._buffer.append(delta)
+            return []
+        if delta.epoch != self.epoch:
+            return self._start_full("epoch", now)
+        if delta.to_v <= self.v:
+            return []
+        if delta.from_v > self.v:
+            self._gap_to = max(self._gap_to or 0, delta.to_v)
+            return self._ask_gap(now)
+        try:
+            conflicts = self.store.apply(delta.ops)
+        except RemoteError as exc:
+            # The hub sent a record we cannot use. A snapshot carries it as a
+            # rejected record (counted in the digest, granting nothing), so we
+            # converge instead of stalling at this version.
+            return [
+                SystemEvent("error", f"delta {delta.from_v}->{delta.to_v} rejected: {exc}"),
+                *self._start_full("gap", now),
+            ]
+        self.v = delta.to_v
+        if self._gap_to is not None and self.v >= self._gap_to:
+            self._gap_to = None
+            self._gap_asked_at = None
+        actions: list[SyncAction] = [SaveDelta(delta.epoch, self.v, delta.ops, self.digest)]
+        actions += _conflict_events(conflicts)
+        actions.append(StateChanged())
+        return actions
+
+    def snap_page(self, page: SnapPage, now: float) -> list[SyncAction]:
+        """One page of a full sync arrived on `data`."""
+        if page.sync in self._applied:
+            return []
+        if page.epoch == self.epoch and page.v < self.v:
+            return []
+        full = self._full
+        if full is not None and full.sync is not None and full.sync != page.sync:
+            if full.feed is not None or (page.epoch == full.epoch and page.v < full.v):
+                return []  # building a newer (or the same) one already
+            # A newer sync abandons the older incomplete one, keeping why we sync.
+            full = self._full = _FullSync(full.reason, full.requested_at, full.started_at)
+        if full is None:
+            # The hub pushed a snapshot unasked (its digest disagreed with our state).
+            full = self._full = _FullSync("hub", now, now)
+        if full.sync is None:
+            full.sync, full.epoch, full.v = page.sync, page.epoch, page.v
+            full.pages, full.digest = page.pages, page.digest
+        elif (page.epoch, page.v, page.pages, page.digest) != (
+            full.epoch,
+            full.v,
+            full.pages,
+            full.digest,
+        ):
+            return [SystemEvent("error", f"snap {page.sync}: page {page.page} disagrees")]
+        if page.page in full.got or full.feed is not None:
+            return []
+        if full.records + len(page.recs) > MAX_SNAPSHOT_RECORDS:
+            self._full = None
+            return [SystemEvent("error", f"snap {page.sync}: more than {MAX_SNAPSHOT_RECORDS}")]
+        full.got[page.page] = page.recs
+        full.records += len(page.recs)
+        full.last_page_at = now
+        if len(full.got) == full.pages:
+            full.builder = StoreBuilder()
+            full.feed = (r for i in range(full.pages) for r in full.got[i])
+        return [StateChanged()]
+
+    def work(self, now: float, budget: int = SLICE_RECORDS) -> list[SyncAction]:
+        """Build the next slice of a complete snapshot; swap it in when done."""
+        full = self._full
+        if full is None or full.feed is None or full.builder is None:
+            return []
+        chunk = [r for _, r in zip(range(budget), full.feed, strict=False)]
+        full.builder.feed(chunk)
+        if len(chunk) == budget:
+            return []
+        built = full.builder.finish()
+        self._full = None
+        ms = int((now - full.started_at) * 1000)
+        actions: list[SyncAction] = []
+        if built.store.digest != full.digest:
+            actions.append(SyncEvent("failed", full.reason, full.records, ms))
+            actions.append(SystemEvent("error", f"snap {full.sync}: digest mismatch"))
+            actions.append(StateChanged())
+            return actions
+        assert full.sync is not None
+        self.store = built.store
+        self.epoch, self.v = full.epoch, full.v
+        self._applied.append(full.sync)
+        self._gap_to = None
+        self.last_full = now
+        self._next_full_at = self._schedule_after(now)
+        records = [r for i in range(full.pages) for r in full.got[i]]
+        actions.append(SaveSnapshot(full.epoch, full.v, records, full.digest))
+        actions.append(SyncEvent("done", full.reason, len(records), ms))
+        if built.rejected:
+            first = built.rejected[0]
+            actions.append(
+                SystemEvent(
+                    "error",
+                    f"{len(built.rejected)} records rejected, first {first.kind} "
+                    f"{first.id!r}: {first.error}",
+                )
+            )
+        actions += _conflict_events(built.conflicts)
+        actions.append(StateChanged())
+        buffered, self._buffer = self._buffer, []
+        for delta in sorted(buffered, key=lambda d: d.from_v):
+            if delta.epoch == self.epoch and delta.from_v >= full.v:
+                actions += self.delta(delta, now)
+        return actions
+
+    def tick(self, now: float) -> list[SyncAction]:
+        """Timers: stalled full syncs, open gaps, the twice-daily full sync."""
+        if not self.connected:
+            return []
+        full = self._full
+        if full is not None:
+            if full.feed is None:
+                since = full.last_page_at if full.sync is not None else full.requested_at
+                if now - since >= STALL_S:
+                    return self._start_full("stalled", now, keep_reason=True)
+            return []
+        if self._gap_to is not None and self.v < self._gap_to:
+            return self._ask_gap(now)
+        if now >= self._next_full_at:
+            return self._start_full("schedule", now)
+        return []
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _schedule_after(self, t: float) -> float:
+        return t + self.full_every_s + self._jitter() * FULL_JITTER_S
+
+    def _request(self, full: bool, reason: str) -> RequestSync:
+        return RequestSync(self.epoch, self.v, full, reason, self._new_id())
+
+    def _ask_gap(self, now: float) -> list[SyncAction]:
+        if self._gap_asked_at is not None and now - self._gap_asked_at < GAP_RETRY_S:
+            return []
+        self._gap_asked_at = now
+        return [self._request(False, "gap")]
+
+    def _start_full(
+        self, reason: str, now: float, *, keep_reason: bool = False
+    ) -> list[SyncAction]:
+        old = self._full
+        if (
+            old is not None
+            and old.sync is None
+            and reason == "epoch"
+            and now - old.requested_at < STALL_S
+        ):
+            return []  # already asked; every delta of the new epoch would re-ask
+        started = old.started_at if old is not None else now
+        kept = old.reason if keep_reason and old is not None else reason
+        self._full = _FullSync(kept, now, started)
+        actions: list[SyncAction] = [StateChanged()]
+        if old is None:
+            actions.insert(0, SyncEvent("started", kept))
+        if self.connected:
+            actions.insert(0, self._request(True, reason))
+        return actions
+
+
+def _conflict_events(conflicts: list[Conflict]) -> list[SyncAction]:
+    events: list[SyncAction] = [
+        SystemEvent(
+            "conflict",
+            f"{c.credkind} ...{c.value[-4:]} claimed by {c.winner!r}, taken from {c.loser!r}",
+        )
+        for c in conflicts[:MAX_REPORTED]
+    ]
+    if len(conflicts) > MAX_REPORTED:
+        events.append(SystemEvent("conflict", f"{len(conflicts) - MAX_REPORTED} more conflicts"))
+    return events
