@@ -21,3 +21,5 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("ALC_HYPOTHESIS_PROFILE", "default"))
+
+pytest_plugins = ["tests.broker"]
