@@ -190,14 +190,14 @@ class SyncSession:
         outage: a full sync when offline longer than `outage_s`, else a delta catch-up."""
         self.connected = True
         offline_since, self._offline_since = self._offline_since, None
-        if not self._booted:
-            self._booted = True
-            if self.epoch is None:
-                return self._start_full("boot", now)
-            return [self._request(False, "boot")]
+        booting, self._booted = not self._booted, True
         if self._full is not None and self._full.feed is None:
             # The request or some pages may have been lost with the link: ask again.
             return self._start_full(self._full.reason, now)
+        if booting:
+            if self.epoch is None:
+                return self._start_full("boot", now)
+            return [self._request(False, "boot")]
         if offline_since is not None and now - offline_since > self.outage_s:
             return self._start_full("outage", now)
         return [self._request(False, "outage")]
@@ -378,13 +378,6 @@ class SyncSession:
         self, reason: str, now: float, *, keep_reason: bool = False
     ) -> list[SyncAction]:
         old = self._full
-        if (
-            old is not None
-            and old.sync is None
-            and reason == "epoch"
-            and now - old.requested_at < STALL_S
-        ):
-            return []  # already asked; every delta of the new epoch would re-ask
         started = old.started_at if old is not None else now
         kept = old.reason if keep_reason and old is not None else reason
         self._full = _FullSync(kept, now, started)

@@ -1,0 +1,402 @@
+"""The controller core: every input the controller gets, every action it takes.
+
+`Controller.handle(event, now)` is the one entry point, like h11's connection: the
+runtime feeds it plain events (link up/down, a received payload, a presentation,
+a timer tick) and carries out the plain actions it returns (publish, save, log).
+No sockets, pins, files or clocks in here, so tests run it in virtual time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from firmware import wire
+from firmware.core.decide import Decision, Target, decide
+from firmware.core.errors import RemoteError
+from firmware.core.messages import Command, parse_command, parse_delta, parse_snap
+from firmware.core.store import Store
+from firmware.core.sync import (
+    RequestSync,
+    SaveDelta,
+    SaveSnapshot,
+    StateChanged,
+    SyncAction,
+    SyncEvent,
+    SyncSession,
+    SystemEvent,
+)
+
+FW_VERSION = "0.1.0"
+STATE_EVERY_S = 1.0
+COMMAND_SKEW_S = 300
+COMMAND_TIMEOUT_S = 120.0
+CLOCK_SKEW_S = 300
+REPORT_EVERY_S = 60.0  # rate limit of auth_failed / error events per kind
+MAX_REMEMBERED_COMMANDS = 10_000
+
+# --- events in ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The broker session is up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The broker session dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadReceived:
+    """Raw bytes arrived on an MQTT topic."""
+
+    topic: str
+    payload: bytes
+    retained: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """A credential was presented at a reader."""
+
+    reader: str
+    credkind: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: run whatever timers are due."""
+
+
+Event: TypeAlias = Connected | Disconnected | PayloadReceived | Presented | Tick
+
+# --- actions out ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Seal `message` and publish it on `{base}/{suffix}`."""
+
+    suffix: str
+    message: dict[str, Any]
+    retain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RememberCommand:
+    """Record a command id durably until `exp`, before running it."""
+
+    id: str
+    exp: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """An event for the access and activity log (PROTOCOL.md s5)."""
+
+    type: str
+    body: dict[str, Any]
+
+
+Action: TypeAlias = Publish | RememberCommand | LogEvent | SaveDelta | SaveSnapshot
+
+
+@dataclass(slots=True)
+class _Running:
+    """A `sync` or `purge` command waiting for its full sync to finish."""
+
+    id: str
+    reason: str
+    started: float
+    last_got: int = -1
+
+
+class Controller:
+    """Ties the sync session, commands, state reports and decisions together."""
+
+    def __init__(
+        self,
+        *,
+        controller_id: str,
+        key: bytes,
+        base_topic: str,
+        session: SyncSession,
+        boot_time: float,
+        masters: frozenset[tuple[str, str]] = frozenset(),
+        readers: Mapping[str, Target] | None = None,
+        executed: Mapping[str, int] | None = None,
+    ) -> None:
+        """`executed` holds command ids already run (from storage) with their exp."""
+        self.id = controller_id
+        self._kid = controller_id.encode()
+        self._keys = {self._kid: key}
+        self._base = base_topic + "/"
+        self.session = session
+        self.boot_time = boot_time
+        self.masters = masters
+        self.readers = dict(readers or {})
+        self._executed: dict[str, int] = dict(executed or {})
+        self._running: _Running | None = None
+        self._state_due = False
+        self._state_sent_at = -1e18
+        self._clock_skew: float | None = None
+        self._reported: dict[str, tuple[float, int]] = {}
+
+    # --- the one entry point ------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Process one event at time `now`; never raises on bad input."""
+        actions: list[Action] = []
+        if isinstance(event, PayloadReceived):
+            actions += self._received(event, now)
+        elif isinstance(event, Presented):
+            actions += self._presented(event, now)
+        elif isinstance(event, Connected):
+            self._state_due = True
+            self._state_sent_at = -1e18  # the retained state goes out on every connect
+            actions += self._from_session(self.session.connected_to_hub(now), now)
+        elif isinstance(event, Disconnected):
+            self.session.disconnected_from_hub(now)
+        actions += self._from_session(self.session.tick(now), now)
+        actions += self._timers(now)
+        return actions
+
+    def work(self, now: float) -> list[Action]:
+        """One slice of background work (building a full sync aside)."""
+        actions = self._from_session(self.session.work(now), now)
+        return actions + self._timers(now)
+
+    def has_work(self) -> bool:
+        """True while background work is waiting for `work`."""
+        return self.session.has_work()
+
+    def next_deadline(self) -> float | None:
+        """The earliest time `handle(Tick())` has something to do."""
+        times = []
+        sync_at = self.session.next_deadline()
+        if sync_at is not None:
+            times.append(sync_at)
+        if self._state_due and self.session.connected:
+            times.append(self._state_sent_at + STATE_EVERY_S)
+        if self._running is not None:
+            times.append(self._running.started + COMMAND_TIMEOUT_S)
+        return min(times) if times else None
+
+    def state(self, online: bool = True) -> dict[str, Any]:
+        """The `state` message of PROTOCOL.md s4."""
+        phase, got, of = self.session.progress()
+        return {
+            "t": "state",
+            "online": online,
+            "epoch": self.session.epoch,
+            "v": self.session.v,
+            "digest": self.session.digest,
+            "boot": int(self.boot_time),
+            "last_full": int(self.session.last_full) if self.session.last_full else None,
+            "sync": {"state": phase, "got": got, "of": of},
+            "outbox": 0,
+            "outbox_oldest": None,
+            "clock_ok": self._clock_skew is None or abs(self._clock_skew) < CLOCK_SKEW_S,
+            "fw": FW_VERSION,
+        }
+
+    def decide(self, target: Target, credkind: str, value: str, now: float) -> Decision:
+        """An access decision on the live data."""
+        return decide(self.session.store, target, credkind, value, now, masters=self.masters)
+
+    @property
+    def store(self) -> Store:
+        """The live dataset."""
+        return self.session.store
+
+    # --- inputs -------------------------------------------------------------------
+
+    def _received(self, event: PayloadReceived, now: float) -> list[Action]:
+        if not event.topic.startswith(self._base):
+            return self._report("error", f"message on foreign topic {event.topic!r}", now)
+        suffix = event.topic[len(self._base) :]
+        if suffix not in ("data", "cmd", "ack"):
+            return []
+        if event.retained:
+            # A stale retained command must never fire at boot (PROTOCOL.md s1).
+            return self._report("error", f"retained message on {suffix} ignored", now)
+        try:
+            message = wire.unseal(self._keys, event.topic, event.payload)
+        except wire.AuthError as exc:
+            return self._report("auth_failed", f"{suffix}: {exc}", now)
+        except RemoteError as exc:
+            return self._report("error", f"{suffix}: {exc}", now)
+        try:
+            if suffix == "data" and message.type == "delta":
+                delta = parse_delta(message.body)
+                self._note_hub_time(delta.now, now)
+                return self._from_session(self.session.delta(delta, now), now)
+            if suffix == "data" and message.type == "snap":
+                page = parse_snap(message.body)
+                self._note_hub_time(page.now, now)
+                return self._from_session(self.session.snap_page(page, now), now)
+            if suffix == "cmd" and message.type == "cmd":
+                return self._command(message.body, now)
+            if suffix == "ack" and message.type == "ack":
+                return []  # acknowledgements drive the event outbox (its own issue)
+        except RemoteError as exc:
+            return self._report("error", f"{suffix} {message.type}: {exc}", now)
+        return self._report("error", f"unexpected {message.type!r} on {suffix}", now)
+
+    def _presented(self, event: Presented, now: float) -> list[Action]:
+        target = self.readers.get(event.reader)
+        if target is None:
+            return self._report("error", f"presentation at unknown reader {event.reader!r}", now)
+        decision = self.decide(target, event.credkind, event.value, now)
+        body = {
+            target.kind: target.id,
+            "reader": event.reader,
+            "credkind": event.credkind,
+            "value": event.value[-4:],
+            "member": decision.member,
+            "booking": decision.booking,
+            "granted": decision.granted,
+            "reason": decision.reason,
+        }
+        return [LogEvent("access", body)]
+
+    def _note_hub_time(self, hub_now: int | None, now: float) -> None:
+        if hub_now is not None:
+            self._clock_skew = now - hub_now
+
+    # --- commands -----------------------------------------------------------------
+
+    def _reply(self, id: str, status: str, detail: Any = "", **extra: Any) -> Publish:
+        reply = {"t": "reply", "id": id, "status": status, "detail": detail, **extra}
+        return Publish("reply", reply)
+
+    def _command(self, body: dict[str, Any], now: float) -> list[Action]:
+        command = parse_command(body)
+        for id, exp in list(self._executed.items()):
+            if exp < now:
+                del self._executed[id]
+        if command.exp < now:
+            return [self._reply(command.id, "rejected", "expired")]
+        if command.iat > now + COMMAND_SKEW_S:
+            return [self._reply(command.id, "rejected", "issued in the future")]
+        if command.id in self._executed:
+            return [self._reply(command.id, "rejected", "already executed")]
+        if len(self._executed) >= MAX_REMEMBERED_COMMANDS:
+            return [self._reply(command.id, "rejected", "too many commands in flight")]
+        self._executed[command.id] = command.exp
+        actions: list[Action] = [RememberCommand(command.id, command.exp)]
+        return actions + self._run(command, now)
+
+    def _run(self, command: Command, now: float) -> list[Action]:
+        name = command.cmd
+        if name == "status":
+            return [self._reply(command.id, "done", self.state())]
+        if name in ("sync", "purge"):
+            if self._running is not None:
+                # The newer request takes over the one full sync both want.
+                self._running = None
+            accepted = self._reply(command.id, "accepted")
+            if name == "sync":
+                started = self.session.request_full("command", now)
+            else:
+                started = self.session.purge(now)
+            self._running = _Running(command.id, name if name == "purge" else "command", now)
+            return [accepted, *self._from_session(started, now)]
+        if name in ("refresh_kiosks", "open_door", "set_light"):
+            return [self._reply(command.id, "failed", f"{name} is not available on this firmware")]
+        return [self._reply(command.id, "rejected", f"unknown command {name!r}")]
+
+    # --- sync actions -> controller actions ---------------------------------------
+
+    def _from_session(self, actions: list[SyncAction], now: float) -> list[Action]:
+        out: list[Action] = []
+        for action in actions:
+            if isinstance(action, RequestSync):
+                out.append(
+                    Publish(
+                        "sync",
+                        {
+                            "t": "sync",
+                            "epoch": action.epoch,
+                            "v": action.v,
+                            "full": action.full,
+                            "reason": action.reason,
+                            "req": action.req,
+                        },
+                    )
+                )
+            elif isinstance(action, StateChanged):
+                self._state_due = True
+                out += self._progress(now)
+            elif isinstance(action, SyncEvent):
+                out.append(
+                    LogEvent(
+                        "sync",
+                        {
+                            "what": action.what,
+                            "reason": action.reason,
+                            "records": action.records,
+                            "ms": action.ms,
+                        },
+                    )
+                )
+                out += self._finished(action)
+            elif isinstance(action, SystemEvent):
+                out.append(LogEvent("system", {"what": action.what, "detail": action.detail}))
+            else:
+                out.append(action)
+        return out
+
+    def _progress(self, now: float) -> list[Action]:
+        running = self._running
+        phase, got, of = self.session.progress()
+        if running is None or phase != "full" or got == running.last_got:
+            return []
+        running.last_got = got
+        ms = int((now - running.started) * 1000)
+        return [self._reply(running.id, "progress", "", got=got, of=of, ms=ms)]
+
+    def _finished(self, event: SyncEvent) -> list[Action]:
+        running = self._running
+        if running is None or event.what not in ("done", "failed"):
+            return []
+        if event.reason != running.reason:
+            return []
+        self._running = None
+        if event.what == "done":
+            detail = f"{event.records} records"
+            return [self._reply(running.id, "done", detail, got=event.records, ms=event.ms)]
+        return [self._reply(running.id, "failed", "snapshot digest mismatch", ms=event.ms)]
+
+    def _timers(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        running = self._running
+        if running is not None and now - running.started >= COMMAND_TIMEOUT_S:
+            self._running = None
+            out.append(self._reply(running.id, "failed", "full sync did not finish in 120 s"))
+        if (
+            self._state_due
+            and self.session.connected
+            and now - self._state_sent_at >= STATE_EVERY_S
+        ):
+            self._state_due = False
+            self._state_sent_at = now
+            out.append(Publish("state", self.state(), retain=True))
+        return out
+
+    # --- rate-limited reports ---------------------------------------------------------
+
+    def _report(self, what: str, detail: str, now: float) -> list[Action]:
+        """A `system` event, at most one per kind a minute; the rest are counted."""
+        last, suppressed = self._reported.get(what, (-1e18, 0))
+        if now - last < REPORT_EVERY_S:
+            self._reported[what] = (last, suppressed + 1)
+            return []
+        self._reported[what] = (now, 0)
+        if suppressed:
+            detail += f" (and {suppressed} more since the last report)"
+        return [LogEvent("system", {"what": what, "detail": detail})]
