@@ -27,6 +27,8 @@ CREDKINDS = ("tag", "card", "pin")
 DOOR_MODES = ("normal", "locked", "unlocked")
 ALL_DAYS = 127  # Mon=1 .. Sun=64
 _ID_RE = re.compile(r"[^\x00]{1,128}")
+# date.fromisoformat also takes ISO week dates ("2024-W01-1"); the protocol says YYYY-MM-DD.
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 Extra: TypeAlias = Mapping[str, Any] | None
 
@@ -392,7 +394,7 @@ def _schedule(b: _Body, part: int) -> Schedule:
             raise b.bad("except", "must be a list of YYYY-MM-DD dates")
         for d in raw_except:
             try:
-                if not isinstance(d, str) or len(d) != 10:
+                if not isinstance(d, str) or not _DATE_RE.fullmatch(d):
                     raise ValueError
                 closed.add(date.fromisoformat(d))
             except ValueError:

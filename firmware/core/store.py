@@ -215,7 +215,7 @@ class Store:
 
     def get(self, kind: str, id: str) -> Record | RejectedRecord | None:
         """The record stored under (kind, id), if any."""
-        if kind == "site":
+        if kind == "site" and id == "site":
             return self.site if self._site_part else self.others.get((kind, id))
         table = self._table(kind)
         if table is not None and id in table:
@@ -297,7 +297,9 @@ class Store:
 
     def _remove(self, kind: str, id: str) -> None:
         old: Record | RejectedRecord | None
-        if kind == "site":
+        # Only ("site", "site") is the live site; any other site id can only be a
+        # RejectedRecord in `others`, and must not take the real site with it.
+        if kind == "site" and id == "site":
             old = self.site if self._site_part else None
             if old is not None:
                 self.site = DEFAULT_SITE
