@@ -14,7 +14,15 @@ import cbor2
 
 from firmware.core.errors import RemoteError
 
+# PROTOCOL.md s2 "CBOR nesting depth <= 16", read as: at most 16 containers
+# (arrays or maps, map keys included) on any path from the top item inward. A bare
+# scalar has depth 0, `[]` depth 1, `{"a": [1]}` depth 2.
 MAX_DEPTH = 16
+
+# What cbor2 hands back for maps and arrays (frozendict and tuple inside map keys;
+# frozendict is no dict subclass, so it is named on its own).
+_MAPS = (dict, cbor2.frozendict)
+_CONTAINERS = (*_MAPS, list, tuple)
 
 
 class _TagRefused(Exception):
@@ -72,4 +80,28 @@ def loads_strict(data: bytes, *, what: str = "CBOR") -> Any:
         raise RemoteError(f"{what}: malformed CBOR ({exc})") from None
     if fp.tell() != len(data):
         raise RemoteError(f"{what}: {len(data) - fp.tell()} trailing bytes after the CBOR item")
+    if _container_depth_exceeds(value, MAX_DEPTH):
+        raise RemoteError(f"{what}: nested too deeply")
     return value
+
+
+def _container_depth_exceeds(value: Any, limit: int) -> bool:
+    """True if more than `limit` containers nest on some path through `value`.
+
+    cbor2's `max_depth` bounds how many containers enclose an *item*, so with
+    `max_depth=16` it still lets a 17th container through when that one is empty
+    (`[[...[]...]]`). This walk closes the gap. cbor2 has already bounded the depth,
+    so the stack stays small; the cost is one pass over the decoded value.
+    """
+    if not isinstance(value, _CONTAINERS):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = (*node.keys(), *node.values()) if isinstance(node, _MAPS) else node
+        for child in children:
+            if isinstance(child, _CONTAINERS):
+                stack.append((child, depth + 1))
+    return False
