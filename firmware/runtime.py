@@ -1,0 +1,285 @@
+"""The one event loop: events in, the core decides, actions out, sleep till the next timer.
+
+Shaped like ESPHome's `Application::loop()`. One thread owns the controller core.
+paho's network thread (and later the pin, serial and kiosk threads) only put
+events on one bounded queue. Slow disk writes go to one storage thread, in order,
+so a presentation never waits behind a full sync being written to SQLite.
+
+Threads, all stopped by `Runtime.stop()`: the loop (the caller's), paho's network
+thread, and the storage writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import json
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from firmware import wire
+from firmware.config import Config
+from firmware.core.controller import (
+    Action,
+    Connected,
+    Controller,
+    Disconnected,
+    Event,
+    LogEvent,
+    PayloadReceived,
+    Publish,
+    RememberCommand,
+    Tick,
+)
+from firmware.core.decide import Target
+from firmware.core.errors import LocalError
+from firmware.core.sync import SaveDelta, SaveSnapshot, SyncSession
+from firmware.mqtt import BrokerSettings, Link, LinkDown, LinkEvent, LinkUp, Received, Will
+from firmware.storage import Storage, load_store
+
+log = logging.getLogger("alc.controller")
+events_log = logging.getLogger("alc.events")
+
+MAX_QUEUED_EVENTS = 10_000
+MAX_QUEUED_WRITES = 256
+IDLE_WAKE_S = 60.0  # with nothing scheduled, still wake once a minute
+DB_FILE = "alc.sqlite3"
+
+
+class StorageWriter:
+    """One thread that carries out durable writes in the order they were queued."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._jobs: queue.Queue[Callable[[Storage], None] | None] = queue.Queue(MAX_QUEUED_WRITES)
+        self._thread = threading.Thread(target=self._run, name="alc-storage", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[Storage], None]) -> None:
+        """Queue a write; blocks (back-pressure) if the disk is that far behind."""
+        self._jobs.put(job)
+
+    def flush(self) -> None:
+        """Wait until every queued write is on disk."""
+        self._jobs.join()
+
+    def stop(self) -> None:
+        """Finish the queued writes, then end the thread."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                job(self._storage)
+            except Exception:
+                # The live data stays right; the disk copy is fixed by the next
+                # full sync (the boot digest check notices it).
+                log.exception("a storage write failed")
+            finally:
+                self._jobs.task_done()
+
+
+class Runtime:
+    """A whole controller: storage, MQTT link, the core and its loop."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self._key = config.key()
+        self._kid = config.controller.id.encode()
+        self._base = config.base_topic
+        self._events: queue.Queue[Event | None] = queue.Queue(MAX_QUEUED_EVENTS)
+        self._stopping = threading.Event()
+        self._dropped = 0
+        data_dir = config.controller.data_dir
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalError(f"{config.path}: controller.data_dir: {exc}") from None
+        self.storage = Storage.open(Path(data_dir) / DB_FILE)
+        self.controller = self._boot()
+        self.writer = StorageWriter(self.storage)
+        offline = self._seal("state", {"t": "state", "online": False})
+        topics = [f"{self._base}/{s}" for s in ("data", "cmd", "ack")]
+        mqtt = config.mqtt
+        self.link = Link(
+            f"alc-{config.controller.site}-{config.controller.id}",
+            BrokerSettings(
+                mqtt.host,
+                mqtt.port,
+                mqtt.username,
+                mqtt.password,
+                mqtt.tls,
+                str(mqtt.ca_file) if mqtt.ca_file else None,
+                str(mqtt.cert_file) if mqtt.cert_file else None,
+                str(mqtt.key_file) if mqtt.key_file else None,
+                mqtt.keepalive_s,
+            ),
+            self._from_link,
+            subscriptions=topics,
+            will=Will(f"{self._base}/state", offline),
+        )
+
+    def _boot(self) -> Controller:
+        """Load the live data from disk, so doors open before any network."""
+        now = self.clock()
+        loaded = load_store(self.storage)
+        epoch, v, _digest, last_full = loaded.state
+        built = loaded.built
+        # The dataset lives for hours: keep the collector from rescanning it.
+        gc.freeze()
+        counter = itertools.count(1)
+        boot_id = secrets.token_hex(4)
+        session = SyncSession(
+            built.store,
+            epoch,
+            v,
+            now=now,
+            last_full=last_full,
+            outage_s=self.config.controller.outage_s,
+            full_every_s=self.config.controller.full_sync_every_s,
+            jitter=lambda: secrets.randbelow(1_000_000) / 1_000_000,
+            new_id=lambda: f"{boot_id}-{next(counter)}",
+        )
+        readers = {}
+        for reader in self.config.readers:
+            if "door" in reader:
+                readers[reader["id"]] = Target.door(str(reader["door"]))
+            elif "light" in reader:
+                readers[reader["id"]] = Target.light(str(reader["light"]))
+        controller = Controller(
+            controller_id=self.config.controller.id,
+            key=self._key,
+            base_topic=self._base,
+            session=session,
+            boot_time=now,
+            masters=self.config.masters,
+            readers=readers,
+            executed=self.storage.commands(now),
+        )
+        log.info(
+            "boot: epoch=%s v=%d records=%d digest=%s",
+            epoch,
+            v,
+            len(built.store),
+            built.store.digest.hex(),
+        )
+        if epoch is not None and not loaded.intact:
+            log.error("stored records do not hash to the stored digest: full sync")
+            self._perform(controller, controller.local_full_sync("digest", now))
+        return controller
+
+    # --- other threads -> the loop ------------------------------------------------------
+
+    def _from_link(self, event: LinkEvent) -> None:
+        if isinstance(event, LinkUp):
+            self.submit(Connected())
+        elif isinstance(event, LinkDown):
+            self.submit(Disconnected())
+        elif isinstance(event, Received):
+            self.submit(PayloadReceived(event.topic, event.payload, event.retained))
+
+    def submit(self, event: Event) -> None:
+        """Queue an event for the loop (any thread). Drops, counted, when full."""
+        try:
+            self._events.put(event, timeout=1.0)
+        except queue.Full:
+            self._dropped += 1
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until `stop()`; the calling thread becomes the loop."""
+        self.link.start()
+        try:
+            while not self._stopping.is_set():
+                self._step()
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Ask the loop to finish (any thread, signal handlers included)."""
+        self._stopping.set()
+        # When the queue is full the loop is busy anyway and will see the flag.
+        with contextlib.suppress(queue.Full):
+            self._events.put_nowait(None)
+
+    def _step(self) -> None:
+        controller = self.controller
+        event: Event | None
+        if controller.has_work():
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                self._perform(controller, controller.work(self.clock()))
+                return
+        else:
+            deadline = controller.next_deadline()
+            wait = IDLE_WAKE_S if deadline is None else deadline - self.clock()
+            try:
+                event = self._events.get(timeout=min(max(wait, 0.0), IDLE_WAKE_S))
+            except queue.Empty:
+                event = Tick()
+        if event is None:
+            return
+        self._perform(controller, controller.handle(event, self.clock()))
+
+    def _perform(self, controller: Controller, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Publish):
+                topic = f"{self._base}/{action.suffix}"
+                payload = self._seal(action.suffix, action.message)
+                self.link.publish(topic, payload, retain=action.retain)
+            elif isinstance(action, SaveDelta):
+                self.writer.submit(partial(_save_delta, action))
+            elif isinstance(action, SaveSnapshot):
+                last_full = controller.session.last_full
+                self.writer.submit(partial(_save_snapshot, action, last_full))
+            elif isinstance(action, RememberCommand):
+                # Durable before the command runs, so a redelivery never runs it twice.
+                self.writer.submit(partial(_remember, action))
+                self.writer.flush()
+            elif isinstance(action, LogEvent):
+                events_log.info("%s %s", action.type, json.dumps(action.body, default=_hex))
+
+    def _seal(self, suffix: str, message: dict[str, Any]) -> bytes:
+        return wire.seal(self._key, self._kid, f"{self._base}/{suffix}", message)
+
+    def _shutdown(self) -> None:
+        # A clean disconnect suppresses the will, so say "offline" ourselves first.
+        if self.link.connected:
+            state = self.controller.state(online=False)
+            self.link.publish(f"{self._base}/state", self._seal("state", state), retain=True)
+        self.link.stop()
+        self.writer.stop()
+        self.storage.close()
+
+
+def _hex(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(type(value).__name__)
+
+
+def _save_delta(action: SaveDelta, storage: Storage) -> None:
+    storage.save_delta(action.epoch, action.v, action.ops, action.digest)
+
+
+def _save_snapshot(action: SaveSnapshot, last_full: float | None, storage: Storage) -> None:
+    storage.save_snapshot(action.epoch, action.v, action.records, action.digest, last_full)
+
+
+def _remember(action: RememberCommand, storage: Storage) -> None:
+    storage.remember_command(action.id, action.exp)

@@ -1,0 +1,366 @@
+"""`Hub`: the hub side of PROTOCOL.md as plain functions of (message, now).
+
+Every method takes what happened and returns the messages to publish as
+`(topic, payload)` pairs; the caller (`tools.hub.loop`) owns the MQTT link, the
+clock and the thread. That keeps every rule here testable without a broker.
+
+What the hub does:
+- `update`: a new version of the data file -> one change set, v + 1, and one
+  `delta` to every controller (or, for a change too large for one message, a
+  snapshot to every controller known to be online);
+- `sync` requests -> the deltas from the controller's version when the change log
+  still has them and it did not ask for a full sync, else a paged snapshot;
+- `state` -> when the controller's `(epoch, v, digest)` disagrees with the hub's,
+  deltas or a snapshot, at most one push per controller per `push_every_s`
+  (re-checked by `tick` while the disagreement lasts);
+- `events` -> stored idempotently by `(controller, seq)`, answered with an `ack`;
+- `reply` -> logged (`alc ctl` shows replies to the user itself).
+
+Anything that fails verification (`firmware.wire.unseal` with the topic as AAD and
+only the key of the controller the topic names) is dropped and logged, at most one
+line per controller, topic and kind of problem every `LOG_EVERY_S`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware.core.errors import LocalError, RemoteError
+from firmware.wire import seal, unseal
+from tools.hub.changes import delta_message, diff, fits, paginate, snap_messages
+from tools.hub.datafile import Dataset
+from tools.hub.db import Event, HubDB
+
+log = logging.getLogger(__name__)
+
+Outgoing = tuple[str, bytes]
+"""A message to publish: (topic, sealed payload), QoS 1, never retained."""
+
+PUSH_EVERY_S = 30.0
+LOG_EVERY_S = 10.0
+MAX_TEXT = 128
+MAX_BATCH = 10_000
+_INCOMING = ("state", "sync", "events", "reply")
+
+
+@dataclass(slots=True)
+class ControllerView:
+    """What the hub knows of one controller."""
+
+    state: dict[str, Any] | None = None
+    last_push: float = float("-inf")
+    last_seen: float | None = None
+
+
+@dataclass(slots=True)
+class _Throttle:
+    """At most one log line per key per `every` seconds; counts what it swallowed."""
+
+    every: float = LOG_EVERY_S
+    last: dict[tuple[str, ...], float] = field(default_factory=dict)
+    suppressed: dict[tuple[str, ...], int] = field(default_factory=dict)
+
+    def allow(self, key: tuple[str, ...], now: float) -> int | None:
+        """None to stay quiet, else how many lines were swallowed since the last."""
+        last = self.last.get(key)
+        if last is not None and now - last < self.every:
+            self.suppressed[key] = self.suppressed.get(key, 0) + 1
+            return None
+        self.last[key] = now
+        return self.suppressed.pop(key, 0)
+
+
+def subscriptions(root: str, site: str) -> list[str]:
+    """The topics a hub of `site` subscribes to."""
+    return [f"{root}/{site}/+/{leaf}" for leaf in _INCOMING]
+
+
+class Hub:
+    """The reference hub of one site: dataset, change log, events, controllers."""
+
+    def __init__(
+        self,
+        db: HubDB,
+        *,
+        site: str,
+        keys: Mapping[str, bytes],
+        root: str = "alc",
+        page_size: int = 1000,
+        push_every_s: float = PUSH_EVERY_S,
+        on_events: Callable[[str, list[Event]], None] | None = None,
+    ) -> None:
+        if page_size < 1:
+            raise LocalError("page size must be at least 1")
+        self.db = db
+        self.site = site
+        self.root = root
+        self.page_size = page_size
+        self.push_every_s = push_every_s
+        self.on_events = on_events
+        self.controllers: dict[str, ControllerView] = {}
+        self._keys: dict[str, bytes] = {}
+        self._throttle = _Throttle()
+        self.set_keys(keys)
+
+    # --- the dataset ------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        """Current epoch."""
+        return self.db.epoch
+
+    @property
+    def v(self) -> int:
+        """Current version."""
+        return self.db.v
+
+    @property
+    def digest(self) -> bytes:
+        """Current dataset digest."""
+        return self.db.digest
+
+    def set_keys(self, keys: Mapping[str, bytes]) -> None:
+        """Serve exactly the controllers in `keys` (controller id -> 32-byte key)."""
+        self._keys = dict(keys)
+        for controller in self._keys:
+            self.controllers.setdefault(controller, ControllerView())
+        for controller in list(self.controllers):
+            if controller not in self._keys:
+                del self.controllers[controller]
+
+    def update(self, records: Dataset, now: float) -> list[Outgoing]:
+        """Make `records` the dataset: commit the difference as one change set and
+        send it. Nothing happens when nothing changed."""
+        ops = diff(self.db.records, records)
+        if not ops:
+            return []
+        from_v = self.db.v
+        message = delta_message(self.epoch, from_v, from_v + 1, ops, int(now))
+        replayable = fits(message)
+        self.db.commit(ops, replayable=replayable, now=int(now))
+        log.info("v%d -> v%d: %d change(s)", from_v, self.v, len(ops))
+        out: list[Outgoing] = []
+        for controller, view in self.controllers.items():
+            if replayable:
+                out.append(self._seal(controller, "data", message))
+                view.last_push = now
+            elif self._online(view):
+                # Too big for one delta: controllers that are listening get the
+                # whole dataset; the others will ask when they come back.
+                out += self._snapshot(controller, None, now)
+        return out
+
+    def new_epoch(self) -> str:
+        """Reset history (a new epoch): every controller will take a snapshot."""
+        return self.db.new_epoch()
+
+    # --- incoming messages -----------------------------------------------------------
+
+    def handle(
+        self, topic: str, payload: bytes, now: float, *, retained: bool = False
+    ) -> list[Outgoing]:
+        """One message from the broker -> the messages to publish in answer."""
+        parts = topic.split("/")
+        if len(parts) != 4 or parts[0] != self.root or parts[1] != self.site:
+            self._drop(topic, "?", "unexpected topic", now)
+            return []
+        controller, leaf = parts[2], parts[3]
+        key = self._keys.get(controller)
+        if key is None:
+            self._drop(topic, controller, "no key for this controller", now)
+            return []
+        if leaf not in _INCOMING:
+            self._drop(topic, controller, "not a topic a controller publishes on", now)
+            return []
+        if retained and leaf != "state":
+            # Only `state` is retained by design; anything else retained is stale.
+            return []
+        try:
+            # Only this controller's key: a message sealed with another
+            # controller's key must not pass for this one's.
+            message = unseal({controller.encode(): key}, topic, payload)
+            if message.type != leaf:
+                raise RemoteError(f"a {message.type!r} message does not belong on {leaf!r}")
+            view = self.controllers.setdefault(controller, ControllerView())
+            view.last_seen = now
+            if leaf == "state":
+                return self._on_state(controller, view, message.body, now)
+            if leaf == "sync":
+                return self._on_sync(controller, view, message.body, now)
+            if leaf == "events":
+                return self._on_events(controller, message.body, now)
+            self._on_reply(controller, message.body)
+            return []
+        except RemoteError as exc:
+            self._drop(topic, controller, f"{type(exc).__name__}: {exc}", now)
+            return []
+
+    def tick(self, now: float) -> list[Outgoing]:
+        """Re-check every controller whose last state disagrees with the hub."""
+        out: list[Outgoing] = []
+        for controller, view in self.controllers.items():
+            out += self._reconcile(controller, view, now)
+        return out
+
+    # --- state, sync -----------------------------------------------------------------
+
+    def _on_state(
+        self, controller: str, view: ControllerView, body: dict[str, Any], now: float
+    ) -> list[Outgoing]:
+        was_online = self._online(view)
+        view.state = body
+        online = self._online(view)
+        if online != was_online:
+            log.info("controller %s is %s", controller, "online" if online else "offline")
+        return self._reconcile(controller, view, now)
+
+    def _reconcile(self, controller: str, view: ControllerView, now: float) -> list[Outgoing]:
+        """Push deltas or a snapshot if the controller's last state disagrees."""
+        st = view.state
+        if st is None or not self._online(view) or now - view.last_push < self.push_every_s:
+            return []
+        sync = st.get("sync")
+        if isinstance(sync, dict) and sync.get("state") == "full":
+            return []  # a full sync is under way; its own stall timer covers failure
+        epoch, v, digest = st.get("epoch"), st.get("v"), st.get("digest")
+        if epoch == self.epoch and v == self.v and digest == self.digest:
+            return []
+        if epoch == self.epoch and type(v) is int and v > self.v:
+            # It holds a version we never had: our database went back in time.
+            if self._throttle.allow(("ahead", controller), now) is not None:
+                log.warning(
+                    "controller %s has v%d of epoch %s, ahead of this hub (v%d): restored "
+                    "from a backup? Run `alc hub --new-epoch` to resync it",
+                    controller,
+                    v,
+                    epoch,
+                    self.v,
+                )
+            return []
+        if epoch == self.epoch and type(v) is int and v < self.v:
+            deltas = self._deltas(controller, v, now)
+            if deltas is not None:
+                log.info("controller %s is at v%d: sending %d delta(s)", controller, v, len(deltas))
+                return deltas
+        log.info("controller %s disagrees (epoch %s v%s): sending a snapshot", controller, epoch, v)
+        return self._snapshot(controller, None, now)
+
+    def _on_sync(
+        self, controller: str, view: ControllerView, body: dict[str, Any], now: float
+    ) -> list[Outgoing]:
+        epoch, v, full = body.get("epoch"), body.get("v"), body.get("full")
+        if epoch is not None and not isinstance(epoch, str):
+            raise RemoteError("sync: 'epoch' must be text or null")
+        if type(v) is not int or v < 0:
+            raise RemoteError("sync: 'v' must be an integer >= 0")
+        if type(full) is not bool:
+            raise RemoteError("sync: 'full' must be true or false")
+        req = body.get("req")
+        sync_id = req if isinstance(req, str) and 0 < len(req) <= MAX_TEXT else None
+        reason = body.get("reason")
+        log.info(
+            "controller %s asks to sync from %s v%d (full %s, %s)",
+            controller,
+            epoch,
+            v,
+            full,
+            reason,
+        )
+        if not full and epoch == self.epoch:
+            deltas = self._deltas(controller, v, now)
+            if deltas is not None:
+                return deltas
+        return self._snapshot(controller, sync_id, now)
+
+    def _deltas(self, controller: str, v: int, now: float) -> list[Outgoing] | None:
+        changes = self.db.changes_since(v)
+        if changes is None:
+            return None
+        out = [
+            self._seal(
+                controller, "data", delta_message(self.epoch, c.from_v, c.to_v, c.ops, int(now))
+            )
+            for c in changes
+        ]
+        self.controllers[controller].last_push = now
+        return out
+
+    def snapshot(self, controller: str, now: float, sync_id: str | None = None) -> list[Outgoing]:
+        """Every page of a full snapshot for `controller`."""
+        return self._snapshot(controller, sync_id, now)
+
+    def _snapshot(self, controller: str, sync_id: str | None, now: float) -> list[Outgoing]:
+        pages = paginate(self.db.records, self.page_size)
+        messages = snap_messages(
+            pages,
+            sync=sync_id or uuid.uuid4().hex,
+            epoch=self.epoch,
+            v=self.v,
+            digest=self.digest,
+            now=int(now),
+        )
+        out = [self._seal(controller, "data", m) for m in messages]
+        self.controllers[controller].last_push = now
+        return out
+
+    # --- events, replies -------------------------------------------------------------
+
+    def _on_events(self, controller: str, body: dict[str, Any], now: float) -> list[Outgoing]:
+        batch = body.get("batch")
+        if not isinstance(batch, list) or len(batch) > MAX_BATCH:
+            raise RemoteError(f"events: 'batch' must be a list of at most {MAX_BATCH} entries")
+        events: list[Event] = []
+        for entry in batch:
+            event = _event(entry)
+            if event is None:
+                if self._throttle.allow(("event", controller), now) is not None:
+                    log.warning("controller %s: dropping a malformed event %r", controller, entry)
+                continue
+            events.append(event)
+        new = self.db.add_events(controller, events, int(now))
+        if new and self.on_events is not None:
+            self.on_events(controller, new)
+        ack = {"t": "ack", "upto": self.db.acked(controller), "v": self.v}
+        return [self._seal(controller, "ack", ack)]
+
+    def _on_reply(self, controller: str, body: dict[str, Any]) -> None:
+        detail = body.get("detail")
+        # A `status` reply carries the whole state map; the log only needs the gist.
+        text = detail if isinstance(detail, str) else ""
+        log.info(
+            "controller %s: command %s %s %s", controller, body.get("id"), body.get("status"), text
+        )
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _online(self, view: ControllerView) -> bool:
+        return view.state is not None and view.state.get("online") is True
+
+    def _seal(self, controller: str, leaf: str, message: dict[str, Any]) -> Outgoing:
+        topic = f"{self.root}/{self.site}/{controller}/{leaf}"
+        return topic, seal(self._keys[controller], controller.encode(), topic, message)
+
+    def _drop(self, topic: str, controller: str, why: str, now: float) -> None:
+        kind = why.split(":", 1)[0]
+        swallowed = self._throttle.allow(("drop", controller, topic.rsplit("/", 1)[-1], kind), now)
+        if swallowed is not None:
+            more = f" ({swallowed} more dropped since)" if swallowed else ""
+            log.warning("dropped a message on %s: %s%s", topic, why, more)
+
+
+def _event(entry: Any) -> Event | None:
+    """`[seq, time, type, body]` -> `Event`, or None if it is not one."""
+    if not isinstance(entry, list) or len(entry) != 4:
+        return None
+    seq, time, type_, body = entry
+    if type(seq) is not int or not 1 <= seq < 1 << 63:
+        return None
+    if time is not None and (type(time) is not int or abs(time) >= 1 << 62):
+        return None
+    if not isinstance(type_, str) or not 0 < len(type_) <= MAX_TEXT:
+        return None
+    return Event(seq, time, type_, body)
