@@ -170,6 +170,10 @@ class Controller:
         actions = self._from_session(self.session.work(now), now)
         return actions + self._timers(now)
 
+    def local_full_sync(self, reason: str, now: float) -> list[Action]:
+        """A full sync the controller itself wants (`digest`: the disk copy is corrupt)."""
+        return self._from_session(self.session.request_full(reason, now), now)
+
     def has_work(self) -> bool:
         """True while background work is waiting for `work`."""
         return self.session.has_work()
