@@ -1,0 +1,482 @@
+"""The durable copy of the dataset, and executed command ids, in one SQLite file.
+
+The controller keeps its live dataset in memory (`firmware.core.store`); this module
+keeps the same dataset on disk so that a controller that boots with no network
+still opens doors (DESIGN.md "Data path"). What is stored:
+
+- `records`: every record as the exact `rec` bytes the hub sent (PROTOCOL.md s3),
+  so the digest is recomputed from the bytes that were hashed, never re-encoded;
+- `meta`: one row, `(epoch, v, digest, last_full)`, always written in the same
+  transaction as the records it describes, so after any crash or power cut the
+  stored digest is the digest of the stored records at the stored `(epoch, v)`;
+- `commands`: ids of executed hub commands, remembered until their `exp`
+  (PROTOCOL.md s6), so a replayed command is refused even across a reboot.
+
+The file is in WAL mode with `synchronous=FULL`: a commit is on the storage medium
+before the call returns. The event outbox will share this file and needs that
+(an event is durable before the action it reports is done); the dataset does not
+strictly need it, but one file has one setting.
+
+Every failure of the file itself (missing directory, not a database, damaged,
+disk full, a schema from a newer alc) raises `LocalError` naming the file, and no
+method returns with a transaction open.
+
+`save_delta` also refuses a delta that would leave the stored digest different
+from the digest of the stored records (memory and disk disagree about the base):
+the file then stays at its last consistent version, and the next full sync
+rewrites it. So the stored `(epoch, v, digest)` always names the stored records.
+
+One `Storage` may be used from several threads (the runtime writes from its own
+storage thread); a lock makes each call one step. Do not write while iterating
+`records()`: use `reading()` for a scan that must see one version.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from operator import itemgetter
+from pathlib import Path
+from typing import NamedTuple
+
+from firmware.core.errors import LocalError
+from firmware.core.model import digest_bytes, digest_part
+from firmware.core.store import Built, Delete, Op, Put, Store, StoreBuilder
+
+DB_FILE = "alc.sqlite3"
+"""The file name inside the configured `data_dir`."""
+
+SCHEMA_VERSION = 1
+"""The `user_version` this code writes and understands."""
+
+EMPTY_DIGEST = digest_bytes(0)
+
+# The WAL grows to the size of the largest transaction (a full sync) and is only
+# reused, not shrunk, afterwards; this caps what it keeps on the SD card.
+_JOURNAL_SIZE_LIMIT = 32 * 1024 * 1024
+# Waiting for another process (`alc inspect`) beats failing a save outright.
+_BUSY_TIMEOUT_S = 5.0
+# Rows fetched per step when streaming: bounded memory at boot, few Python calls.
+_FETCH_ROWS = 1000
+
+# _MIGRATIONS[n] takes a file from user_version n to n + 1. Add a step, never edit
+# one: controllers in the field hold files at every earlier version.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE records (
+            kind TEXT NOT NULL,
+            id TEXT NOT NULL,
+            rec BLOB NOT NULL,
+            PRIMARY KEY (kind, id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE meta (
+            one INTEGER PRIMARY KEY CHECK (one = 1),
+            epoch TEXT,
+            v INTEGER NOT NULL,
+            digest BLOB NOT NULL,
+            last_full REAL
+        )""",
+        "INSERT INTO meta (one, epoch, v, digest, last_full)"
+        " VALUES (1, NULL, 0, zeroblob(16), NULL)",
+        # exp is the command's own expiry time as the hub sent it (PROTOCOL.md s6).
+        "CREATE TABLE commands (id TEXT PRIMARY KEY, exp INTEGER NOT NULL)",
+    ),
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+_KEY = itemgetter(0, 1)
+_PUT = "INSERT OR REPLACE INTO records (kind, id, rec) VALUES (?, ?, ?)"
+
+
+class StoredState(NamedTuple):
+    """What the file says the stored dataset is: `(epoch, v, digest, last_full)`.
+
+    `epoch` is None (and `v` 0, `digest` 16 zero bytes) before the first full sync
+    and after a purge; `last_full` is when the last full sync finished, or None.
+    """
+
+    epoch: str | None
+    v: int
+    digest: bytes
+    last_full: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """The live store built from disk at boot, and the state it was stored with."""
+
+    built: Built
+    state: StoredState
+
+    @property
+    def store(self) -> Store:
+        """The store to decide with."""
+        return self.built.store
+
+    @property
+    def intact(self) -> bool:
+        """True when the records hash to the stored digest. When False the local
+        copy is damaged: decide with it anyway, and ask for a full sync (`digest`)."""
+        return self.built.store.digest == self.state.digest
+
+
+class Storage:
+    """One open alc SQLite file. Make one with `Storage.open`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        """Use `Storage.open`; this only wraps an already prepared connection."""
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = threading.RLock()
+        self.path = path
+
+    # --- opening and closing ------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path) -> Storage:
+        """Open the file at `path`, creating it (and its schema) if it is missing.
+
+        The directory must exist. Raises `LocalError` if the file is not an alc
+        database, is damaged, or was written by a newer alc (schema version).
+        """
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise LocalError(f"storage {path}: directory {path.parent} does not exist")
+        try:
+            # isolation_level=None: sqlite3 opens no transaction on its own; every
+            # transaction here is an explicit BEGIN ... COMMIT.
+            # check_same_thread=False: the lock below serialises every call, and
+            # the runtime opens the file in one thread and writes from another.
+            conn = sqlite3.connect(
+                path, isolation_level=None, timeout=_BUSY_TIMEOUT_S, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise LocalError(f"storage {path}: cannot open: {exc}") from exc
+        storage = cls(conn, path)
+        try:
+            storage._prepare()
+        except BaseException:
+            conn.close()
+            raise
+        return storage
+
+    def _prepare(self) -> None:
+        conn = self._connection()
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise LocalError(
+                    f"storage {self.path}: the file system refused WAL mode (got {mode!r})"
+                )
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        with self._write("open") as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise LocalError(
+                    f"storage {self.path}: schema version {version} was written by a newer "
+                    f"alc (this one knows up to {SCHEMA_VERSION}); upgrade alc, or move "
+                    "the file aside to start with no data"
+                )
+            if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise LocalError(
+                    f"storage {self.path}: not an alc database (tables but no schema version)"
+                )
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    conn.execute(statement)
+            if version != SCHEMA_VERSION:
+                # PRAGMA takes no parameters; the value is our own constant.
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the file; later calls raise `LocalError`. Closing twice is harmless."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            try:
+                if conn.in_transaction:
+                    conn.rollback()
+                conn.close()
+            except sqlite3.Error as exc:
+                raise self._error("close", exc) from exc
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the dataset --------------------------------------------------------------
+
+    def state(self) -> StoredState:
+        """The stored `(epoch, v, digest, last_full)`."""
+        with self._read("read state") as conn:
+            return self._state(conn)
+
+    def records(self) -> Iterator[tuple[str, str, bytes]]:
+        """Every stored record as `(kind, id, rec)`, streamed from a cursor (memory
+        stays bounded whatever the dataset's size).
+
+        Consume it whole, or close it: an open scan holds a read snapshot that stops
+        the WAL being checkpointed. Do not write to this storage while scanning.
+        """
+        with self._lock:
+            conn = self._connection()
+            try:
+                cursor = conn.execute("SELECT kind, id, rec FROM records")
+            except sqlite3.Error as exc:
+                raise self._error("read records", exc) from exc
+        return self._rows(cursor)
+
+    def counts(self) -> dict[str, int]:
+        """Number of stored records by kind."""
+        with self._read("count records") as conn:
+            rows = conn.execute("SELECT kind, count(*) FROM records GROUP BY kind").fetchall()
+        return {kind: n for kind, n in rows}
+
+    @contextmanager
+    def reading(self) -> Iterator[tuple[StoredState, Iterator[tuple[str, str, bytes]]]]:
+        """One consistent read: the state and the records it describes, as one
+        snapshot of the file (a save by another connection in between is not seen).
+        The records iterator is only valid inside the `with` block."""
+        with self._read("read dataset") as conn:
+            state = self._state(conn)
+            cursor = conn.execute("SELECT kind, id, rec FROM records")
+            rows = self._rows(cursor)
+            try:
+                yield state, rows
+            finally:
+                rows.close()
+
+    def save_delta(self, epoch: str, v: int, ops: Sequence[Op], digest: bytes) -> None:
+        """Make one applied delta durable in one transaction: its ops and the new
+        `(epoch, v, digest)`. Either all of it is on disk afterwards, or none.
+
+        `epoch` must be the stored one and `v` newer than the stored one: anything
+        else means memory and disk disagree (our bug), and raises `LocalError`
+        rather than write a delta onto the wrong base.
+        """
+        _check_digest(digest)
+        # Only the last op on a key counts (a put then a delete of one record is a
+        # delete), so puts and deletes can each go in one executemany.
+        final: dict[tuple[str, str], bytes | None] = {}
+        for op in ops:
+            if isinstance(op, Put):
+                final[(op.kind, op.id)] = op.rec
+            elif isinstance(op, Delete):
+                final[(op.kind, op.id)] = None
+            else:
+                raise LocalError(f"save_delta: {op!r} is neither a Put nor a Delete")
+        puts = [(kind, id, rec) for (kind, id), rec in final.items() if rec is not None]
+        deletes = [key for key, rec in final.items() if rec is None]
+        with self._write("save delta") as conn:
+            stored = self._state(conn)
+            if stored.epoch != epoch or v <= stored.v:
+                raise LocalError(
+                    f"storage {self.path}: delta to ({epoch!r}, {v}) does not follow the "
+                    f"stored ({stored.epoch!r}, {stored.v})"
+                )
+            # The new digest follows from the stored one and the records replaced,
+            # as in the live store; if it is not the one given, this delta would be
+            # written onto a base memory does not have (a lost earlier save).
+            total = int.from_bytes(stored.digest, "big")
+            for (kind, id), rec in final.items():
+                row = conn.execute(
+                    "SELECT rec FROM records WHERE kind = ? AND id = ?", (kind, id)
+                ).fetchone()
+                if row is not None and _row_types_ok(kind, id, row[0]):
+                    total -= digest_part(kind, id, row[0])
+                if rec is not None:
+                    total += digest_part(kind, id, rec)
+            if digest_bytes(total) != digest:
+                raise LocalError(
+                    f"storage {self.path}: delta to ({epoch!r}, {v}) does not lead from the "
+                    f"stored records to digest {digest.hex()}: the file and memory disagree; "
+                    "the next full sync rewrites the file"
+                )
+            conn.executemany(_PUT, puts)
+            conn.executemany("DELETE FROM records WHERE kind = ? AND id = ?", deletes)
+            conn.execute("UPDATE meta SET epoch = ?, v = ?, digest = ?", (epoch, v, digest))
+
+    def save_snapshot(
+        self,
+        epoch: str | None,
+        v: int,
+        records: Iterable[tuple[str, str, bytes]],
+        digest: bytes,
+        last_full: float | None,
+    ) -> None:
+        """Replace the whole stored dataset in one transaction (a finished full sync,
+        or a purge: `epoch` None, no records). A list or tuple of records is
+        inserted in key order, about twice as fast as in random order; any other
+        iterable is streamed into the file as it comes. A record listed twice is
+        stored once, the last one, as `Store.build` keeps it. Executed command ids
+        are kept: a purge must not make a command replayable.
+        """
+        _check_digest(digest)
+        if isinstance(records, list | tuple):
+            # A stable sort on the key alone, so the last of two duplicates still
+            # wins; B-tree inserts in key order touch each page once.
+            records = sorted(records, key=_KEY)
+        with self._write("save snapshot") as conn:
+            conn.execute("DELETE FROM records")
+            conn.executemany(_PUT, records)
+            conn.execute(
+                "UPDATE meta SET epoch = ?, v = ?, digest = ?, last_full = ?",
+                (epoch, v, digest, last_full),
+            )
+
+    def verify(self) -> bool:
+        """True when the stored records hash to the stored digest (PROTOCOL.md s7,
+        the `digest` trigger); False means the local copy is damaged."""
+        with self._read("verify") as conn:
+            state = self._state(conn)
+            cursor = conn.execute("SELECT kind, id, rec FROM records")
+            total = 0
+            try:
+                while rows := cursor.fetchmany(_FETCH_ROWS):
+                    for kind, id, rec in rows:
+                        if not _row_types_ok(kind, id, rec):
+                            return False
+                        total += digest_part(kind, id, rec)
+            finally:
+                cursor.close()
+        return digest_bytes(total) == state.digest
+
+    # --- executed command ids -----------------------------------------------------
+
+    def command_seen(self, id: str) -> bool:
+        """True if command `id` was executed and is still remembered."""
+        with self._read("read commands") as conn:
+            row = conn.execute("SELECT 1 FROM commands WHERE id = ?", (id,)).fetchone()
+        return row is not None
+
+    def commands(self, now: float) -> dict[str, int]:
+        """Executed command ids still remembered at `now` (not yet expired), with
+        their `exp`: what the controller refuses as "already executed" after a boot."""
+        with self._read("read commands") as conn:
+            rows = conn.execute("SELECT id, exp FROM commands WHERE exp >= ?", (now,)).fetchall()
+        return {id: exp for id, exp in rows}
+
+    def remember_command(self, id: str, exp: int) -> None:
+        """Durably remember that command `id` was executed, until its `exp`."""
+        with self._write("remember command") as conn:
+            conn.execute(
+                "INSERT INTO commands (id, exp) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET exp = max(exp, excluded.exp)",
+                (id, exp),
+            )
+
+    def forget_expired(self, now: float) -> int:
+        """Forget commands whose `exp` is before `now` (they are refused as expired
+        anyway); returns how many were forgotten."""
+        with self._write("forget commands") as conn:
+            return conn.execute("DELETE FROM commands WHERE exp < ?", (now,)).rowcount
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise LocalError(f"storage {self.path}: used after close")
+        return self._conn
+
+    def _error(self, what: str, exc: Exception) -> LocalError:
+        return LocalError(f"storage {self.path}: {what} failed: {exc}")
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed if the block finishes, else rolled back."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                # IMMEDIATE takes the write lock up front, so a busy file fails here
+                # (after the busy timeout) rather than halfway through.
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                # OverflowError: an int SQLite cannot hold (over 63 bits), our bug.
+                if isinstance(exc, sqlite3.Error | OverflowError):
+                    raise self._error(what, exc) from exc
+                raise
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every statement inside sees the same snapshot."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error | OverflowError):
+                    raise self._error(what, exc) from exc
+                raise
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            # If even that fails, SQLite rolls the transaction back itself when the
+            # file is next opened.
+            with suppress(sqlite3.Error):
+                conn.rollback()
+
+    def _state(self, conn: sqlite3.Connection) -> StoredState:
+        row = conn.execute("SELECT epoch, v, digest, last_full FROM meta").fetchone()
+        if row is None:
+            raise LocalError(f"storage {self.path}: the meta row is missing")
+        epoch, v, digest, last_full = row
+        if not isinstance(digest, bytes) or len(digest) != 16:
+            raise LocalError(f"storage {self.path}: the stored digest is damaged")
+        return StoredState(epoch, v, digest, last_full)
+
+    def _rows(self, cursor: sqlite3.Cursor) -> Generator[tuple[str, str, bytes], None, None]:
+        try:
+            while True:
+                with self._lock:
+                    rows = cursor.fetchmany(_FETCH_ROWS)
+                if not rows:
+                    return
+                for kind, id, rec in rows:
+                    if not _row_types_ok(kind, id, rec):
+                        raise LocalError(f"storage {self.path}: record {kind} {id!r} is damaged")
+                    yield kind, id, rec
+        except sqlite3.Error as exc:
+            raise self._error("read records", exc) from exc
+        finally:
+            # An abandoned scan may be collected after `close()`; stay quiet then.
+            with suppress(sqlite3.Error):
+                cursor.close()
+
+
+def _row_types_ok(kind: object, id: object, rec: object) -> bool:
+    # Only a writer other than this module could store another type, but a row
+    # like that would crash hashing and parsing far from here.
+    return type(kind) is str and type(id) is str and type(rec) is bytes
+
+
+def _check_digest(digest: bytes) -> None:
+    if not isinstance(digest, bytes) or len(digest) != 16:
+        raise LocalError(f"a dataset digest is 16 bytes, not {digest!r}")
+
+
+def load_store(storage: Storage) -> Loaded:
+    """Build the live store from disk (boot): one consistent read, streamed into a
+    `StoreBuilder`, so memory holds the store and one batch of rows, no more.
+
+    Check `Loaded.intact`: a damaged copy is still used (doors open at power-on),
+    and calls for a full sync with reason `digest`.
+    """
+    builder = StoreBuilder()
+    with storage.reading() as (state, rows):
+        builder.feed(rows)
+    return Loaded(builder.finish(), state)
