@@ -54,16 +54,25 @@ IDLE_WAKE_S = 60.0  # with nothing scheduled, still wake once a minute
 DB_FILE = "alc.sqlite3"
 
 
+Job = SaveDelta | Callable[[Storage], None]
+MAX_DELTAS_PER_COMMIT = 1000
+
+
 class StorageWriter:
-    """One thread that carries out durable writes in the order they were queued."""
+    """One thread that carries out durable writes in the order they were queued.
+
+    Deltas queued back to back are committed together (group commit): each is
+    durable when its transaction is, and a burst costs one flush instead of one
+    per delta, which is what lets a slow SD card keep up with a busy hub.
+    """
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
-        self._jobs: queue.Queue[Callable[[Storage], None] | None] = queue.Queue(MAX_QUEUED_WRITES)
+        self._jobs: queue.Queue[Job | None] = queue.Queue(MAX_QUEUED_WRITES)
         self._thread = threading.Thread(target=self._run, name="alc-storage", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Callable[[Storage], None]) -> None:
+    def submit(self, job: Job) -> None:
         """Queue a write; blocks (back-pressure) if the disk is that far behind."""
         self._jobs.put(job)
 
@@ -77,18 +86,36 @@ class StorageWriter:
         self._thread.join()
 
     def _run(self) -> None:
+        carried: list[Job | None] = []  # a job taken while batching, run next
         while True:
-            job = self._jobs.get()
+            job = carried.pop() if carried else self._jobs.get()
+            if job is None:
+                self._jobs.task_done()
+                return
+            done = 1
             try:
-                if job is None:
-                    return
-                job(self._storage)
+                if isinstance(job, SaveDelta):
+                    batch = [job]
+                    while len(batch) < MAX_DELTAS_PER_COMMIT:
+                        try:
+                            more = self._jobs.get_nowait()
+                        except queue.Empty:
+                            break
+                        if not isinstance(more, SaveDelta):
+                            carried.append(more)
+                            break
+                        batch.append(more)
+                        done += 1
+                    self._storage.save_deltas([(d.epoch, d.v, d.ops, d.digest) for d in batch])
+                else:
+                    job(self._storage)
             except Exception:
                 # The live data stays right; the disk copy is fixed by the next
                 # full sync (the boot digest check notices it).
                 log.exception("a storage write failed")
             finally:
-                self._jobs.task_done()
+                for _ in range(done):
+                    self._jobs.task_done()
 
 
 class Runtime:
@@ -243,7 +270,7 @@ class Runtime:
                 payload = self._seal(action.suffix, action.message)
                 self.link.publish(topic, payload, retain=action.retain)
             elif isinstance(action, SaveDelta):
-                self.writer.submit(partial(_save_delta, action))
+                self.writer.submit(action)
             elif isinstance(action, SaveSnapshot):
                 last_full = controller.session.last_full
                 self.writer.submit(partial(_save_snapshot, action, last_full))
@@ -271,10 +298,6 @@ def _hex(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     raise TypeError(type(value).__name__)
-
-
-def _save_delta(action: SaveDelta, storage: Storage) -> None:
-    storage.save_delta(action.epoch, action.v, action.ops, action.digest)
 
 
 def _save_snapshot(action: SaveSnapshot, last_full: float | None, storage: Storage) -> None:

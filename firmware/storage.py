@@ -262,6 +262,18 @@ class Storage:
         else means memory and disk disagree (our bug), and raises `LocalError`
         rather than write a delta onto the wrong base.
         """
+        self.save_deltas([(epoch, v, ops, digest)])
+
+    def save_deltas(self, deltas: Sequence[tuple[str, int, Sequence[Op], bytes]]) -> None:
+        """Make several applied deltas durable in one transaction (group commit:
+        one flush for a burst of deltas). Each is checked as in `save_delta`."""
+        with self._write("save delta") as conn:
+            for epoch, v, ops, digest in deltas:
+                self._apply_delta(conn, epoch, v, ops, digest)
+
+    def _apply_delta(
+        self, conn: sqlite3.Connection, epoch: str, v: int, ops: Sequence[Op], digest: bytes
+    ) -> None:
         _check_digest(digest)
         # Only the last op on a key counts (a put then a delete of one record is a
         # delete), so puts and deletes can each go in one executemany.
@@ -275,34 +287,33 @@ class Storage:
                 raise LocalError(f"save_delta: {op!r} is neither a Put nor a Delete")
         puts = [(kind, id, rec) for (kind, id), rec in final.items() if rec is not None]
         deletes = [key for key, rec in final.items() if rec is None]
-        with self._write("save delta") as conn:
-            stored = self._state(conn)
-            if stored.epoch != epoch or v <= stored.v:
-                raise LocalError(
-                    f"storage {self.path}: delta to ({epoch!r}, {v}) does not follow the "
-                    f"stored ({stored.epoch!r}, {stored.v})"
-                )
-            # The new digest follows from the stored one and the records replaced,
-            # as in the live store; if it is not the one given, this delta would be
-            # written onto a base memory does not have (a lost earlier save).
-            total = int.from_bytes(stored.digest, "big")
-            for (kind, id), rec in final.items():
-                row = conn.execute(
-                    "SELECT rec FROM records WHERE kind = ? AND id = ?", (kind, id)
-                ).fetchone()
-                if row is not None and _row_types_ok(kind, id, row[0]):
-                    total -= digest_part(kind, id, row[0])
-                if rec is not None:
-                    total += digest_part(kind, id, rec)
-            if digest_bytes(total) != digest:
-                raise LocalError(
-                    f"storage {self.path}: delta to ({epoch!r}, {v}) does not lead from the "
-                    f"stored records to digest {digest.hex()}: the file and memory disagree; "
-                    "the next full sync rewrites the file"
-                )
-            conn.executemany(_PUT, puts)
-            conn.executemany("DELETE FROM records WHERE kind = ? AND id = ?", deletes)
-            conn.execute("UPDATE meta SET epoch = ?, v = ?, digest = ?", (epoch, v, digest))
+        stored = self._state(conn)
+        if stored.epoch != epoch or v <= stored.v:
+            raise LocalError(
+                f"storage {self.path}: delta to ({epoch!r}, {v}) does not follow the "
+                f"stored ({stored.epoch!r}, {stored.v})"
+            )
+        # The new digest follows from the stored one and the records replaced,
+        # as in the live store; if it is not the one given, this delta would be
+        # written onto a base memory does not have (a lost earlier save).
+        total = int.from_bytes(stored.digest, "big")
+        for (kind, id), rec in final.items():
+            row = conn.execute(
+                "SELECT rec FROM records WHERE kind = ? AND id = ?", (kind, id)
+            ).fetchone()
+            if row is not None and _row_types_ok(kind, id, row[0]):
+                total -= digest_part(kind, id, row[0])
+            if rec is not None:
+                total += digest_part(kind, id, rec)
+        if digest_bytes(total) != digest:
+            raise LocalError(
+                f"storage {self.path}: delta to ({epoch!r}, {v}) does not lead from the "
+                f"stored records to digest {digest.hex()}: the file and memory disagree; "
+                "the next full sync rewrites the file"
+            )
+        conn.executemany(_PUT, puts)
+        conn.executemany("DELETE FROM records WHERE kind = ? AND id = ?", deletes)
+        conn.execute("UPDATE meta SET epoch = ?, v = ?, digest = ?", (epoch, v, digest))
 
     def save_snapshot(
         self,

@@ -25,6 +25,9 @@ _MAPS = (dict, cbor2.frozendict)
 _CONTAINERS = (*_MAPS, list, tuple)
 
 
+_NOT_CONTAINER_HEADS = bytes(b for b in range(256) if not 0x80 <= b <= 0xBF)
+
+
 class _TagRefused(Exception):
     """Internal marker: the input carried a CBOR tag."""
 
@@ -80,7 +83,14 @@ def loads_strict(data: bytes, *, what: str = "CBOR") -> Any:
         raise RemoteError(f"{what}: malformed CBOR ({exc})") from None
     if fp.tell() != len(data):
         raise RemoteError(f"{what}: {len(data) - fp.tell()} trailing bytes after the CBOR item")
-    if _container_depth_exceeds(value, MAX_DEPTH):
+    # Every container starts with a head byte in 0x80-0x9f or 0xa0-0xbf, so when
+    # fewer than 17 bytes of the input lie in those ranges, no path can nest 17
+    # containers and the walk is skipped (the common case: a record body).
+    if (
+        len(data) > MAX_DEPTH
+        and len(bytes(data).translate(None, _NOT_CONTAINER_HEADS)) > MAX_DEPTH
+        and _container_depth_exceeds(value, MAX_DEPTH)
+    ):
         raise RemoteError(f"{what}: nested too deeply")
     return value
 
