@@ -272,6 +272,8 @@ class Runtime:
             elif isinstance(action, SaveDelta):
                 self.writer.submit(action)
             elif isinstance(action, SaveSnapshot):
+                # A new dataset was swapped in: keep the collector off it too.
+                gc.freeze()
                 last_full = controller.session.last_full
                 self.writer.submit(partial(_save_snapshot, action, last_full))
             elif isinstance(action, RememberCommand):

@@ -25,9 +25,6 @@ _MAPS = (dict, cbor2.frozendict)
 _CONTAINERS = (*_MAPS, list, tuple)
 
 
-_NOT_CONTAINER_HEADS = bytes(b for b in range(256) if not 0x80 <= b <= 0xBF)
-
-
 class _TagRefused(Exception):
     """Internal marker: the input carried a CBOR tag."""
 
@@ -64,16 +61,35 @@ def loads_strict(data: bytes, *, what: str = "CBOR") -> Any:
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise RemoteError(f"{what}: expected bytes, got {type(data).__name__}")
+    # Fast path: with max_depth=15 cbor2 accepts values of at most 16 nested
+    # containers (an empty 16th slips through, a 17th cannot), so no walk is
+    # needed. Whatever it refuses (a valid 16-deep value, or bad input) takes the
+    # exact path, which also words the error.
     fp = io.BytesIO(data)
     try:
-        value = cbor2.CBORDecoder(
-            fp,
-            semantic_decoders=_EVERY_TAG,
-            tag_hook=_refuse_tag,
-            max_depth=MAX_DEPTH,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-        ).decode()
+        value = _decoder(fp, MAX_DEPTH - 1).decode()
+    except Exception:
+        return _loads_exact(data, what)
+    if fp.tell() != len(data):
+        raise RemoteError(f"{what}: {len(data) - fp.tell()} trailing bytes after the CBOR item")
+    return value
+
+
+def _decoder(fp: io.BytesIO, max_depth: int) -> Any:
+    return cbor2.CBORDecoder(
+        fp,
+        semantic_decoders=_EVERY_TAG,
+        tag_hook=_refuse_tag,
+        max_depth=max_depth,
+        allow_indefinite=False,
+        allow_duplicate_keys=False,
+    )
+
+
+def _loads_exact(data: bytes | bytearray | memoryview, what: str) -> Any:
+    fp = io.BytesIO(data)
+    try:
+        value = _decoder(fp, MAX_DEPTH).decode()
     except RecursionError:
         raise RemoteError(f"{what}: nested too deeply") from None
     except Exception as exc:
@@ -83,14 +99,7 @@ def loads_strict(data: bytes, *, what: str = "CBOR") -> Any:
         raise RemoteError(f"{what}: malformed CBOR ({exc})") from None
     if fp.tell() != len(data):
         raise RemoteError(f"{what}: {len(data) - fp.tell()} trailing bytes after the CBOR item")
-    # Every container starts with a head byte in 0x80-0x9f or 0xa0-0xbf, so when
-    # fewer than 17 bytes of the input lie in those ranges, no path can nest 17
-    # containers and the walk is skipped (the common case: a record body).
-    if (
-        len(data) > MAX_DEPTH
-        and len(bytes(data).translate(None, _NOT_CONTAINER_HEADS)) > MAX_DEPTH
-        and _container_depth_exceeds(value, MAX_DEPTH)
-    ):
+    if _container_depth_exceeds(value, MAX_DEPTH):
         raise RemoteError(f"{what}: nested too deeply")
     return value
 

@@ -284,16 +284,26 @@ class Controller:
             if exp < now:
                 del self._executed[id]
         if command.exp < now:
-            return [self._reply(command.id, "rejected", "expired")]
+            return self._refuse(command, "expired", now)
         if command.iat > now + COMMAND_SKEW_S:
-            return [self._reply(command.id, "rejected", "issued in the future")]
+            return self._refuse(command, "issued in the future", now)
         if command.id in self._executed:
-            return [self._reply(command.id, "rejected", "already executed")]
+            return self._refuse(command, "already executed", now)
         if len(self._executed) >= MAX_REMEMBERED_COMMANDS:
-            return [self._reply(command.id, "rejected", "too many commands in flight")]
+            return self._refuse(command, "too many commands in flight", now)
         self._executed[command.id] = command.exp
         actions: list[Action] = [RememberCommand(command.id, command.exp)]
         return actions + self._run(command, now)
+
+    def _refuse(self, command: Command, why: str, now: float) -> list[Action]:
+        """Reply `rejected`, and log it: a refused command may be a replay or a
+        stale capture, which the club should see (rate-limited like other reports,
+        with its own budget so it never hides, or is hidden by, a different error)."""
+        detail = f"command {command.id!r} ({command.cmd}) rejected: {why}"
+        return [
+            self._reply(command.id, "rejected", why),
+            *self._report("error", detail, now, key="command"),
+        ]
 
     def _run(self, command: Command, now: float) -> list[Action]:
         name = command.cmd
@@ -312,7 +322,7 @@ class Controller:
             return [accepted, *self._from_session(started, now)]
         if name in ("refresh_kiosks", "open_door", "set_light"):
             return [self._reply(command.id, "failed", f"{name} is not available on this firmware")]
-        return [self._reply(command.id, "rejected", f"unknown command {name!r}")]
+        return self._refuse(command, f"unknown command {name!r}", now)
 
     # --- sync actions -> controller actions ---------------------------------------
 
@@ -394,13 +404,15 @@ class Controller:
 
     # --- rate-limited reports ---------------------------------------------------------
 
-    def _report(self, what: str, detail: str, now: float) -> list[Action]:
-        """A `system` event, at most one per kind a minute; the rest are counted."""
-        last, suppressed = self._reported.get(what, (-1e18, 0))
+    def _report(self, what: str, detail: str, now: float, *, key: str = "") -> list[Action]:
+        """A `system` event, at most one per kind (`key`, default `what`) a minute;
+        the rest are counted."""
+        key = key or what
+        last, suppressed = self._reported.get(key, (-1e18, 0))
         if now - last < REPORT_EVERY_S:
-            self._reported[what] = (last, suppressed + 1)
+            self._reported[key] = (last, suppressed + 1)
             return []
-        self._reported[what] = (now, 0)
+        self._reported[key] = (now, 0)
         if suppressed:
             detail += f" (and {suppressed} more since the last report)"
         return [LogEvent("system", {"what": what, "detail": detail})]

@@ -24,6 +24,7 @@ from firmware.core.errors import RemoteError
 DIGEST_MOD = 1 << 128
 MAX_VALUE_LEN = 128
 CREDKINDS = ("tag", "card", "pin")
+_CREDKIND_NAMES = {kind: kind for kind in CREDKINDS}
 DOOR_MODES = ("normal", "locked", "unlocked")
 ALL_DAYS = 127  # Mon=1 .. Sun=64
 _ID_RE = re.compile(r"[^\x00]{1,128}")
@@ -305,6 +306,19 @@ def _shared(groups: tuple[str, ...]) -> tuple[str, ...]:
     return _GROUP_TUPLES.setdefault(groups, groups)
 
 
+# Credits and validity times repeat a lot across members; sharing one int object
+# per value saves ~30 bytes a member (Python caches only -5..256 itself).
+_INTS: dict[int, int] = {}
+
+
+def _shared_int(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if len(_INTS) > 200_000:
+        _INTS.clear()
+    return _INTS.setdefault(value, value)
+
+
 def _site(b: _Body, part: int) -> Site:
     tz = b.text("tz", "UTC", max_len=64)
     try:
@@ -345,16 +359,17 @@ def _member(b: _Body, part: int) -> Member:
                 raise b.bad("creds", f"has a {kind} value of bad length {len(value)}")
             if kind == "pin" and not value.isdecimal():
                 raise b.bad("creds", "has a pin that is not all digits")
-            creds += (kind, value)
+            # One shared str per credkind, not one decoded per member (112 bytes each).
+            creds += (_CREDKIND_NAMES[kind], value)
     return Member(
         b.id,
         b.text("name", ""),
         b.boolean("active", True),
-        b.opt_time("from"),
-        b.opt_time("until"),
+        _shared_int(b.opt_time("from")),
+        _shared_int(b.opt_time("until")),
         _shared(b.refs("groups")),
         tuple(creds),
-        b.integer("credit", 0, low=-(1 << 62)),
+        _shared_int(b.integer("credit", 0, low=-(1 << 62))) or 0,
         b.boolean("extended", False),
         b.extra(),
         part,

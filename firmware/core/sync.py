@@ -294,7 +294,7 @@ class SyncSession:
         full.records += len(page.recs)
         full.last_page_at = now
         if len(full.got) == full.pages:
-            full.builder = StoreBuilder()
+            full.builder = StoreBuilder(previous=self.store)
             full.feed = (r for i in range(full.pages) for r in full.got[i])
         return [StateChanged()]
 
