@@ -1,0 +1,304 @@
+"""`alc bench`: measure the controller's core on a synthetic club (`alc gen`).
+
+    alc bench decide --members N [--seed S] [--presentations P] [--json]
+
+`decide` generates the club to a temporary file (so its bytes are never all in
+memory), then measures, in one process:
+
+- `build_s`: `Store.build` streaming the record set from that file;
+- `delta_ms`: `Store.apply` of one 1,000-op delta (600 updated members, 200 new,
+  200 deleted); the median of 5 such deltas;
+- `p50_us`, `p99_us`: `decide` latency over P random presentations (90% known
+  credentials: member tags and PINs, a few booking PINs; doors and lights; times
+  over the week from the club's start), `time.perf_counter_ns` around each call;
+- `rss_mb`: the process's peak resident set (`getrusage` `ru_maxrss`), dataset loaded.
+
+After the build the bench calls `gc.freeze()`, as the controller does at boot: the
+dataset lives for hours, and the first full collection over a freshly built store
+costs ~0.2 s of CPU (it would land in the first delta or decision).
+
+The targets hold for 500,000 members on a 2-core machine. This is a benchmark, not
+a test: it prints what it measured and exits 0 whether the targets are met or not.
+More benchmarks (`sync`, `events`) register in `BENCHES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import gc
+import json
+import math
+import random
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cbor2
+
+from firmware.core.decide import Target, decide
+from firmware.core.store import Delete, Op, Put, Store
+from tools.gen import Club, read_records, write_records
+
+DELTA_OPS = 1000
+DELTAS = 5
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure, its unit and its target (None: no target)."""
+
+    key: str
+    label: str
+    value: float
+    unit: str
+    target: float | None
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def percentile(sorted_values: Sequence[int], fraction: float) -> int:
+    """Nearest-rank percentile of already sorted values."""
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def make_delta(club: Club, store: Store, rng: random.Random, new_from: int) -> list[Op]:
+    """A 1,000-op member delta: 60% updates (a tenth with a new tag), 20% new
+    members (indexes from `new_from`), 20% deletes, no member touched twice."""
+    touched = rng.sample(range(club.members), min(club.members, DELTA_OPS * 4 // 5))
+    n_update = len(touched) * 3 // 4
+    ops: list[Op] = []
+    for n, i in enumerate(touched[:n_update]):
+        # A replacement card: tag indexes from 2**39 on are never any member's own.
+        tag = club.tag((1 << 39) + new_from + n) if rng.random() < 0.1 else None
+        body = club.member_body(i, rng, tag=tag)
+        ops.append(Put("member", club.member_id(i), cbor2.dumps(body)))
+    for i in range(new_from, new_from + DELTA_OPS - len(touched)):
+        ops.append(Put("member", club.member_id(i), cbor2.dumps(club.member_body(i, rng))))
+    ops += [Delete("member", club.member_id(i)) for i in touched[n_update:]]
+    rng.shuffle(ops)
+    return ops
+
+
+def apply_deltas(club: Club, store: Store, rng: random.Random) -> tuple[list[float], list[float]]:
+    """Apply `DELTAS` member deltas of `DELTA_OPS` ops; the ms each `apply` took,
+    wall clock and CPU."""
+    wall: list[float] = []
+    cpu: list[float] = []
+    for n in range(DELTAS):
+        ops = make_delta(club, store, rng, club.members + n * DELTA_OPS)
+        t0, c0 = time.perf_counter(), time.process_time()
+        store.apply(ops)
+        wall.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
+    return wall, cpu
+
+
+@dataclass
+class Presentations:
+    """What was presented, where and when, as parallel sequences that only point
+    at strings and targets that already exist, so that the harness adds little
+    to the peak memory measured."""
+
+    targets: list[Target]
+    kinds: list[str]
+    values: list[str]
+    times: array.array[float]
+
+
+def make_presentations(club: Club, store: Store, rng: random.Random, n: int) -> Presentations:
+    """`n` presentations: 90% known credentials (member tags 60%, member PINs 28%,
+    booking PINs 2% near their booking), 10% unknown tags and PINs; half at
+    doors, half at lights; times spread over the week from the club's start."""
+    doors = {d: Target.door(d) for d in sorted(store.doors)}
+    lights = {lid: Target.light(lid) for lid in sorted(store.lights)}
+    door_list, light_list = list(doors.values()), list(lights.values())
+    bookings = sorted(store.bookings.values(), key=lambda b: b.id)
+    p = Presentations([], [], [], array.array("d"))
+    for k in range(n):
+        at_door = rng.random() < 0.5
+        target = rng.choice(door_list if at_door else light_list)
+        # Mostly in the club's busy hours (07:00 to 22:00), some at any hour.
+        minute = rng.randrange(420, 1320) if rng.random() < 0.85 else rng.randrange(1440)
+        now = club.at(rng.randrange(7), 0) + minute * 60 + rng.random() * 60
+        pick = rng.random()
+        if pick < 0.02 and bookings:
+            booking = rng.choice(bookings)
+            place = booking.doors if at_door else booking.lights
+            known = doors if at_door else lights
+            if place and place[0] in known:
+                target = known[rng.choice(place)] if at_door else known[place[0]]
+            now = booking.start - 1200 + rng.random() * (booking.end - booking.start + 1800)
+            kind, value = "pin", booking.pin or ""
+        elif pick < 0.90 and store.members:
+            member = None
+            while member is None:
+                member = store.members.get(club.member_id(rng.randrange(club.members)))
+            creds = member.creds
+            slot = 0 if pick < 0.62 else 2
+            kind, value = creds[slot], creds[slot + 1]
+        elif rng.random() < 0.6:
+            kind, value = "tag", club.unknown_tag(k)
+        else:
+            kind, value = "pin", club.unknown_pin(k)
+        p.targets.append(target)
+        p.kinds.append(kind)
+        p.values.append(value)
+        p.times.append(now)
+    return p
+
+
+def time_decisions(store: Store, p: Presentations) -> tuple[array.array[int], Counter[str]]:
+    """Latency of each decision in ns (in presentation order), and the count of
+    each outcome."""
+    latencies = array.array("q", bytes(8 * len(p.values)))
+    reasons: Counter[str] = Counter()
+    clock = time.perf_counter_ns
+    for k, (target, kind, value, now) in enumerate(
+        zip(p.targets, p.kinds, p.values, p.times, strict=True)
+    ):
+        t0 = clock()
+        decision = decide(store, target, kind, value, now)
+        t1 = clock()
+        latencies[k] = t1 - t0
+        reasons[decision.reason] += 1
+    return latencies, reasons
+
+
+def bench_decide(argv: Sequence[str]) -> int:
+    """`alc bench decide`: decision latency, build time, delta time, peak memory."""
+    parser = argparse.ArgumentParser(
+        prog="alc bench decide", description="decision latency, build and delta time, memory"
+    )
+    parser.add_argument("--members", type=_positive, default=500_000, help="default 500000")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--presentations", type=_positive, default=100_000)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(list(argv))
+    members: int = args.members
+
+    club = Club(members, args.seed)  # for deltas and presentations; its twin writes
+    with tempfile.TemporaryDirectory(prefix="alc-bench-") as tmp:
+        path = Path(tmp) / "club.cbor"
+        t0 = time.perf_counter()
+        records = write_records(Club(members, args.seed).records(), path)
+        gen_s = time.perf_counter() - t0
+        file_mb = path.stat().st_size / 1e6
+        rss_before_mb = peak_rss_mb()
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        built = Store.build(read_records(path))
+        build_s = time.perf_counter() - t0
+        build_cpu_s = time.process_time() - c0
+        rss_built_mb = peak_rss_mb()
+    store = built.store
+    rng = random.Random(args.seed)
+    # Everything built so far lives as long as the store: keep the cyclic GC from
+    # walking millions of records in every full collection (unfrozen when done, as
+    # this may run inside a test process).
+    gc.freeze()
+    try:
+        delta_times, delta_cpu = apply_deltas(club, store, rng)
+        presentations = make_presentations(club, store, rng, args.presentations)
+        latencies, reasons = time_decisions(store, presentations)
+        rss_mb = peak_rss_mb()
+    finally:
+        gc.unfreeze()
+    delta_ms = sorted(delta_times)[len(delta_times) // 2]
+    del presentations
+    ordered = sorted(latencies)
+    p50_us = percentile(ordered, 0.50) / 1000
+    p99_us = percentile(ordered, 0.99) / 1000
+
+    figures = [
+        Figure("p50_us", "decision latency p50", p50_us, "us", None),
+        Figure("p99_us", "decision latency p99", p99_us, "us", 20),
+        Figure("build_s", "build live store", build_s, "s", 10),
+        Figure("delta_ms", f"apply {DELTA_OPS:,}-op delta", delta_ms, "ms", 20),
+        Figure("rss_mb", "peak RSS", rss_mb, "MB", 350),
+    ]
+    if args.json:
+        print(json.dumps({f.key: round(f.value, 3) for f in figures}))
+        return 0
+    credentials = sum(len(index) for index in store.credentials.values())
+    granted = sum(n for reason, n in reasons.items() if reason in ("granted", "booking"))
+    print(
+        f"alc bench decide: {members:,} members, {credentials:,} credentials, "
+        f"{records:,} records ({file_mb:.0f} MB), seed {args.seed}"
+    )
+    print(
+        f"generated in {gen_s:.1f} s; built in {build_s:.2f} s ({build_cpu_s:.2f} s CPU), "
+        f"{len(built.rejected)} rejected, {len(built.conflicts)} conflicts"
+    )
+    print(f"peak RSS before build {rss_before_mb:.0f} MB, after build {rss_built_mb:.0f} MB")
+    print(
+        f"deltas: {', '.join(f'{t:.1f}' for t in delta_times)} ms "
+        f"({', '.join(f'{t:.1f}' for t in delta_cpu)} ms CPU); "
+        f"{len(latencies):,} presentations, {granted / len(latencies):.0%} granted"
+    )
+    print(
+        "outcomes: " + ", ".join(f"{r} {n / len(latencies):.0%}" for r, n in reasons.most_common())
+    )
+    print()
+    print(_table(figures))
+    if members != 500_000:
+        print("(the targets are for --members 500000)")
+    return 0
+
+
+def _table(figures: Sequence[Figure]) -> str:
+    rows = [("figure", "measured", "target", "")]
+    for f in figures:
+        digits = 0 if f.unit == "MB" else 2 if f.unit == "s" else 1
+        measured = f"{f.value:.{digits}f} {f.unit}"
+        if f.target is None:
+            rows.append((f.label, measured, "", ""))
+        else:
+            verdict = "ok" if f.value <= f.target else "MISSED"
+            rows.append((f.label, measured, f"<= {f.target:g} {f.unit}", verdict))
+    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+    lines = [
+        f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip()
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+# name -> (function taking the remaining arguments, one-line help)
+BENCHES: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "decide": (bench_decide, "decision latency, store build and delta time, peak memory"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: alc bench <benchmark> [options]", "", "benchmarks:"]
+    lines += [f"  {name:<10} {help}" for name, (_, help) in BENCHES.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> int:
+    """`alc bench <benchmark> ...`"""
+    args = list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else 2
+    if args[0] not in BENCHES:
+        print(f"alc bench: unknown benchmark {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    return BENCHES[args[0]][0](args[1:])
