@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("tools.bench", "measure decision speed, build time and memory"),
     "hub": ("tools.hub.main", "run the reference central server of one site"),
     "ctl": ("tools.ctl", "send a command to a controller: sync, purge, status, ..."),
+    "inspect": ("tools.inspect_cmd", "show a controller's stored data and whether it is intact"),
+    "decode": ("tools.decode", "turn a captured payload into readable JSON"),
 }
 
 
