@@ -145,12 +145,18 @@ class Link:
             log.warning("publish on %s not queued: %s", topic, paho.error_string(info.rc))
 
     def stop(self) -> None:
-        """Disconnect cleanly (no will) and stop paho's thread."""
+        """Disconnect cleanly (no will), stop paho's thread and close its sockets."""
         try:
             self._client.disconnect()
         finally:
             self._client.loop_stop()
             self._connected.clear()
+            # paho closes its sockets only when the client is garbage collected,
+            # and our callbacks put the client in a reference cycle, so that waits
+            # for the cyclic collector (paho issue #627): one leaked socket pair
+            # per stopped link, and a ResourceWarning. The thread is joined, so
+            # nothing else uses them now.
+            self._client._reset_sockets()
 
     # --- paho's thread --------------------------------------------------------------
 

@@ -238,7 +238,9 @@ class SyncSession:
             return self._start_full("epoch", now)
         if delta.to_v <= self.v:
             return []
-        if delta.from_v > self.v:
+        if delta.from_v != self.v:
+            # from > v: a gap. from < v < to: it overlaps our version and cannot be
+            # applied on it either; both are fetched again from our v.
             self._gap_to = max(self._gap_to or 0, delta.to_v)
             return self._ask_gap(now)
         try:
