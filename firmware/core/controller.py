@@ -35,6 +35,7 @@ COMMAND_TIMEOUT_S = 120.0
 CLOCK_SKEW_S = 300
 REPORT_EVERY_S = 60.0  # rate limit of auth_failed / error events per kind
 MAX_REMEMBERED_COMMANDS = 10_000
+MAX_RUNNING_SYNCS = 8
 
 # --- events in ------------------------------------------------------------------------
 
@@ -110,7 +111,6 @@ class _Running:
     """A `sync` or `purge` command waiting for its full sync to finish."""
 
     id: str
-    reason: str
     started: float
     last_got: int = -1
 
@@ -140,7 +140,9 @@ class Controller:
         self.masters = masters
         self.readers = dict(readers or {})
         self._executed: dict[str, int] = dict(executed or {})
-        self._running: _Running | None = None
+        # sync/purge commands waiting for the full sync they asked for; any full
+        # sync that finishes after them answers them all.
+        self._running: list[_Running] = []
         self._state_due = False
         self._state_sent_at = -1e18
         self._clock_skew: float | None = None
@@ -186,8 +188,7 @@ class Controller:
             times.append(sync_at)
         if self._state_due and self.session.connected:
             times.append(self._state_sent_at + STATE_EVERY_S)
-        if self._running is not None:
-            times.append(self._running.started + COMMAND_TIMEOUT_S)
+        times += [r.started + COMMAND_TIMEOUT_S for r in self._running]
         return min(times) if times else None
 
     def state(self, online: bool = True) -> dict[str, Any]:
@@ -310,15 +311,15 @@ class Controller:
         if name == "status":
             return [self._reply(command.id, "done", self.state())]
         if name in ("sync", "purge"):
-            if self._running is not None:
-                # The newer request takes over the one full sync both want.
-                self._running = None
+            if len(self._running) >= MAX_RUNNING_SYNCS:
+                return self._refuse(command, "too many sync commands running", now)
             accepted = self._reply(command.id, "accepted")
             if name == "sync":
                 started = self.session.request_full("command", now)
             else:
                 started = self.session.purge(now)
-            self._running = _Running(command.id, name if name == "purge" else "command", now)
+            # Both restart the full sync, so the one that finishes next is fresh.
+            self._running.append(_Running(command.id, now))
             return [accepted, *self._from_session(started, now)]
         if name in ("refresh_kiosks", "open_door", "set_light"):
             return [self._reply(command.id, "failed", f"{name} is not available on this firmware")]
@@ -358,7 +359,7 @@ class Controller:
                         },
                     )
                 )
-                out += self._finished(action)
+                out += self._finished(action, now)
             elif isinstance(action, SystemEvent):
                 out.append(LogEvent("system", {"what": action.what, "detail": action.detail}))
             else:
@@ -366,31 +367,33 @@ class Controller:
         return out
 
     def _progress(self, now: float) -> list[Action]:
-        running = self._running
         phase, got, of = self.session.progress()
-        if running is None or phase != "full" or got == running.last_got:
-            return []
-        running.last_got = got
-        ms = int((now - running.started) * 1000)
-        return [self._reply(running.id, "progress", "", got=got, of=of, ms=ms)]
+        out: list[Action] = []
+        for running in self._running:
+            if phase == "full" and got != running.last_got:
+                running.last_got = got
+                ms = int((now - running.started) * 1000)
+                out.append(self._reply(running.id, "progress", "", got=got, of=of, ms=ms))
+        return out
 
-    def _finished(self, event: SyncEvent) -> list[Action]:
-        running = self._running
-        if running is None or event.what not in ("done", "failed"):
+    def _finished(self, event: SyncEvent, now: float) -> list[Action]:
+        if event.what not in ("done", "failed"):
             return []
-        if event.reason != running.reason:
-            return []
-        self._running = None
-        if event.what == "done":
-            detail = f"{event.records} records"
-            return [self._reply(running.id, "done", detail, got=event.records, ms=event.ms)]
-        return [self._reply(running.id, "failed", "snapshot digest mismatch", ms=event.ms)]
+        finished, self._running = self._running, []
+        out: list[Action] = []
+        for running in finished:
+            ms = int((now - running.started) * 1000)
+            if event.what == "done":
+                detail = f"{event.records} records"
+                out.append(self._reply(running.id, "done", detail, got=event.records, ms=ms))
+            else:
+                out.append(self._reply(running.id, "failed", "snapshot digest mismatch", ms=ms))
+        return out
 
     def _timers(self, now: float) -> list[Action]:
         out: list[Action] = []
-        running = self._running
-        if running is not None and now - running.started >= COMMAND_TIMEOUT_S:
-            self._running = None
+        for running in [r for r in self._running if now - r.started >= COMMAND_TIMEOUT_S]:
+            self._running.remove(running)
             out.append(self._reply(running.id, "failed", "full sync did not finish in 120 s"))
         if (
             self._state_due
