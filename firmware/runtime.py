@@ -20,6 +20,7 @@ import queue
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -35,6 +36,7 @@ from firmware.core.controller import (
     Event,
     LogEvent,
     PayloadReceived,
+    Presented,
     Publish,
     RememberCommand,
     Tick,
@@ -49,6 +51,7 @@ log = logging.getLogger("alc.controller")
 events_log = logging.getLogger("alc.events")
 
 MAX_QUEUED_EVENTS = 10_000
+LATENCY_SAMPLES = 100_000
 MAX_QUEUED_WRITES = 256
 IDLE_WAKE_S = 60.0  # with nothing scheduled, still wake once a minute
 DB_FILE = "alc.sqlite3"
@@ -127,7 +130,10 @@ class Runtime:
         self._key = config.key()
         self._kid = config.controller.id.encode()
         self._base = config.base_topic
-        self._events: queue.Queue[Event | None] = queue.Queue(MAX_QUEUED_EVENTS)
+        # Each event with the monotonic time it was queued, for decision latency.
+        self._events: queue.Queue[tuple[Event, float] | None] = queue.Queue(MAX_QUEUED_EVENTS)
+        self.decision_latency_s: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._bench = config.backend == "sim"
         self._stopping = threading.Event()
         self._dropped = 0
         data_dir = config.controller.data_dir
@@ -139,7 +145,8 @@ class Runtime:
         self.controller = self._boot()
         self.writer = StorageWriter(self.storage)
         offline = self._seal("state", {"t": "state", "online": False})
-        topics = [f"{self._base}/{s}" for s in ("data", "cmd", "ack")]
+        suffixes = ("data", "cmd", "ack", "bench/in") if self._bench else ("data", "cmd", "ack")
+        topics = [f"{self._base}/{s}" for s in suffixes]
         mqtt = config.mqtt
         self.link = Link(
             f"alc-{config.controller.site}-{config.controller.id}",
@@ -195,6 +202,7 @@ class Runtime:
             masters=self.config.masters,
             readers=readers,
             executed=self.storage.commands(now),
+            bench=self.config.backend == "sim",
         )
         log.info(
             "boot: epoch=%s v=%d records=%d digest=%s",
@@ -221,7 +229,7 @@ class Runtime:
     def submit(self, event: Event) -> None:
         """Queue an event for the loop (any thread). Drops, counted, when full."""
         try:
-            self._events.put(event, timeout=1.0)
+            self._events.put((event, time.monotonic()), timeout=1.0)
         except queue.Full:
             self._dropped += 1
 
@@ -245,10 +253,10 @@ class Runtime:
 
     def _step(self) -> None:
         controller = self.controller
-        event: Event | None
+        item: tuple[Event, float] | None
         if controller.has_work():
             try:
-                event = self._events.get_nowait()
+                item = self._events.get_nowait()
             except queue.Empty:
                 self._perform(controller, controller.work(self.clock()))
                 return
@@ -256,12 +264,18 @@ class Runtime:
             deadline = controller.next_deadline()
             wait = IDLE_WAKE_S if deadline is None else deadline - self.clock()
             try:
-                event = self._events.get(timeout=min(max(wait, 0.0), IDLE_WAKE_S))
+                item = self._events.get(timeout=min(max(wait, 0.0), IDLE_WAKE_S))
             except queue.Empty:
-                event = Tick()
-        if event is None:
+                item = (Tick(), time.monotonic())
+        if item is None:
             return
-        self._perform(controller, controller.handle(event, self.clock()))
+        event, queued_at = item
+        actions = controller.handle(event, self.clock())
+        if isinstance(event, PayloadReceived | Presented) and _has_access(actions):
+            # From the moment the event was queued to the decision: what a member
+            # at the door waits, including any wait behind a slice of sync work.
+            self.decision_latency_s.append(time.monotonic() - queued_at)
+        self._perform(controller, actions)
 
     def _perform(self, controller: Controller, actions: list[Action]) -> None:
         for action in actions:
@@ -308,3 +322,7 @@ def _save_snapshot(action: SaveSnapshot, last_full: float | None, storage: Stora
 
 def _remember(action: RememberCommand, storage: Storage) -> None:
     storage.remember_command(action.id, action.exp)
+
+
+def _has_access(actions: list[Action]) -> bool:
+    return any(isinstance(a, LogEvent) and a.type == "access" for a in actions)

@@ -16,6 +16,7 @@ from firmware import wire
 from firmware.core.decide import Decision, Target, decide
 from firmware.core.errors import RemoteError
 from firmware.core.messages import Command, parse_command, parse_delta, parse_snap
+from firmware.core.model import CREDKINDS, MAX_VALUE_LEN
 from firmware.core.store import Store
 from firmware.core.sync import (
     RequestSync,
@@ -129,8 +130,11 @@ class Controller:
         masters: frozenset[tuple[str, str]] = frozenset(),
         readers: Mapping[str, Target] | None = None,
         executed: Mapping[str, int] | None = None,
+        bench: bool = False,
     ) -> None:
-        """`executed` holds command ids already run (from storage) with their exp."""
+        """`executed` holds command ids already run (from storage) with their exp.
+        `bench` accepts the simulator's bench inputs (PROTOCOL.md s8); never on a
+        real installation, where a reader is the only way to present a credential."""
         self.id = controller_id
         self._kid = controller_id.encode()
         self._keys = {self._kid: key}
@@ -140,6 +144,7 @@ class Controller:
         self.masters = masters
         self.readers = dict(readers or {})
         self._executed: dict[str, int] = dict(executed or {})
+        self._suffixes = ("data", "cmd", "ack", "bench/in") if bench else ("data", "cmd", "ack")
         # sync/purge commands waiting for the full sync they asked for; any full
         # sync that finishes after them answers them all.
         self._running: list[_Running] = []
@@ -224,7 +229,7 @@ class Controller:
         if not event.topic.startswith(self._base):
             return self._report("error", f"message on foreign topic {event.topic!r}", now)
         suffix = event.topic[len(self._base) :]
-        if suffix not in ("data", "cmd", "ack"):
+        if suffix not in self._suffixes:
             return []
         if event.retained:
             # A stale retained command must never fire at boot (PROTOCOL.md s1).
@@ -248,9 +253,27 @@ class Controller:
                 return self._command(message.body, now)
             if suffix == "ack" and message.type == "ack":
                 return []  # acknowledgements drive the event outbox (its own issue)
+            if suffix == "bench/in":
+                return self._bench(message.type, message.body, now)
         except RemoteError as exc:
             return self._report("error", f"{suffix} {message.type}: {exc}", now)
         return self._report("error", f"unexpected {message.type!r} on {suffix}", now)
+
+    def _bench(self, type: str, body: dict[str, Any], now: float) -> list[Action]:
+        """A simulated input from the bench topic (PROTOCOL.md s8)."""
+        if type == "present":
+            reader, credkind, value = body.get("reader"), body.get("credkind"), body.get("value")
+            if not (
+                isinstance(reader, str)
+                and credkind in CREDKINDS
+                and isinstance(value, str)
+                and 0 < len(value) <= MAX_VALUE_LEN
+            ):
+                raise RemoteError("present needs text reader, a credkind and a value")
+            return self._presented(Presented(reader, str(credkind), value), now)
+        if type in ("contact", "rex", "keys"):
+            raise RemoteError(f"{type} needs the door and keypad logic, not in this firmware yet")
+        raise RemoteError(f"unknown bench input {type!r}")
 
     def _presented(self, event: Presented, now: float) -> list[Action]:
         target = self.readers.get(event.reader)
