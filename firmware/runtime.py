@@ -30,6 +30,7 @@ from firmware import wire
 from firmware.config import Config
 from firmware.core.controller import (
     Action,
+    CheckStorage,
     Connected,
     Controller,
     Disconnected,
@@ -39,6 +40,7 @@ from firmware.core.controller import (
     Presented,
     Publish,
     RememberCommand,
+    StorageChecked,
     Tick,
 )
 from firmware.core.decide import Target
@@ -294,8 +296,15 @@ class Runtime:
                 # Durable before the command runs, so a redelivery never runs it twice.
                 self.writer.submit(partial(_remember, action))
                 self.writer.flush()
+            elif isinstance(action, CheckStorage):
+                self.writer.submit(self._check_storage)
             elif isinstance(action, LogEvent):
                 events_log.info("%s %s", action.type, json.dumps(action.body, default=_hex))
+
+    def _check_storage(self, storage: Storage) -> None:
+        """On the storage thread: rehash the records, forget expired command ids."""
+        storage.forget_expired(self.clock())
+        self.submit(StorageChecked(storage.verify()))
 
     def _seal(self, suffix: str, message: dict[str, Any]) -> bytes:
         return wire.seal(self._key, self._kid, f"{self._base}/{suffix}", message)

@@ -37,6 +37,7 @@ CLOCK_SKEW_S = 300
 REPORT_EVERY_S = 60.0  # rate limit of auth_failed / error events per kind
 MAX_REMEMBERED_COMMANDS = 10_000
 MAX_RUNNING_SYNCS = 8
+STORAGE_CHECK_EVERY_S = 86400.0
 
 # --- events in ------------------------------------------------------------------------
 
@@ -74,7 +75,15 @@ class Tick:
     """Time passed: run whatever timers are due."""
 
 
-Event: TypeAlias = Connected | Disconnected | PayloadReceived | Presented | Tick
+@dataclass(frozen=True, slots=True)
+class StorageChecked:
+    """The daily check of the stored records ended: `intact` when they still hash
+    to the stored digest."""
+
+    intact: bool
+
+
+Event: TypeAlias = Connected | Disconnected | PayloadReceived | Presented | Tick | StorageChecked
 
 # --- actions out ----------------------------------------------------------------------
 
@@ -97,6 +106,12 @@ class RememberCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckStorage:
+    """Rehash the stored records against the stored digest (and drop expired
+    command ids); answer with `StorageChecked`. Slow: off the loop."""
+
+
+@dataclass(frozen=True, slots=True)
 class LogEvent:
     """An event for the access and activity log (PROTOCOL.md s5)."""
 
@@ -104,7 +119,7 @@ class LogEvent:
     body: dict[str, Any]
 
 
-Action: TypeAlias = Publish | RememberCommand | LogEvent | SaveDelta | SaveSnapshot
+Action: TypeAlias = Publish | RememberCommand | CheckStorage | LogEvent | SaveDelta | SaveSnapshot
 
 
 @dataclass(slots=True)
@@ -152,6 +167,7 @@ class Controller:
         self._state_sent_at = -1e18
         self._clock_skew: float | None = None
         self._reported: dict[str, tuple[float, int]] = {}
+        self._check_storage_at = boot_time + STORAGE_CHECK_EVERY_S
 
     # --- the one entry point ------------------------------------------------------
 
@@ -168,6 +184,10 @@ class Controller:
             actions += self._from_session(self.session.connected_to_hub(now), now)
         elif isinstance(event, Disconnected):
             self.session.disconnected_from_hub(now)
+        elif isinstance(event, StorageChecked) and not event.intact:
+            # PROTOCOL.md s7 `digest`: the local copy is corrupt; fetch a new one.
+            actions.append(LogEvent("system", {"what": "error", "detail": "stored data damaged"}))
+            actions += self.local_full_sync("digest", now)
         actions += self._from_session(self.session.tick(now), now)
         actions += self._timers(now)
         return actions
@@ -194,6 +214,7 @@ class Controller:
         if self._state_due and self.session.connected:
             times.append(self._state_sent_at + STATE_EVERY_S)
         times += [r.started + COMMAND_TIMEOUT_S for r in self._running]
+        times.append(self._check_storage_at)
         return min(times) if times else None
 
     def state(self, online: bool = True) -> dict[str, Any]:
@@ -393,7 +414,7 @@ class Controller:
         phase, got, of = self.session.progress()
         out: list[Action] = []
         for running in self._running:
-            if phase == "full" and got != running.last_got:
+            if phase == "full" and of > 0 and got != running.last_got:
                 running.last_got = got
                 ms = int((now - running.started) * 1000)
                 out.append(self._reply(running.id, "progress", "", got=got, of=of, ms=ms))
@@ -415,6 +436,9 @@ class Controller:
 
     def _timers(self, now: float) -> list[Action]:
         out: list[Action] = []
+        if now >= self._check_storage_at:
+            self._check_storage_at = now + STORAGE_CHECK_EVERY_S
+            out.append(CheckStorage())
         for running in [r for r in self._running if now - r.started >= COMMAND_TIMEOUT_S]:
             self._running.remove(running)
             out.append(self._reply(running.id, "failed", "full sync did not finish in 120 s"))

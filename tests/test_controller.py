@@ -1,0 +1,277 @@
+"""The controller core in virtual time: commands, state reports, rejected input,
+bench presentations and the daily storage check. No broker, no clock, no disk."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import cbor2
+
+from firmware.core.controller import (
+    CheckStorage,
+    Connected,
+    Controller,
+    LogEvent,
+    PayloadReceived,
+    Publish,
+    RememberCommand,
+    StorageChecked,
+    Tick,
+)
+from firmware.core.decide import Target
+from firmware.core.model import digest_bytes, digest_part
+from firmware.core.sync import SyncSession
+from firmware.wire import seal
+from tests.builders import rec, store_of
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+BASE = "alc/demo/ctl1"
+T0 = 1_800_000_000.0
+
+RECORDS = [
+    ("door", "front", rec(unlock_s=7)),
+    ("group", "g", rec(doors=["front"])),
+    ("member", "ann", rec(groups=["g"], creds=[["tag", "00aa11bb"]])),
+]
+
+
+def make(*, bench: bool = False, executed: dict[str, int] | None = None) -> Controller:
+    counter = itertools.count(1)
+    session = SyncSession(store_of(RECORDS), "e1", 3, now=T0, new_id=lambda: f"req-{next(counter)}")
+    return Controller(
+        controller_id="ctl1",
+        key=KEY,
+        base_topic=BASE,
+        session=session,
+        boot_time=T0,
+        masters=frozenset({("tag", "master")}),
+        readers={"front-in": Target.door("front")},
+        executed=executed,
+        bench=bench,
+    )
+
+
+def sealed(suffix: str, message: dict[str, Any], key: bytes = KEY) -> PayloadReceived:
+    topic = f"{BASE}/{suffix}"
+    return PayloadReceived(topic, seal(key, b"ctl1", topic, message))
+
+
+def cmd(
+    name: str, id: str = "c1", *, iat: float = T0, exp: float = T0 + 60, **args: Any
+) -> dict[str, Any]:
+    return {"t": "cmd", "id": id, "cmd": name, "args": args, "iat": int(iat), "exp": int(exp)}
+
+
+def replies(actions: list[Any]) -> list[tuple[str, str]]:
+    return [
+        (a.message["id"], a.message["status"])
+        for a in actions
+        if isinstance(a, Publish) and a.suffix == "reply"
+    ]
+
+
+def system(actions: list[Any]) -> list[str]:
+    return [a.body["what"] for a in actions if isinstance(a, LogEvent) and a.type == "system"]
+
+
+def snapshot(
+    sync: str, records: list[tuple[str, str, bytes]], epoch: str = "e1", v: int = 9
+) -> PayloadReceived:
+    digest = digest_bytes(sum(digest_part(*r) for r in records))
+    body = {
+        "t": "snap",
+        "sync": sync,
+        "epoch": epoch,
+        "v": v,
+        "page": 0,
+        "pages": 1,
+        "recs": [list(r) for r in records],
+        "digest": digest,
+        "now": int(T0),
+    }
+    return sealed("data", body)
+
+
+def run_work(c: Controller, now: float) -> list[Any]:
+    out: list[Any] = []
+    while c.has_work():
+        out += c.work(now)
+    return out
+
+
+def test_connect_publishes_retained_state_and_a_boot_request() -> None:
+    c = make()
+    actions = c.handle(Connected(), T0)
+    sync = [a.message for a in actions if isinstance(a, Publish) and a.suffix == "sync"]
+    assert sync and sync[0]["reason"] == "boot" and sync[0]["full"] is False
+    states = [a for a in actions if isinstance(a, Publish) and a.suffix == "state"]
+    assert len(states) == 1 and states[0].retain
+    state = states[0].message
+    assert (state["epoch"], state["v"], state["digest"]) == ("e1", 3, c.session.digest)
+    assert state["online"] is True and state["sync"] == {"state": "idle", "got": 0, "of": 0}
+
+
+def test_state_is_coalesced_to_one_a_second_and_the_latest_is_sent() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+    for i, v in enumerate(range(3, 8)):
+        d = {
+            "t": "delta",
+            "epoch": "e1",
+            "from": v,
+            "to": v + 1,
+            "ops": [["put", "member", f"m{v}", rec(name=str(v))]],
+            "now": int(T0),
+        }
+        out = c.handle(sealed("data", d), T0 + 0.1 * (i + 1))
+        assert not [a for a in out if isinstance(a, Publish) and a.suffix == "state"]
+    assert c.next_deadline() == T0 + 1.0
+    out = c.handle(Tick(), T0 + 1.0)
+    states = [a.message for a in out if isinstance(a, Publish) and a.suffix == "state"]
+    assert len(states) == 1 and states[0]["v"] == 8
+
+
+def test_status_command_replies_done_with_the_state_and_is_remembered() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+    out = c.handle(sealed("cmd", cmd("status")), T0)
+    assert RememberCommand("c1", int(T0 + 60)) in out
+    done = [a.message for a in out if isinstance(a, Publish) and a.suffix == "reply"]
+    assert done[0]["status"] == "done" and done[0]["detail"]["v"] == 3
+
+
+def test_refused_commands_reply_rejected_and_are_logged() -> None:
+    c = make(executed={"old": int(T0 + 1000)})
+    c.handle(Connected(), T0)
+    cases = [
+        (cmd("status", "late", exp=T0 - 1), "expired"),
+        (cmd("status", "early", iat=T0 + 61 + 301, exp=T0 + 999), "future"),
+        (cmd("status", "old", exp=T0 + 999), "already executed"),
+        (cmd("dance", "odd", exp=T0 + 999), "unknown command"),
+    ]
+    for message, why in cases:
+        out = c.handle(sealed("cmd", message), T0 + 61 * cases.index((message, why)))
+        assert replies(out) == [(message["id"], "rejected")]
+        reply = next(a.message for a in out if isinstance(a, Publish) and a.suffix == "reply")
+        assert why in reply["detail"]
+        assert system(out) == ["error"]
+        if why != "unknown command":  # a refused command is never marked as run
+            assert not [a for a in out if isinstance(a, RememberCommand)]
+
+
+def test_the_same_command_twice_runs_once() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+    assert replies(c.handle(sealed("cmd", cmd("status")), T0)) == [("c1", "done")]
+    assert replies(c.handle(sealed("cmd", cmd("status")), T0 + 1)) == [("c1", "rejected")]
+
+
+def test_features_of_later_issues_fail_with_a_clear_detail() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+    out = c.handle(sealed("cmd", cmd("open_door", door="front")), T0)
+    reply = next(a.message for a in out if isinstance(a, Publish) and a.suffix == "reply")
+    assert reply["status"] == "failed" and "not available" in reply["detail"]
+
+
+def test_retained_and_badly_sealed_messages_are_dropped_and_reported_once_a_minute() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+    message = sealed("cmd", cmd("status"))
+    out = c.handle(PayloadReceived(message.topic, message.payload, retained=True), T0)
+    assert replies(out) == [] and system(out) == ["error"]
+
+    wrong_key = sealed("cmd", cmd("status", "x"), key=OTHER_KEY)
+    other_topic = PayloadReceived(
+        f"{BASE}/cmd", seal(KEY, b"ctl1", "alc/demo/ctl2/cmd", cmd("status", "y"))
+    )
+    assert system(c.handle(wrong_key, T0)) == ["auth_failed"]
+    assert system(c.handle(other_topic, T0 + 1)) == []  # within the minute: counted
+    out = c.handle(wrong_key, T0 + 61)
+    assert system(out) == ["auth_failed"]
+    detail = next(a.body["detail"] for a in out if isinstance(a, LogEvent))
+    assert "1 more" in detail
+    assert c.session.v == 3
+
+
+def test_two_sync_commands_both_get_progress_and_done() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+    assert replies(c.handle(sealed("cmd", cmd("sync", "s1")), T0)) == [("s1", "accepted")]
+    assert replies(c.handle(sealed("cmd", cmd("sync", "s2")), T0 + 1)) == [("s2", "accepted")]
+    records = [*RECORDS, ("member", "bob", rec(creds=[["tag", "bbbb"]]))]
+    out = c.handle(snapshot("snap-1", records), T0 + 2)
+    assert replies(out) == [("s1", "progress"), ("s2", "progress")]
+    out = run_work(c, T0 + 2)
+    assert replies(out) == [("s1", "done"), ("s2", "done")]
+    assert c.session.v == 9 and "bob" in c.store.members
+
+
+def test_a_sync_command_that_cannot_finish_fails_after_120_s() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+    c.handle(sealed("cmd", cmd("sync", "s1", exp=T0 + 600)), T0)
+    assert replies(c.handle(Tick(), T0 + 119)) == []
+    assert replies(c.handle(Tick(), T0 + 120)) == [("s1", "failed")]
+
+
+def test_purge_wipes_then_resyncs() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+    out = c.handle(sealed("cmd", cmd("purge")), T0)
+    assert c.store.members == {} and c.session.epoch is None
+    sync = [a.message for a in out if isinstance(a, Publish) and a.suffix == "sync"]
+    assert sync[-1]["full"] is True and sync[-1]["reason"] == "purge"
+    c.handle(snapshot("p", RECORDS, v=4), T0 + 1)
+    assert replies(run_work(c, T0 + 1)) == [("c1", "done")]
+    assert "ann" in c.store.members
+
+
+def test_bench_present_decides_only_on_the_simulator() -> None:
+    present = {"t": "present", "reader": "front-in", "credkind": "tag", "value": "00aa11bb"}
+    assert c_access(make(bench=False), present) == []
+    access = c_access(make(bench=True), present)
+    assert access == [
+        {
+            "door": "front",
+            "reader": "front-in",
+            "credkind": "tag",
+            "value": "11bb",
+            "member": "ann",
+            "booking": None,
+            "granted": True,
+            "reason": "granted",
+        }
+    ]
+    bad = {"t": "present", "reader": "front-in", "credkind": "face", "value": "x"}
+    c = make(bench=True)
+    assert system(c.handle(sealed("bench/in", bad), T0)) == ["error"]
+
+
+def c_access(c: Controller, present: dict[str, Any]) -> list[dict[str, Any]]:
+    out = c.handle(sealed("bench/in", present), T0)
+    return [a.body for a in out if isinstance(a, LogEvent) and a.type == "access"]
+
+
+def test_daily_storage_check_and_a_damaged_copy_triggers_a_digest_sync() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+    assert not [a for a in c.handle(Tick(), T0 + 3600) if isinstance(a, CheckStorage)]
+    assert [a for a in c.handle(Tick(), T0 + 86400) if isinstance(a, CheckStorage)]
+    intact = c.handle(StorageChecked(True), T0 + 86401)
+    assert not [a for a in intact if isinstance(a, Publish) and a.suffix == "sync"]
+    out = c.handle(StorageChecked(False), T0 + 86402)
+    sync = [a.message for a in out if isinstance(a, Publish) and a.suffix == "sync"]
+    assert sync and sync[0]["reason"] == "digest" and sync[0]["full"] is True
+
+
+def test_garbage_on_every_topic_never_raises() -> None:
+    c = make(bench=True)
+    c.handle(Connected(), T0)
+    for suffix in ("data", "cmd", "ack", "bench/in", "state", "nonsense"):
+        for payload in (b"", b"\xff", cbor2.dumps({"t": "x"}), bytes(300_000)):
+            c.handle(PayloadReceived(f"{BASE}/{suffix}", payload), T0)
+        c.handle(sealed(suffix, {"t": "delta", "epoch": 5}), T0)
+    assert c.session.v == 3 and c.session.digest == store_of(RECORDS).digest
