@@ -33,6 +33,7 @@ class ControllerSection:
     key_file: Path
     outage_s: int = 600
     full_sync_every_s: int = 43200
+    outbox_max: int = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,7 @@ def _controller(path: Path, raw: Any) -> ControllerSection:
         key_file=s.path_value("key_file") or Path("."),
         outage_s=s.get("outage_s", int, 600, low=1),
         full_sync_every_s=s.get("full_sync_every_s", int, 43200, low=60),
+        outbox_max=s.get("outbox_max", int, 1_000_000, low=100),
     )
     s.done()
     return section

@@ -5,6 +5,11 @@ paho's network thread (and later the pin, serial and kiosk threads) only put
 events on one bounded queue. Slow disk writes go to one storage thread, in order,
 so a presentation never waits behind a full sync being written to SQLite.
 
+The queue hands out what a person is waiting for first: a credential presented at
+a reader (or on the simulator's bench topic) goes ahead of every queued hub message,
+so a burst of snapshot pages delays a decision by at most the one page being
+handled, not by all of them. Everything else keeps its arrival order.
+
 Threads, all stopped by `Runtime.stop()`: the loop (the caller's), paho's network
 thread, and the storage writer.
 """
@@ -35,7 +40,8 @@ from firmware.core.controller import (
     Controller,
     Disconnected,
     Event,
-    LogEvent,
+    EventsRemoved,
+    OutboxCounted,
     PayloadReceived,
     Presented,
     Publish,
@@ -45,14 +51,25 @@ from firmware.core.controller import (
 )
 from firmware.core.decide import Target
 from firmware.core.errors import LocalError
+from firmware.core.outbox import (
+    AppendEvents,
+    DeleteAcked,
+    DropEvents,
+    FoldEvents,
+    ForgetDebits,
+    Outbox,
+    SendEvents,
+)
 from firmware.core.sync import SaveDelta, SaveSnapshot, SyncSession
 from firmware.mqtt import BrokerSettings, Link, LinkDown, LinkEvent, LinkUp, Received, Will
+from firmware.outbox_store import OutboxStore
 from firmware.storage import Storage, load_store
 
 log = logging.getLogger("alc.controller")
 events_log = logging.getLogger("alc.events")
 
 MAX_QUEUED_EVENTS = 10_000
+URGENT, NORMAL = 0, 1  # queue priorities: a member at a reader, then everything else
 LATENCY_SAMPLES = 100_000
 MAX_QUEUED_WRITES = 256
 IDLE_WAKE_S = 60.0  # with nothing scheduled, still wake once a minute
@@ -60,6 +77,8 @@ DB_FILE = "alc.sqlite3"
 
 
 Job = SaveDelta | Callable[[Storage], None]
+# (priority, arrival number, event or None to wake the loop, monotonic time queued)
+Queued = tuple[int, int, Event | None, float]
 MAX_DELTAS_PER_COMMIT = 1000
 
 
@@ -132,10 +151,14 @@ class Runtime:
         self._key = config.key()
         self._kid = config.controller.id.encode()
         self._base = config.base_topic
-        # Each event with the monotonic time it was queued, for decision latency.
-        self._events: queue.Queue[tuple[Event, float] | None] = queue.Queue(MAX_QUEUED_EVENTS)
+        # Each event with the monotonic time it was queued, for decision latency;
+        # the arrival number keeps arrival order within a priority (and means two
+        # entries never compare their events).
+        self._events: queue.PriorityQueue[Queued] = queue.PriorityQueue(MAX_QUEUED_EVENTS)
+        self._arrivals = itertools.count()
         self.decision_latency_s: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._bench = config.backend == "sim"
+        self._bench_in = f"{self._base}/bench/in"
         self._stopping = threading.Event()
         self._dropped = 0
         data_dir = config.controller.data_dir
@@ -144,6 +167,10 @@ class Runtime:
         except OSError as exc:
             raise LocalError(f"{config.path}: controller.data_dir: {exc}") from None
         self.storage = Storage.open(Path(data_dir) / DB_FILE)
+        # The outbox has its own connection, used only by the loop: appends never
+        # wait behind the storage thread's Python lock (SQLite interleaves them).
+        self.events = OutboxStore(Storage.open(Path(data_dir) / DB_FILE))
+        self._boot_actions: list[Action] = []
         self.controller = self._boot()
         self.writer = StorageWriter(self.storage)
         offline = self._seal("state", {"t": "state", "online": False})
@@ -205,6 +232,7 @@ class Runtime:
             readers=readers,
             executed=self.storage.commands(now),
             bench=self.config.backend == "sim",
+            outbox=self._restore_outbox(),
         )
         log.info(
             "boot: epoch=%s v=%d records=%d digest=%s",
@@ -215,7 +243,7 @@ class Runtime:
         )
         if epoch is not None and not loaded.intact:
             log.error("stored records do not hash to the stored digest: full sync")
-            self._perform(controller, controller.local_full_sync("digest", now))
+        self._boot_actions = controller.booted(now, intact=epoch is None or loaded.intact)
         return controller
 
     # --- other threads -> the loop ------------------------------------------------------
@@ -229,9 +257,14 @@ class Runtime:
             self.submit(PayloadReceived(event.topic, event.payload, event.retained))
 
     def submit(self, event: Event) -> None:
-        """Queue an event for the loop (any thread). Drops, counted, when full."""
+        """Queue an event for the loop (any thread). Drops, counted, when full.
+        Presentations (and simulated reader inputs) go ahead of everything else."""
+        urgent = isinstance(event, Presented) or (
+            isinstance(event, PayloadReceived) and event.topic == self._bench_in
+        )
+        item = (URGENT if urgent else NORMAL, next(self._arrivals), event, time.monotonic())
         try:
-            self._events.put((event, time.monotonic()), timeout=1.0)
+            self._events.put(item, timeout=1.0)
         except queue.Full:
             self._dropped += 1
 
@@ -239,6 +272,7 @@ class Runtime:
 
     def run(self) -> None:
         """Run until `stop()`; the calling thread becomes the loop."""
+        self._perform(self.controller, self._boot_actions)
         self.link.start()
         try:
             while not self._stopping.is_set():
@@ -251,11 +285,11 @@ class Runtime:
         self._stopping.set()
         # When the queue is full the loop is busy anyway and will see the flag.
         with contextlib.suppress(queue.Full):
-            self._events.put_nowait(None)
+            self._events.put_nowait((URGENT, next(self._arrivals), None, 0.0))
 
     def _step(self) -> None:
         controller = self.controller
-        item: tuple[Event, float] | None
+        item: Queued
         if controller.has_work():
             try:
                 item = self._events.get_nowait()
@@ -268,10 +302,10 @@ class Runtime:
             try:
                 item = self._events.get(timeout=min(max(wait, 0.0), IDLE_WAKE_S))
             except queue.Empty:
-                item = (Tick(), time.monotonic())
-        if item is None:
+                item = (NORMAL, -1, Tick(), time.monotonic())
+        _, _, event, queued_at = item
+        if event is None:
             return
-        event, queued_at = item
         actions = controller.handle(event, self.clock())
         if isinstance(event, PayloadReceived | Presented) and _has_access(actions):
             # From the moment the event was queued to the decision: what a member
@@ -298,8 +332,62 @@ class Runtime:
                 self.writer.flush()
             elif isinstance(action, CheckStorage):
                 self.writer.submit(self._check_storage)
-            elif isinstance(action, LogEvent):
-                events_log.info("%s %s", action.type, json.dumps(action.body, default=_hex))
+            elif isinstance(action, AppendEvents):
+                self.events.append(action.events, action.debits)
+                for e in action.events:
+                    body = json.dumps(e.body, default=_hex)
+                    events_log.info("%d %s %s", e.seq, e.type, body)
+            elif isinstance(action, SendEvents):
+                self._send_events(action)
+            elif isinstance(action, DeleteAcked):
+                self.events.acknowledge(action.upto, action.v)
+                self._count_outbox()
+            elif isinstance(action, ForgetDebits):
+                self.events.forget_debits(action.v)
+            elif isinstance(action, FoldEvents):
+                self.submit(EventsRemoved("folded", self.events.fold(action.count)))
+                self._count_outbox()
+            elif isinstance(action, DropEvents):
+                self.submit(EventsRemoved("dropped", self.events.drop(action.upto)))
+                self._count_outbox()
+
+    def _restore_outbox(self) -> Outbox:
+        stats = self.events.stats()
+        return Outbox.restore(
+            last_seq=stats.last_seq,
+            count=stats.count,
+            oldest=stats.oldest,
+            first_seq=stats.first_seq,
+            debits=self.events.debits(),
+            bound=self.config.controller.outbox_max,
+        )
+
+    def _count_outbox(self) -> None:
+        stats = self.events.stats()
+        self.submit(OutboxCounted(stats.count, stats.oldest))
+
+    def _send_events(self, action: SendEvents) -> None:
+        """Publish events `after < seq <= upto`, split so no message passes the cap."""
+        rows = self.events.batch(action.after, action.upto)
+        topic = f"{self._base}/events"
+        start = 0
+        while start < len(rows):
+            end = len(rows)
+            while True:
+                try:
+                    payload = self._seal("events", {"t": "events", "batch": rows[start:end]})
+                    break
+                except LocalError:
+                    if end - start == 1:
+                        # One event too big to ever send: its body is ours, so log
+                        # and skip it rather than block the outbox forever.
+                        log.error("event %s is too large to upload; skipped", rows[start][0])
+                        payload = b""
+                        break
+                    end = start + (end - start) // 2
+            if payload:
+                self.link.publish(topic, payload)
+            start = end
 
     def _check_storage(self, storage: Storage) -> None:
         """On the storage thread: rehash the records, forget expired command ids."""
@@ -317,6 +405,7 @@ class Runtime:
         self.link.stop()
         self.writer.stop()
         self.storage.close()
+        self.events.storage.close()
 
 
 def _hex(value: Any) -> Any:
@@ -334,4 +423,6 @@ def _remember(action: RememberCommand, storage: Storage) -> None:
 
 
 def _has_access(actions: list[Action]) -> bool:
-    return any(isinstance(a, LogEvent) and a.type == "access" for a in actions)
+    return any(
+        isinstance(a, AppendEvents) and any(e.type == "access" for e in a.events) for a in actions
+    )

@@ -36,8 +36,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
+from itertools import islice
 from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
@@ -49,7 +50,7 @@ from firmware.core.store import Built, Delete, Op, Put, Store, StoreBuilder
 DB_FILE = "alc.sqlite3"
 """The file name inside the configured `data_dir`."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The `user_version` this code writes and understands."""
 
 EMPTY_DIGEST = digest_bytes(0)
@@ -84,11 +85,46 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # exp is the command's own expiry time as the hub sent it (PROTOCOL.md s6).
         "CREATE TABLE commands (id TEXT PRIMARY KEY, exp INTEGER NOT NULL)",
     ),
+    (
+        # The event outbox (PROTOCOL.md s5): rows leave only on the hub's ack.
+        # body is the CBOR of the event's body map.
+        """CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY,
+            time INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            body BLOB NOT NULL
+        )""",
+        # The last seq ever given out: seqs are never reused, even once every
+        # row is acknowledged and gone, and survive purges.
+        """CREATE TABLE outbox_meta (
+            one INTEGER PRIMARY KEY CHECK (one = 1),
+            last_seq INTEGER NOT NULL
+        )""",
+        "INSERT INTO outbox_meta (one, last_seq) VALUES (1, 0)",
+        # Credit debits not yet reflected in the hub's member credit: acked_v is
+        # the data version from which the hub's credit includes it (the ack's v).
+        """CREATE TABLE debits (
+            seq INTEGER PRIMARY KEY,
+            member TEXT NOT NULL,
+            amount INTEGER NOT NULL,
+            acked_v INTEGER
+        )""",
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _KEY = itemgetter(0, 1)
 _PUT = "INSERT OR REPLACE INTO records (kind, id, rec) VALUES (?, ?, ?)"
+_PUT_NEXT = "INSERT OR REPLACE INTO records_next (kind, id, rec) VALUES (?, ?, ?)"
+_CREATE_RECORDS_NEXT = """CREATE TABLE records_next (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    rec BLOB NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID"""
+# Records per transaction while staging a snapshot: each holds the write lock
+# for a few milliseconds, so an outbox append waits at most that long.
+_SNAPSHOT_CHUNK = 2000
 
 
 class StoredState(NamedTuple):
@@ -192,6 +228,8 @@ class Storage:
             if version != SCHEMA_VERSION:
                 # PRAGMA takes no parameters; the value is our own constant.
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # A snapshot being staged when the power went: the old dataset stands.
+            conn.execute("DROP TABLE IF EXISTS records_next")
 
     def close(self) -> None:
         """Close the file; later calls raise `LocalError`. Closing twice is harmless."""
@@ -323,12 +361,18 @@ class Storage:
         digest: bytes,
         last_full: float | None,
     ) -> None:
-        """Replace the whole stored dataset in one transaction (a finished full sync,
-        or a purge: `epoch` None, no records). A list or tuple of records is
-        inserted in key order, about twice as fast as in random order; any other
-        iterable is streamed into the file as it comes. A record listed twice is
-        stored once, the last one, as `Store.build` keeps it. Executed command ids
-        are kept: a purge must not make a command replayable.
+        """Replace the whole stored dataset atomically (a finished full sync, or a
+        purge: `epoch` None, no records). A list or tuple of records is inserted in
+        key order, about twice as fast as in random order; any other iterable is
+        streamed into the file as it comes. A record listed twice is stored once,
+        the last one, as `Store.build` keeps it. Executed command ids, the event
+        outbox and the debit ledger are kept: a purge wipes the dataset only.
+
+        The new records go into a side table in short transactions, and one small
+        transaction swaps it in with the new `(epoch, v, digest)`. So the write
+        lock is never held for long, and the event outbox (another connection on
+        this file) appends in between: a door never waits behind a full sync's
+        disk writes. A crash before the swap leaves the old dataset in place.
         """
         _check_digest(digest)
         if isinstance(records, list | tuple):
@@ -336,8 +380,15 @@ class Storage:
             # wins; B-tree inserts in key order touch each page once.
             records = sorted(records, key=_KEY)
         with self._write("save snapshot") as conn:
-            conn.execute("DELETE FROM records")
-            conn.executemany(_PUT, records)
+            conn.execute("DROP TABLE IF EXISTS records_next")
+            conn.execute(_CREATE_RECORDS_NEXT)
+        rows = iter(records)
+        while chunk := list(islice(rows, _SNAPSHOT_CHUNK)):
+            with self._write("save snapshot") as conn:
+                conn.executemany(_PUT_NEXT, chunk)
+        with self._write("save snapshot") as conn:
+            conn.execute("DROP TABLE records")
+            conn.execute("ALTER TABLE records_next RENAME TO records")
             conn.execute(
                 "UPDATE meta SET epoch = ?, v = ?, digest = ?, last_full = ?",
                 (epoch, v, digest, last_full),
@@ -399,6 +450,15 @@ class Storage:
 
     def _error(self, what: str, exc: Exception) -> LocalError:
         return LocalError(f"storage {self.path}: {what} failed: {exc}")
+
+    def write(self, what: str) -> AbstractContextManager[sqlite3.Connection]:
+        """One write transaction for a module sharing this file (the outbox):
+        committed if the block finishes, else rolled back; errors as `LocalError`."""
+        return self._write(what)
+
+    def read(self, what: str) -> AbstractContextManager[sqlite3.Connection]:
+        """One read transaction: every statement inside sees the same snapshot."""
+        return self._read(what)
 
     @contextmanager
     def _write(self, what: str) -> Iterator[sqlite3.Connection]:

@@ -106,7 +106,7 @@ def logged_events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, dict[str,
     out = []
     for record in caplog.records:
         if record.name == "alc.events":
-            type_, body = record.args  # type: ignore[misc]
+            _seq, type_, body = record.args  # type: ignore[misc]
             out.append((str(type_), json.loads(str(body))))
     return out
 

@@ -12,7 +12,6 @@ from firmware.core.controller import (
     CheckStorage,
     Connected,
     Controller,
-    LogEvent,
     PayloadReceived,
     Publish,
     RememberCommand,
@@ -21,6 +20,7 @@ from firmware.core.controller import (
 )
 from firmware.core.decide import Target
 from firmware.core.model import digest_bytes, digest_part
+from firmware.core.outbox import AppendEvents
 from firmware.core.sync import SyncSession
 from firmware.wire import seal
 from tests.builders import rec, store_of
@@ -72,8 +72,15 @@ def replies(actions: list[Any]) -> list[tuple[str, str]]:
     ]
 
 
+def logged(actions: list[Any], type: str) -> list[dict[str, Any]]:
+    """Bodies of the events of `type` a step logged (they travel in AppendEvents)."""
+    return [
+        e.body for a in actions if isinstance(a, AppendEvents) for e in a.events if e.type == type
+    ]
+
+
 def system(actions: list[Any]) -> list[str]:
-    return [a.body["what"] for a in actions if isinstance(a, LogEvent) and a.type == "system"]
+    return [body["what"] for body in logged(actions, "system")]
 
 
 def snapshot(
@@ -191,7 +198,7 @@ def test_retained_and_badly_sealed_messages_are_dropped_and_reported_once_a_minu
     assert system(c.handle(other_topic, T0 + 1)) == []  # within the minute: counted
     out = c.handle(wrong_key, T0 + 61)
     assert system(out) == ["auth_failed"]
-    detail = next(a.body["detail"] for a in out if isinstance(a, LogEvent))
+    detail = logged(out, "system")[0]["detail"]
     assert "1 more" in detail
     assert c.session.v == 3
 
@@ -252,7 +259,7 @@ def test_bench_present_decides_only_on_the_simulator() -> None:
 
 def c_access(c: Controller, present: dict[str, Any]) -> list[dict[str, Any]]:
     out = c.handle(sealed("bench/in", present), T0)
-    return [a.body for a in out if isinstance(a, LogEvent) and a.type == "access"]
+    return logged(out, "access")
 
 
 def test_daily_storage_check_and_a_damaged_copy_triggers_a_digest_sync() -> None:

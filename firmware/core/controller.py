@@ -15,8 +15,17 @@ from typing import Any, TypeAlias
 from firmware import wire
 from firmware.core.decide import Decision, Target, decide
 from firmware.core.errors import RemoteError
-from firmware.core.messages import Command, parse_command, parse_delta, parse_snap
+from firmware.core.messages import Command, parse_ack, parse_command, parse_delta, parse_snap
 from firmware.core.model import CREDKINDS, MAX_VALUE_LEN
+from firmware.core.outbox import (
+    AppendEvents,
+    DeleteAcked,
+    DropEvents,
+    FoldEvents,
+    ForgetDebits,
+    Outbox,
+    SendEvents,
+)
 from firmware.core.store import Store
 from firmware.core.sync import (
     RequestSync,
@@ -38,6 +47,7 @@ REPORT_EVERY_S = 60.0  # rate limit of auth_failed / error events per kind
 MAX_REMEMBERED_COMMANDS = 10_000
 MAX_RUNNING_SYNCS = 8
 STORAGE_CHECK_EVERY_S = 86400.0
+PURGE_UPLOAD_S = 30.0
 
 # --- events in ------------------------------------------------------------------------
 
@@ -83,7 +93,33 @@ class StorageChecked:
     intact: bool
 
 
-Event: TypeAlias = Connected | Disconnected | PayloadReceived | Presented | Tick | StorageChecked
+@dataclass(frozen=True, slots=True)
+class OutboxCounted:
+    """What the outbox on disk holds after acks, folds or drops."""
+
+    count: int
+    oldest: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventsRemoved:
+    """Events were folded (outbox over its bound) or dropped (purge with
+    `events: true`); `ranges` are their seqs, for the hub to skip."""
+
+    why: str  # "folded" | "dropped"
+    ranges: list[tuple[int, int]]
+
+
+Event: TypeAlias = (
+    Connected
+    | Disconnected
+    | PayloadReceived
+    | Presented
+    | Tick
+    | StorageChecked
+    | OutboxCounted
+    | EventsRemoved
+)
 
 # --- actions out ----------------------------------------------------------------------
 
@@ -119,7 +155,20 @@ class LogEvent:
     body: dict[str, Any]
 
 
-Action: TypeAlias = Publish | RememberCommand | CheckStorage | LogEvent | SaveDelta | SaveSnapshot
+Action: TypeAlias = (
+    Publish
+    | RememberCommand
+    | CheckStorage
+    | LogEvent
+    | SaveDelta
+    | SaveSnapshot
+    | AppendEvents
+    | SendEvents
+    | DeleteAcked
+    | ForgetDebits
+    | FoldEvents
+    | DropEvents
+)
 
 
 @dataclass(slots=True)
@@ -129,6 +178,17 @@ class _Running:
     id: str
     started: float
     last_got: int = -1
+    dropped: int | None = None  # purge with events: true, once it dropped some
+
+
+@dataclass(slots=True)
+class _PurgeWait:
+    """A purge with `events: true` uploading what it can before it wipes."""
+
+    id: str
+    started: float
+    upto: int
+    dropping: bool = False
 
 
 class Controller:
@@ -146,6 +206,7 @@ class Controller:
         readers: Mapping[str, Target] | None = None,
         executed: Mapping[str, int] | None = None,
         bench: bool = False,
+        outbox: Outbox | None = None,
     ) -> None:
         """`executed` holds command ids already run (from storage) with their exp.
         `bench` accepts the simulator's bench inputs (PROTOCOL.md s8); never on a
@@ -168,11 +229,17 @@ class Controller:
         self._clock_skew: float | None = None
         self._reported: dict[str, tuple[float, int]] = {}
         self._check_storage_at = boot_time + STORAGE_CHECK_EVERY_S
+        self.outbox = outbox if outbox is not None else Outbox()
+        self._purge_wait: _PurgeWait | None = None
+        self._known_v = session.v
 
     # --- the one entry point ------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Action]:
-        """Process one event at time `now`; never raises on bad input."""
+        """Process one event at time `now`; never raises on bad input.
+
+        Every event the step logs comes first, as one `AppendEvents`: the runtime
+        makes it durable before it carries out anything the events describe."""
         actions: list[Action] = []
         if isinstance(event, PayloadReceived):
             actions += self._received(event, now)
@@ -181,25 +248,67 @@ class Controller:
         elif isinstance(event, Connected):
             self._state_due = True
             self._state_sent_at = -1e18  # the retained state goes out on every connect
+            self.outbox.connected()
             actions += self._from_session(self.session.connected_to_hub(now), now)
         elif isinstance(event, Disconnected):
             self.session.disconnected_from_hub(now)
         elif isinstance(event, StorageChecked) and not event.intact:
             # PROTOCOL.md s7 `digest`: the local copy is corrupt; fetch a new one.
             actions.append(LogEvent("system", {"what": "error", "detail": "stored data damaged"}))
-            actions += self.local_full_sync("digest", now)
+            actions += self._from_session(self.session.request_full("digest", now), now)
+        elif isinstance(event, OutboxCounted):
+            self._state_due = True
+            actions += self.outbox.stats(event.count, event.oldest)
+        elif isinstance(event, EventsRemoved):
+            actions += self._events_removed(event, now)
         actions += self._from_session(self.session.tick(now), now)
         actions += self._timers(now)
-        return actions
+        return self._finish(actions, now)
+
+    def booted(self, now: float, *, intact: bool) -> list[Action]:
+        """The controller started; `intact` is False when the stored records do
+        not hash to the stored digest (a full sync with reason `digest` follows)."""
+        actions: list[Action] = [
+            LogEvent("system", {"what": "boot", "detail": f"alc {FW_VERSION}"})
+        ]
+        if not intact:
+            actions.append(LogEvent("system", {"what": "error", "detail": "stored data damaged"}))
+            actions += self._from_session(self.session.request_full("digest", now), now)
+        return self._finish(actions, now)
 
     def work(self, now: float) -> list[Action]:
         """One slice of background work (building a full sync aside)."""
         actions = self._from_session(self.session.work(now), now)
-        return actions + self._timers(now)
+        return self._finish(actions + self._timers(now), now)
 
-    def local_full_sync(self, reason: str, now: float) -> list[Action]:
-        """A full sync the controller itself wants (`digest`: the disk copy is corrupt)."""
-        return self._from_session(self.session.request_full(reason, now), now)
+    def log(self, type: str, body: dict[str, Any], now: float) -> list[Action]:
+        """Log one event from outside the core's own logic (the runtime's faults)."""
+        return self._finish([LogEvent(type, body)], now)
+
+    def _finish(self, actions: list[Action], now: float) -> list[Action]:
+        """Number the step's events and put them first; then the ledger and upload."""
+        logged = []
+        rest: list[Action] = []
+        for action in actions:
+            if isinstance(action, LogEvent):
+                logged.append(self.outbox.log(action.type, action.body, now))
+            else:
+                rest.append(action)
+        out: list[Action] = []
+        if logged:
+            debits = [
+                self.outbox.debit(e, str(e.body["member"]), int(e.body["amount"]))
+                for e in logged
+                if e.type == "debit"
+            ]
+            out.append(AppendEvents(logged, debits))
+        out += rest
+        if self.session.v != self._known_v:
+            self._known_v = self.session.v
+            out += self.outbox.data_version(self.session.v)
+        hurry = self._purge_wait is not None
+        out += self.outbox.due(now, connected=self.session.connected, hurry=hurry)
+        return out
 
     def has_work(self) -> bool:
         """True while background work is waiting for `work`."""
@@ -215,6 +324,11 @@ class Controller:
             times.append(self._state_sent_at + STATE_EVERY_S)
         times += [r.started + COMMAND_TIMEOUT_S for r in self._running]
         times.append(self._check_storage_at)
+        upload_at = self.outbox.next_deadline(connected=self.session.connected)
+        if upload_at is not None:
+            times.append(upload_at)
+        if self._purge_wait is not None and not self._purge_wait.dropping:
+            times.append(self._purge_wait.started + PURGE_UPLOAD_S)
         return min(times) if times else None
 
     def state(self, online: bool = True) -> dict[str, Any]:
@@ -229,15 +343,23 @@ class Controller:
             "boot": int(self.boot_time),
             "last_full": int(self.session.last_full) if self.session.last_full else None,
             "sync": {"state": phase, "got": got, "of": of},
-            "outbox": 0,
-            "outbox_oldest": None,
+            "outbox": self.outbox.count,
+            "outbox_oldest": self.outbox.oldest,
             "clock_ok": self._clock_skew is None or abs(self._clock_skew) < CLOCK_SKEW_S,
             "fw": FW_VERSION,
         }
 
     def decide(self, target: Target, credkind: str, value: str, now: float) -> Decision:
         """An access decision on the live data."""
-        return decide(self.session.store, target, credkind, value, now, masters=self.masters)
+        return decide(
+            self.session.store,
+            target,
+            credkind,
+            value,
+            now,
+            masters=self.masters,
+            pending_debits=self.outbox.pending_debits,
+        )
 
     @property
     def store(self) -> Store:
@@ -273,7 +395,8 @@ class Controller:
             if suffix == "cmd" and message.type == "cmd":
                 return self._command(message.body, now)
             if suffix == "ack" and message.type == "ack":
-                return []  # acknowledgements drive the event outbox (its own issue)
+                ack = parse_ack(message.body)
+                return [*self.outbox.acked(ack.upto, ack.v), *self._purge_uploaded(now)]
             if suffix == "bench/in":
                 return self._bench(message.type, message.body, now)
         except RemoteError as exc:
@@ -361,13 +484,49 @@ class Controller:
             if name == "sync":
                 started = self.session.request_full("command", now)
             else:
+                events = command.args.get("events", False)
+                if not isinstance(events, bool):
+                    return self._refuse(command, "purge: 'events' must be true or false", now)
+                outbox = self.outbox
+                if events and outbox.acked_upto < outbox.last_seq:
+                    # Upload what we can first (up to 30 s), then drop the rest.
+                    self._purge_wait = _PurgeWait(command.id, now, outbox.last_seq)
+                    return [accepted]
                 started = self.session.purge(now)
             # Both restart the full sync, so the one that finishes next is fresh.
-            self._running.append(_Running(command.id, now))
+            self._running.append(_Running(command.id, now, dropped=0 if name == "purge" else None))
             return [accepted, *self._from_session(started, now)]
         if name in ("refresh_kiosks", "open_door", "set_light"):
             return [self._reply(command.id, "failed", f"{name} is not available on this firmware")]
         return self._refuse(command, f"unknown command {name!r}", now)
+
+    def _purge_uploaded(self, now: float) -> list[Action]:
+        """After an ack: a purge waiting for its upload goes ahead once all is in."""
+        wait = self._purge_wait
+        if wait is None or self.outbox.acked_upto < wait.upto:
+            return []
+        self._purge_wait = None
+        return self._purge_now(wait.id, 0, now)
+
+    def _purge_now(self, id: str, dropped: int, now: float) -> list[Action]:
+        self._running.append(_Running(id, now, dropped=dropped))
+        return self._from_session(self.session.purge(now), now)
+
+    def _events_removed(self, event: EventsRemoved, now: float) -> list[Action]:
+        """Folded or dropped events: one counted event names their seqs, so the
+        hub knows they will never come and its acknowledgements move on."""
+        count = sum(last - first + 1 for first, last in event.ranges)
+        ranges = [[first, last] for first, last in event.ranges]
+        if event.why == "folded":
+            body = {"what": "outbox_full", "detail": f"{count} access events folded"}
+        else:
+            body = {"what": "error", "detail": f"purge dropped {count} events"}
+        actions: list[Action] = [LogEvent("system", {**body, "dropped": ranges})]
+        wait = self._purge_wait
+        if event.why == "dropped" and wait is not None:
+            self._purge_wait = None
+            actions += self._purge_now(wait.id, count, now)
+        return actions
 
     # --- sync actions -> controller actions ---------------------------------------
 
@@ -429,6 +588,8 @@ class Controller:
             ms = int((now - running.started) * 1000)
             if event.what == "done":
                 detail = f"{event.records} records"
+                if running.dropped is not None:
+                    detail += f", {running.dropped} events dropped"
                 out.append(self._reply(running.id, "done", detail, got=event.records, ms=ms))
             else:
                 out.append(self._reply(running.id, "failed", "snapshot digest mismatch", ms=ms))
@@ -436,6 +597,12 @@ class Controller:
 
     def _timers(self, now: float) -> list[Action]:
         out: list[Action] = []
+        wait = self._purge_wait
+        if wait is not None and not wait.dropping and now - wait.started >= PURGE_UPLOAD_S:
+            # Gave the upload its 30 s; drop what is left, then purge (see
+            # `_events_removed`).
+            wait.dropping = True
+            out.append(DropEvents(wait.upto))
         if now >= self._check_storage_at:
             self._check_storage_at = now + STORAGE_CHECK_EVERY_S
             out.append(CheckStorage())

@@ -1,0 +1,245 @@
+"""The event outbox and the debit ledger, as pure bookkeeping (PROTOCOL.md s5).
+
+The outbox numbers every event (`seq` starts at 1, never reused, survives restarts
+and purges), decides when a batch goes to the hub, and follows the hub's acks. The
+rows themselves live in SQLite (`firmware.outbox_store`); the runtime carries out
+the actions this module returns (`AppendEvents`, `SendEvents`, `DeleteAcked`, ...)
+and reports back what the disk holds (`stats`).
+
+The debit ledger keeps every credit debit this controller made until the hub's data
+reflects it: an acked debit stops counting once our data version reaches the ack's
+`v`. `pending` is what `decide` subtracts from a member's `credit`, so a balance is
+right at every step: before the ack, after it, across a full sync or a purge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+BATCH_EVENTS = 500  # per `events` message (the runtime splits further by bytes)
+MAX_AGE_S = 0.5  # an event waits at most this long for company before it is sent
+WINDOW_EVENTS = 5000  # sent but not yet acknowledged, at most
+ACK_TIMEOUT_S = 30.0  # no ack this long after a send: send again from the last ack
+OUTBOX_BOUND = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """One event with its seq and time, to be made durable before it is reported."""
+
+    seq: int
+    time: int
+    type: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DebitEntry:
+    """A debit in the ledger: `acked_v` is None until the hub acknowledged it."""
+
+    seq: int
+    member: str
+    amount: int
+    acked_v: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEvents:
+    """Write these events (and the debits among them) durably, in one transaction."""
+
+    events: list[LoggedEvent]
+    debits: list[DebitEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class SendEvents:
+    """Read the events with `after < seq <= upto` from disk and publish them."""
+
+    after: int
+    upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAcked:
+    """The hub holds every event up to `upto`: delete them, mark debits with `v`."""
+
+    upto: int
+    v: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetDebits:
+    """Acked debits with `acked_v <= v` are now in the member credit: drop them."""
+
+    v: int
+
+
+@dataclass(frozen=True, slots=True)
+class FoldEvents:
+    """The outbox is over its bound: fold the `count` oldest access events."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DropEvents:
+    """Purge with `events: true` gave up uploading: delete every event up to `upto`."""
+
+    upto: int
+
+
+OutboxAction = AppendEvents | SendEvents | DeleteAcked | ForgetDebits | FoldEvents | DropEvents
+
+
+@dataclass(slots=True)
+class Outbox:
+    """Seq numbers, upload pacing, acks and the debit ledger of one controller.
+
+    Built at boot from what the disk holds: `last_seq`, the number of events still
+    in the outbox (`count`), the time of the oldest (`oldest`), the seq before the
+    first one (`acked_upto`), and the unreflected debits.
+    """
+
+    last_seq: int = 0
+    count: int = 0
+    oldest: int | None = None
+    acked_upto: int = 0
+    bound: int = OUTBOX_BOUND
+    debits: dict[int, DebitEntry] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)
+    sent_upto: int = 0
+    _sent_at: float | None = None
+    _last_send: float = -1e18
+    _fold_asked: bool = False
+
+    def __post_init__(self) -> None:
+        self.sent_upto = self.acked_upto
+        self.pending = {}
+        for entry in self.debits.values():
+            self.pending[entry.member] = self.pending.get(entry.member, 0) + entry.amount
+
+    @classmethod
+    def restore(
+        cls,
+        *,
+        last_seq: int,
+        count: int,
+        oldest: int | None,
+        first_seq: int | None,
+        debits: Iterable[DebitEntry],
+        bound: int = OUTBOX_BOUND,
+    ) -> Outbox:
+        """The outbox as the disk left it at boot."""
+        acked = (first_seq - 1) if first_seq is not None else last_seq
+        return cls(
+            last_seq=last_seq,
+            count=count,
+            oldest=oldest,
+            acked_upto=acked,
+            bound=bound,
+            debits={d.seq: d for d in debits},
+        )
+
+    # --- logging --------------------------------------------------------------------
+
+    def log(self, type: str, body: dict[str, Any], now: float) -> LoggedEvent:
+        """Number a new event."""
+        self.last_seq += 1
+        self.count += 1
+        if self.oldest is None:
+            self.oldest = int(now)
+        return LoggedEvent(self.last_seq, int(now), type, body)
+
+    def debit(self, event: LoggedEvent, member: str, amount: int) -> DebitEntry:
+        """Enter a logged `debit` event in the ledger."""
+        entry = DebitEntry(event.seq, member, amount)
+        self.debits[event.seq] = entry
+        self.pending[member] = self.pending.get(member, 0) + amount
+        return entry
+
+    def stats(self, count: int, oldest: int | None) -> list[OutboxAction]:
+        """What the disk holds after a delete, fold or drop."""
+        self.count, self.oldest = count, oldest
+        if count <= self.bound:
+            self._fold_asked = False
+            return []
+        if self._fold_asked:
+            return []
+        self._fold_asked = True
+        # Fold a tenth of the bound at once, so a full outbox folds rarely.
+        return [FoldEvents(count - self.bound + max(1, self.bound // 10))]
+
+    # --- upload -----------------------------------------------------------------------
+
+    def connected(self) -> None:
+        """A new MQTT session: anything not acknowledged is sent again."""
+        self.sent_upto = self.acked_upto
+        self._sent_at = None
+        self._last_send = -1e18
+
+    def due(self, now: float, *, connected: bool, hurry: bool = False) -> list[OutboxAction]:
+        """The next batch to send, if one is due. `hurry` sends without waiting for
+        a batch to fill (a purge that uploads first)."""
+        if not connected:
+            return []
+        if self._sent_at is not None and now - self._sent_at >= ACK_TIMEOUT_S:
+            self.sent_upto = self.acked_upto  # the hub never answered: send again
+            self._sent_at = None
+        unsent = self.last_seq - self.sent_upto
+        if unsent <= 0 or self.sent_upto - self.acked_upto >= WINDOW_EVENTS:
+            return []
+        if unsent < BATCH_EVENTS and now - self._last_send < MAX_AGE_S and not hurry:
+            return []
+        after = self.sent_upto
+        self.sent_upto = min(self.last_seq, after + BATCH_EVENTS)
+        self._last_send = now
+        if self._sent_at is None:
+            self._sent_at = now
+        return [SendEvents(after, self.sent_upto)]
+
+    def next_deadline(self, *, connected: bool) -> float | None:
+        """When `due` may next have something to send."""
+        if not connected or self.last_seq <= self.sent_upto:
+            return self._sent_at + ACK_TIMEOUT_S if self._sent_at is not None else None
+        return self._last_send + MAX_AGE_S
+
+    def acked(self, upto: int, v: int) -> list[OutboxAction]:
+        """The hub acknowledged every event up to `upto`, reflected from `v`."""
+        upto = min(upto, self.last_seq)  # an ack for seqs we never sent is bogus
+        if upto <= self.acked_upto:
+            return []
+        self.acked_upto = upto
+        self.sent_upto = max(self.sent_upto, upto)
+        self._sent_at = None if self.sent_upto <= upto else self._sent_at
+        for seq, entry in list(self.debits.items()):
+            if seq <= upto and entry.acked_v is None:
+                self.debits[seq] = DebitEntry(seq, entry.member, entry.amount, v)
+        return [DeleteAcked(upto, v)]
+
+    # --- credit -----------------------------------------------------------------------
+
+    def data_version(self, v: int) -> list[OutboxAction]:
+        """Our data reached version `v`: acked debits with `acked_v <= v` are now
+        part of the member credit, so they stop counting."""
+        reflected = [e for e in self.debits.values() if e.acked_v is not None and e.acked_v <= v]
+        if not reflected:
+            return []
+        for entry in reflected:
+            del self.debits[entry.seq]
+            left = self.pending.get(entry.member, 0) - entry.amount
+            if left:
+                self.pending[entry.member] = left
+            else:
+                self.pending.pop(entry.member, None)
+        return [ForgetDebits(v)]
+
+    def effective(self, member: str, credit: int) -> int:
+        """A member's effective balance: the hub's credit minus unreflected debits."""
+        return credit - self.pending.get(member, 0)
+
+    @property
+    def pending_debits(self) -> Mapping[str, int]:
+        """member -> cents debited here and not yet in the hub's credit."""
+        return self.pending

@@ -1,0 +1,126 @@
+"""The event outbox and the debit ledger on disk, in the controller's SQLite file.
+
+Written from the event loop through its own connection (`Storage.open` on the same
+file), so appends never queue behind the dataset writes of the storage thread; the
+file is in WAL mode with `synchronous=FULL`, so an append is on the medium when
+`append` returns. One append is one transaction, however many events: a burst of
+presentations costs one flush (group commit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from firmware.core.outbox import DebitEntry, LoggedEvent
+from firmware.storage import Storage
+
+Range = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """How many events wait for an ack, the oldest one's time, the first seq."""
+
+    count: int
+    oldest: int | None
+    first_seq: int | None
+    last_seq: int
+
+
+def _ranges(seqs: Sequence[int]) -> list[Range]:
+    """Sorted seqs as inclusive ranges: [1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
+    out: list[Range] = []
+    for seq in seqs:
+        if out and seq == out[-1][1] + 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
+
+
+class OutboxStore:
+    """The `outbox`, `outbox_meta` and `debits` tables of one controller file."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def stats(self) -> OutboxStats:
+        """Count, oldest time, first and last seq."""
+        with self.storage.read("outbox stats") as conn:
+            count, oldest, first = conn.execute(
+                "SELECT count(*), min(time), min(seq) FROM outbox"
+            ).fetchone()
+            (last,) = conn.execute("SELECT last_seq FROM outbox_meta").fetchone()
+        return OutboxStats(count, oldest, first, last)
+
+    def debits(self) -> list[DebitEntry]:
+        """Every debit not yet reflected in the hub's credit."""
+        with self.storage.read("read debits") as conn:
+            rows = conn.execute("SELECT seq, member, amount, acked_v FROM debits").fetchall()
+        return [DebitEntry(*row) for row in rows]
+
+    def append(self, events: Sequence[LoggedEvent], debits: Sequence[DebitEntry]) -> None:
+        """Make events (and their debits) durable in one transaction."""
+        if not events:
+            return
+        rows = [(e.seq, e.time, e.type, cbor2.dumps(e.body)) for e in events]
+        with self.storage.write("append events") as conn:
+            conn.executemany("INSERT INTO outbox (seq, time, type, body) VALUES (?, ?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT INTO debits (seq, member, amount, acked_v) VALUES (?, ?, ?, NULL)",
+                [(d.seq, d.member, d.amount) for d in debits],
+            )
+            conn.execute("UPDATE outbox_meta SET last_seq = max(last_seq, ?)", (events[-1].seq,))
+
+    def batch(self, after: int, upto: int) -> list[list[Any]]:
+        """Events with `after < seq <= upto` as `[seq, time, type, body]`."""
+        with self.storage.read("read events") as conn:
+            rows = conn.execute(
+                "SELECT seq, time, type, body FROM outbox WHERE seq > ? AND seq <= ? ORDER BY seq",
+                (after, upto),
+            ).fetchall()
+        return [[seq, time, type, cbor2.loads(body)] for seq, time, type, body in rows]
+
+    def acknowledge(self, upto: int, v: int) -> None:
+        """The hub stored every event up to `upto`; their debits count until `v`."""
+        with self.storage.write("acknowledge events") as conn:
+            conn.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
+            conn.execute(
+                "UPDATE debits SET acked_v = ? WHERE seq <= ? AND acked_v IS NULL", (v, upto)
+            )
+
+    def forget_debits(self, v: int) -> None:
+        """Acked debits reflected in the credit from data version `v` on."""
+        with self.storage.write("forget debits") as conn:
+            conn.execute("DELETE FROM debits WHERE acked_v IS NOT NULL AND acked_v <= ?", (v,))
+
+    def fold(self, count: int) -> list[Range]:
+        """Delete the `count` oldest `access` events; return their seqs as ranges for
+        the counted `outbox_full` event that replaces them."""
+        with self.storage.write("fold events") as conn:
+            seqs = [
+                seq
+                for (seq,) in conn.execute(
+                    "SELECT seq FROM outbox WHERE type = 'access' ORDER BY seq LIMIT ?", (count,)
+                ).fetchall()
+            ]
+            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+        return _ranges(seqs)
+
+    def drop(self, upto: int) -> list[Range]:
+        """Delete the events up to `upto` (purge with `events: true`), except debits:
+        those are money, and the hub must see every one or a balance goes wrong."""
+        with self.storage.write("drop events") as conn:
+            seqs = [
+                seq
+                for (seq,) in conn.execute(
+                    "SELECT seq FROM outbox WHERE seq <= ? AND type != 'debit' ORDER BY seq",
+                    (upto,),
+                ).fetchall()
+            ]
+            conn.execute("DELETE FROM outbox WHERE seq <= ? AND type != 'debit'", (upto,))
+        return _ranges(seqs)
