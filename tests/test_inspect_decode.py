@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from firmware.core.model import digest_bytes, digest_part
+from firmware.core.outbox import DebitEntry, LoggedEvent
+from firmware.outbox_store import OutboxStore
 from firmware.storage import Storage
 from firmware.wire import seal
 from tests.builders import rec
@@ -40,6 +42,15 @@ def test_inspect_reports_state_counts_and_damage(
     assert facts["epoch"] == "e1" and facts["v"] == 7 and facts["digest"] == digest.hex()
     assert facts["digest_ok"] is True
     assert facts["records"] == {"member": 1, "door": 1}
+    assert (facts["outbox"], facts["last_seq"], facts["debits_pending"]) == (0, 0, 0)
+
+    with Storage.open(tmp_path / "data" / "alc.sqlite3") as storage:
+        events = [LoggedEvent(1, 100, "access", {"ok": 1}), LoggedEvent(2, 101, "debit", {})]
+        OutboxStore(storage).append(events, [DebitEntry(2, "m1", 400)])
+    assert main(["inspect", "--config", str(config), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert (facts["outbox"], facts["outbox_oldest"], facts["last_seq"]) == (2, 100, 2)
+    assert (facts["debits_pending"], facts["debits_cents"]) == (1, 400)
 
     with Storage.open(tmp_path / "data" / "alc.sqlite3") as storage:
         storage._connection().execute("UPDATE records SET rec = x'a0' WHERE id = 'm1'")

@@ -2,7 +2,10 @@
 
 Prints the stored `(epoch, v, digest)`, whether the stored records still hash to
 that digest (a "no" means the local copy is damaged: the controller asks for a
-full sync with reason `digest`), record counts by kind and the last full sync.
+full sync with reason `digest`), record counts by kind and the last full sync;
+then the event outbox: how many events wait for the hub's acknowledgement, the
+oldest one's time, the last seq given out, and the credit debits the hub's data
+does not reflect yet.
 Read-only, and safe to run beside a running controller (SQLite WAL readers do not
 block the writer).
 """
@@ -19,6 +22,7 @@ from typing import Any
 
 from firmware.config import load_config
 from firmware.core.errors import LocalError
+from firmware.outbox_store import OutboxStore
 from firmware.runtime import DB_FILE
 from firmware.storage import Storage
 
@@ -28,6 +32,9 @@ def inspect(db_path: Path) -> dict[str, Any]:
     storage = Storage.open(db_path)
     try:
         state = storage.state()
+        outbox = OutboxStore(storage)
+        stats = outbox.stats()
+        debits = outbox.debits()
         return {
             "file": str(db_path),
             "epoch": state.epoch,
@@ -37,6 +44,12 @@ def inspect(db_path: Path) -> dict[str, Any]:
             "records": storage.counts(),
             "last_full": state.last_full,
             "commands_remembered": len(storage.commands(time.time())),
+            "outbox": stats.count,
+            "outbox_oldest": stats.oldest,
+            "outbox_first_seq": stats.first_seq,
+            "last_seq": stats.last_seq,
+            "debits_pending": len(debits),
+            "debits_cents": sum(d.amount for d in debits),
         }
     finally:
         storage.close()
@@ -74,4 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"records     {sum(counts.values())}")
     for kind, n in sorted(counts.items()):
         print(f"  {kind:<10}{n:>10}")
+    print(f"outbox      {facts['outbox']} events waiting for the hub's ack")
+    if facts["outbox"]:
+        print(f"  oldest    {_when(facts['outbox_oldest'])} (seq {facts['outbox_first_seq']})")
+    print(f"last seq    {facts['last_seq']}")
+    print(
+        f"debits      {facts['debits_pending']} not yet in the hub's credit"
+        f" ({facts['debits_cents']} cents)"
+    )
     return 0 if facts["digest_ok"] else 1
