@@ -12,6 +12,7 @@ from firmware.core.controller import (
     CheckStorage,
     Connected,
     Controller,
+    EventsRemoved,
     PayloadReceived,
     Publish,
     RememberCommand,
@@ -20,7 +21,7 @@ from firmware.core.controller import (
 )
 from firmware.core.decide import Target
 from firmware.core.model import digest_bytes, digest_part
-from firmware.core.outbox import AppendEvents
+from firmware.core.outbox import AppendEvents, DeleteAcked, DropEvents, SendEvents
 from firmware.core.sync import SyncSession
 from firmware.wire import seal
 from tests.builders import rec, store_of
@@ -282,3 +283,66 @@ def test_garbage_on_every_topic_never_raises() -> None:
             c.handle(PayloadReceived(f"{BASE}/{suffix}", payload), T0)
         c.handle(sealed(suffix, {"t": "delta", "epoch": 5}), T0)
     assert c.session.v == 3 and c.session.digest == store_of(RECORDS).digest
+
+
+def test_events_are_uploaded_and_leave_on_ack() -> None:
+    c = make(bench=True)
+    c.handle(Connected(), T0)
+    present = {"t": "present", "reader": "front-in", "credkind": "tag", "value": "00aa11bb"}
+    out = c.handle(sealed("bench/in", present), T0 + 1)
+    sends = [a for a in out if isinstance(a, SendEvents)]
+    assert sends and sends[0].upto == c.outbox.last_seq
+    assert c.state()["outbox"] == c.outbox.last_seq
+    out = c.handle(sealed("ack", {"t": "ack", "upto": c.outbox.last_seq, "v": 3}), T0 + 2)
+    assert DeleteAcked(c.outbox.last_seq, 3) in out
+
+
+def test_purge_with_events_uploads_first_then_drops_what_is_left() -> None:
+    c = make(bench=True)
+    c.handle(Connected(), T0)
+    present = {"t": "present", "reader": "front-in", "credkind": "tag", "value": "00aa11bb"}
+    c.handle(sealed("bench/in", present), T0)
+    upto = c.outbox.last_seq
+    out = c.handle(sealed("cmd", cmd("purge", "p1", exp=T0 + 600, events=True)), T0 + 1)
+    assert replies(out) == [("p1", "accepted")]
+    assert "ann" in c.store.members  # not wiped yet: uploading first
+    assert c.outbox.sent_upto == upto  # on their way; the hub has not acked them
+    assert not [a for a in c.handle(Tick(), T0 + 30) if isinstance(a, DropEvents)]
+    out = c.handle(Tick(), T0 + 31)
+    drops = [a for a in out if isinstance(a, DropEvents)]
+    assert drops == [DropEvents(upto)]
+    out = c.handle(EventsRemoved("dropped", [(1, upto)]), T0 + 31)
+    body = logged(out, "system")[0]
+    assert body["what"] == "error" and body["dropped"] == [[1, upto]]
+    assert c.store.members == {}  # now wiped
+    c.handle(snapshot("p", RECORDS, v=4), T0 + 32)
+    done = [
+        a.message for a in run_work(c, T0 + 32) if isinstance(a, Publish) and a.suffix == "reply"
+    ]
+    assert done[-1]["status"] == "done" and f"{upto} events dropped" in done[-1]["detail"]
+
+
+def test_purge_with_events_goes_ahead_as_soon_as_the_hub_has_them() -> None:
+    c = make(bench=True)
+    c.handle(Connected(), T0)
+    present = {"t": "present", "reader": "front-in", "credkind": "tag", "value": "00aa11bb"}
+    c.handle(sealed("bench/in", present), T0)
+    c.handle(sealed("cmd", cmd("purge", "p1", exp=T0 + 600, events=True)), T0 + 1)
+    c.handle(sealed("ack", {"t": "ack", "upto": c.outbox.last_seq, "v": 3}), T0 + 2)
+    assert c.store.members == {}
+    c.handle(snapshot("p", RECORDS, v=4), T0 + 3)
+    done = [
+        a.message for a in run_work(c, T0 + 3) if isinstance(a, Publish) and a.suffix == "reply"
+    ]
+    assert done[-1]["status"] == "done" and "0 events dropped" in done[-1]["detail"]
+
+
+def test_purge_without_events_keeps_the_outbox() -> None:
+    c = make(bench=True)
+    c.handle(Connected(), T0)
+    present = {"t": "present", "reader": "front-in", "credkind": "tag", "value": "00aa11bb"}
+    c.handle(sealed("bench/in", present), T0)
+    out = c.handle(sealed("cmd", cmd("purge", "p1")), T0 + 1)
+    assert c.store.members == {}
+    assert not [a for a in out if isinstance(a, DropEvents)]
+    assert c.outbox.acked_upto == 0 and c.outbox.last_seq > 1
