@@ -1,0 +1,554 @@
+"""Door state machine: unlock, relock, forced and held-open alarms, REX, modes,
+open schedules, remote opening, and the PIN brute-force guard (PROTOCOL.md s3, s5, s6).
+
+Pure like the rest of the core: no I/O, no threads, no clock reads. Every method
+takes `now` (Unix seconds, the same clock the decisions use) and returns actions;
+the runtime carries them out and calls `Doors.tick(now, ...)` at `next_deadline()`.
+
+Actions
+    `SetOutput("door:<id>", on)`: **on means unlocked**, whatever the wiring.
+    `DoorEvent(door, what, by)`: a `door` log event (PROTOCOL.md s5). Within one
+    call, cause comes first: a `mode` event, then the `SetOutput`, then the
+    `unlocked`/`locked` event describing it. `unlocked`/`locked` are sent exactly
+    when the output changes, never for a grant that finds the door already open.
+
+Fail-secure and fail-safe
+    `DoorWiring.fail` does not change anything the core decides. It only tells the
+    HAL how "unlocked"/"locked" map onto relay levels, so that a de-energised relay
+    (controller dead, crashed or unpowered) leaves the door in its fail state:
+    shut for "secure" (electric strike: powered to open), free for "safe"
+    (maglock: powered to hold). While the controller runs, and at power-on before
+    MQTT or any data are loaded, every door is locked from the core's point of
+    view: `power_on()` sets every output to on=False.
+
+Why the output is on (the "reasons"); the output is on while any one holds:
+    - a momentary unlock: a granted decision (`decision.unlock_s`, which is already
+      `extended_s` for `extended` members), REX (the door's `unlock_s`), or the
+      `open_door` command (`s`, default the door's `unlock_s`). A new one extends a
+      running one, never shortens it. It ends at its deadline (`by: timer`) or as
+      soon as the door closes (`by: closed`): relock on close. Any close ends it,
+      also a close of a door that was already open when the unlock started: the
+      door has been used, and a shut door should be locked unless a standing
+      reason says otherwise.
+    - mode `unlocked` (`by: mode`).
+    - mode `normal` and inside the door's `open_schedule` (`by: schedule`).
+    Mode `locked` (lockdown) ignores the open schedule. Refusing members there is
+    `decide`'s job (`door_locked`); `granted()` trusts its decision, so a master
+    credential still opens a locked-down door, as docs/decisions.md says. REX
+    still opens in lockdown: people must always be able to get *out* (fire
+    safety). A remote `open_door` also still opens: it is an explicit act of the
+    club's staff.
+
+`by` of `unlocked`: the member id of the decision, else its reason (`master`,
+`booking` for a booking PIN without a member, `granted`), `rex`, `remote`,
+`mode`, `schedule`. `by` of `locked`: `timer`, `closed`, `mode`, `schedule`.
+`by` of `mode`: the new mode (`normal`, `locked`, `unlocked`); the event has no
+other field to carry it. `opened`, `closed`, `forced`, `held`, `held_end`: None.
+
+Contact and alarms (only on doors with `has_contact`)
+    - `forced`: the door opened while its output was off. REX unlocks first, so an
+      exit through a REX door is never forced. A door without an exit button and
+      with a free-egress handle will report every exit as forced: wire a REX.
+    - `held`: the door stayed open `held_s` while its output was off, counted
+      from the later of the opening and the moment the output went off (so the
+      unlock time itself never counts). A forced door left open also gets `held`.
+    - The end of both is the door closing: `closed`, then `held_end` if `held`
+      fired (the protocol has no `forced_end`: `closed` ends a forced opening).
+    - The first contact report after power-on is the door's initial state, not
+      a transition: it is logged (`opened`/`closed`) but never `forced`, and an
+      initial `closed` does not relock anything. A door open at power-on gets its
+      `held` alarm `held_s` later.
+
+Open schedules
+    Schedules are minute-granular in site time. For a door with an
+    `open_schedule`, `next_deadline()` includes the next whole minute and `tick`
+    asks the caller's `schedule_open(door_id, now)` (see `open_schedule_check`),
+    so this module needs no store and no time zone. `data_changed` takes the
+    current answer as a plain bool. A changed `schedule` record therefore takes
+    effect at the next minute boundary (or at once, if the caller re-calls
+    `data_changed` for the doors that use it).
+
+Data
+    Before data (or when the door record is deleted) a door uses the record
+    defaults: mode `normal`, no open schedule, `unlock_s` 5, `held_s` 30. A door
+    record for a door this controller does not wire is ignored. The caller feeds
+    every wired door's record once the stored data are loaded at boot, so a door
+    in lockdown logs `mode` (`locked`) at every boot: it leaves the power-on default.
+
+Time
+    Nothing runs by itself: between a deadline and the `tick` that handles it the
+    output really is still on, and events see it that way. If `now` goes
+    backwards (the wall clock was stepped back, e.g. by NTP after a boot without
+    RTC), every pending deadline moves back by the same amount, so an unlock
+    never lasts longer than asked for.
+
+PIN lockout (`PinGuard`)
+    5 wrong PINs at one reader within a sliding 60 s lock that reader's PIN entry
+    for 60 s (reason `pin_lockout`). Entries during a lockout are not evaluated
+    and do not extend it (a prankster cannot keep a keypad locked forever by
+    hammering it beyond one lockout at a time). A correct PIN does *not* forgive
+    earlier wrong ones: otherwise anyone who knows one valid PIN could interleave
+    it to brute-force the others. Memory: at most 5 timestamps per reader, and
+    only readers from the local config.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from firmware.core.decide import DEFAULT_UNLOCK_S, Decision, schedule_allows
+from firmware.core.errors import LocalError, RemoteError
+from firmware.core.model import DOOR_MODES, Door
+from firmware.core.store import Store
+
+DEFAULT_HELD_S = 30  # the `door` record's default, for a door with no record yet
+MAX_OPEN_S = 86400  # longest remote `open_door`, the same bound as a record's unlock_s
+PIN_TRIES = 5
+PIN_WINDOW_S = 60.0
+PIN_LOCKOUT_S = 60.0
+
+ScheduleCheck: TypeAlias = Callable[[str, float], bool]
+"""`schedule_open(door_id, now)`: is this door inside its open schedule at `now`?"""
+
+
+# --- wiring and actions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DoorWiring:
+    """A door as the local config wires it (controller.toml `[[doors]]`).
+
+    `fail` is for the HAL only (relay level when de-energised); `has_contact` and
+    `has_rex` say whether a door contact and an exit button are connected.
+    """
+
+    id: str
+    fail: Literal["secure", "safe"]
+    has_contact: bool
+    has_rex: bool
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise LocalError(f"door wiring: id must be non-empty text, got {self.id!r}")
+        if self.fail not in ("secure", "safe"):
+            raise LocalError(f"door {self.id!r}: fail must be 'secure' or 'safe'")
+
+
+@dataclass(frozen=True, slots=True)
+class SetOutput:
+    """Drive output `name` (`door:<id>`); `on` means unlocked."""
+
+    name: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DoorEvent:
+    """A `door` event for the log (PROTOCOL.md s5)."""
+
+    door: str
+    what: str
+    by: str | None
+
+
+DoorAction: TypeAlias = SetOutput | DoorEvent
+
+
+@dataclass(frozen=True, slots=True)
+class DoorStatus:
+    """A read-only view of one door, for status reports and tests.
+
+    `open` is None until the first contact report (and always without a contact).
+    """
+
+    door: str
+    unlocked: bool
+    open: bool | None
+    mode: str
+    held: bool
+    forced: bool
+    unlock_until: float | None
+    schedule_open: bool
+
+
+def output_name(door: str) -> str:
+    """The output that drives a door's lock."""
+    return f"door:{door}"
+
+
+def open_schedule_check(store: Store) -> ScheduleCheck:
+    """A `schedule_open` function over `store` for `Doors.tick`.
+
+    A door without an `open_schedule` is never inside one (note that
+    `schedule_allows` reads a null schedule as "always"), and a reference to a
+    missing schedule keeps the door locked: fail closed. Build it from the live
+    store at each call: a full sync swaps the store for a new one.
+    """
+
+    def check(door: str, now: float) -> bool:
+        record = store.doors.get(door)
+        if record is None or record.open_schedule is None:
+            return False
+        return schedule_allows(store, record.open_schedule, now)
+
+    return check
+
+
+def _next_minute(now: float) -> float:
+    return (math.floor(now / 60.0) + 1) * 60.0
+
+
+# --- one door ---------------------------------------------------------------------------
+
+
+class _Door:
+    """Mutable state of one door; only `Doors` touches it."""
+
+    __slots__ = (
+        "forced",
+        "held",
+        "held_at",
+        "id",
+        "mode",
+        "name",
+        "open",
+        "output",
+        "record",
+        "schedule_at",
+        "schedule_open",
+        "unlock_until",
+        "wiring",
+    )
+
+    def __init__(self, wiring: DoorWiring) -> None:
+        self.wiring = wiring
+        self.id = wiring.id
+        self.name = output_name(wiring.id)
+        self.record: Door | None = None
+        self.mode = "normal"
+        self.schedule_open = False
+        self.schedule_at: float | None = None  # next open-schedule re-evaluation
+        self.unlock_until: float | None = None  # the momentary unlock, if any
+        self.output = False
+        self.open: bool | None = None  # None: no contact report yet
+        self.held_at: float | None = None  # when the held alarm fires
+        self.held = False
+        self.forced = False
+
+    @property
+    def unlock_s(self) -> int:
+        return self.record.unlock_s if self.record is not None else DEFAULT_UNLOCK_S
+
+    @property
+    def held_s(self) -> int:
+        return self.record.held_s if self.record is not None else DEFAULT_HELD_S
+
+    def wanted(self) -> bool:
+        """Should the output be on right now?"""
+        if self.mode == "unlocked" or self.unlock_until is not None:
+            return True
+        return self.mode == "normal" and self.schedule_open
+
+    def settle(self, now: float, by: str) -> list[DoorAction]:
+        """Bring the output in line with the reasons; `by` names what changed."""
+        want = self.wanted()
+        if want == self.output:
+            return []
+        self.output = want
+        if self.open:
+            if want:
+                self.held_at = None
+            elif not self.held:
+                # Open, and now locked: the held-open count starts here, not at
+                # the opening, so the unlock time never counts towards `held_s`.
+                self.held_at = now + self.held_s
+        what = "unlocked" if want else "locked"
+        return [SetOutput(self.name, want), DoorEvent(self.id, what, by)]
+
+    def momentary(self, seconds: float, now: float, by: str) -> list[DoorAction]:
+        until = now + seconds
+        if self.unlock_until is None or until > self.unlock_until:
+            self.unlock_until = until
+        return self.settle(now, by)
+
+    def status(self) -> DoorStatus:
+        return DoorStatus(
+            self.id,
+            self.output,
+            self.open,
+            self.mode,
+            self.held,
+            self.forced,
+            self.unlock_until,
+            self.schedule_open,
+        )
+
+
+# --- all doors --------------------------------------------------------------------------
+
+
+class Doors:
+    """Every door this controller wires. Methods take a door id and `now`.
+
+    Unknown door ids are `LocalError` (a wiring or reader config bug), except in
+    `open_door`, where the id comes from the hub: `RemoteError`.
+    """
+
+    def __init__(self, wirings: Iterable[DoorWiring], now: float) -> None:
+        """All doors start locked, in mode `normal`, with no data; send the
+        actions of `power_on()` before anything else."""
+        self._doors: dict[str, _Door] = {}
+        for wiring in wirings:
+            if wiring.id in self._doors:
+                raise LocalError(f"door {wiring.id!r} is wired twice")
+            self._doors[wiring.id] = _Door(wiring)
+        self._last = now
+
+    # --- queries ----------------------------------------------------------------------
+
+    def __contains__(self, door: object) -> bool:
+        return door in self._doors
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The wired door ids, in config order."""
+        return tuple(self._doors)
+
+    def status(self, door: str) -> DoorStatus:
+        """The current state of one door."""
+        return self._door(door).status()
+
+    def next_deadline(self) -> float | None:
+        """The earliest time `tick` has something to do, or None."""
+        times = [
+            t
+            for d in self._doors.values()
+            for t in (d.unlock_until, d.held_at, d.schedule_at)
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    # --- inputs -----------------------------------------------------------------------
+
+    def power_on(self) -> list[DoorAction]:
+        """The safe state, before MQTT or data: every door locked (on=False).
+
+        No events: nothing changed, this *is* the initial state.
+        """
+        return [SetOutput(d.name, False) for d in self._doors.values()]
+
+    def granted(self, door: str, decision: Decision, now: float) -> list[DoorAction]:
+        """Unlock for `decision.unlock_s` after a granted decision; a refusal does
+        nothing (its `access` event is the controller's)."""
+        d = self._door(door)
+        self._clock(now)
+        if not decision.granted:
+            return []
+        return d.momentary(decision.unlock_s, now, decision.member or decision.reason)
+
+    def rex(self, door: str, now: float) -> list[DoorAction]:
+        """The exit button: unlock for the door's `unlock_s`, in every mode, no alarm."""
+        d = self._door(door)
+        if not d.wiring.has_rex:
+            raise LocalError(f"door {door!r} has no exit button wired")
+        self._clock(now)
+        return d.momentary(d.unlock_s, now, "rex")
+
+    def open_door(self, door: str, s: float | None, now: float) -> list[DoorAction]:
+        """The `open_door` command: unlock for `s` seconds (None: the door's
+        `unlock_s`), logged `by: remote`. Bad arguments are `RemoteError`."""
+        d = self._doors.get(door)
+        if d is None:
+            raise RemoteError(f"open_door: no door {door!r} on this controller")
+        if s is None:
+            s = d.unlock_s
+        elif (
+            isinstance(s, bool)
+            or not isinstance(s, int | float)
+            or not math.isfinite(s)
+            or not 0 < s <= MAX_OPEN_S
+        ):
+            raise RemoteError(f"open_door: s must be a number of seconds in (0, {MAX_OPEN_S}]")
+        self._clock(now)
+        return d.momentary(s, now, "remote")
+
+    def contact(self, door: str, open: bool, now: float) -> list[DoorAction]:
+        """The door contact reported open or closed (debounced by the HAL);
+        a repeated report of the same state does nothing."""
+        d = self._door(door)
+        if not d.wiring.has_contact:
+            raise LocalError(f"door {door!r} has no contact wired")
+        self._clock(now)
+        if d.open is open:
+            return []
+        initial = d.open is None
+        d.open = open
+        if open:
+            actions: list[DoorAction] = [DoorEvent(d.id, "opened", None)]
+            if not d.output:
+                if not initial:
+                    d.forced = True
+                    actions.append(DoorEvent(d.id, "forced", None))
+                d.held_at = now + d.held_s
+            return actions
+        actions = [DoorEvent(d.id, "closed", None)]
+        d.held_at = None
+        d.forced = False
+        if d.held:
+            d.held = False
+            actions.append(DoorEvent(d.id, "held_end", None))
+        if not initial and d.unlock_until is not None:
+            d.unlock_until = None  # relock on close
+            actions += d.settle(now, "closed")
+        return actions
+
+    def data_changed(
+        self, door: str, record: Door | None, schedule_open: bool, now: float
+    ) -> list[DoorAction]:
+        """The door's record was put (`record`) or deleted (None), or the data were
+        (re)loaded. `schedule_open`: whether the door is inside its open schedule
+        now (ignored without one; see `open_schedule_check`)."""
+        d = self._doors.get(door)
+        if d is None:
+            return []  # a door of another controller
+        if record is not None and record.id != door:
+            raise LocalError(f"data_changed: record {record.id!r} given for door {door!r}")
+        self._clock(now)
+        actions: list[DoorAction] = []
+        mode = record.mode if record is not None else "normal"
+        if mode not in DOOR_MODES:
+            raise LocalError(f"door {door!r}: unknown mode {mode!r}")
+        by = "schedule"
+        if mode != d.mode:
+            d.mode = mode
+            by = "mode"
+            actions.append(DoorEvent(d.id, "mode", mode))
+        d.record = record
+        has_schedule = record is not None and record.open_schedule is not None
+        d.schedule_open = has_schedule and schedule_open
+        d.schedule_at = _next_minute(now) if has_schedule else None
+        return actions + d.settle(now, by)
+
+    def tick(self, now: float, schedule_open: ScheduleCheck) -> list[DoorAction]:
+        """Run what is due at `now`: unlock deadlines, open-schedule changes at
+        minute boundaries (asking `schedule_open(door_id, now)`), held alarms."""
+        self._clock(now)
+        actions: list[DoorAction] = []
+        for d in self._doors.values():
+            by = ""
+            if d.unlock_until is not None and d.unlock_until <= now:
+                d.unlock_until = None
+                by = "timer"
+            if d.schedule_at is not None and d.schedule_at <= now:
+                d.schedule_at = _next_minute(now)
+                d.schedule_open = schedule_open(d.id, now)
+                by = by or "schedule"
+            if by:
+                actions += d.settle(now, by)
+            if d.held_at is not None and d.held_at <= now:
+                d.held_at = None
+                d.held = True
+                actions.append(DoorEvent(d.id, "held", None))
+        return actions
+
+    # --- internals --------------------------------------------------------------------
+
+    def _door(self, door: str) -> _Door:
+        d = self._doors.get(door)
+        if d is None:
+            raise LocalError(f"no door {door!r} is wired")
+        return d
+
+    def _clock(self, now: float) -> None:
+        """Move every deadline back with a clock stepped back, so nothing stays
+        unlocked (or un-alarmed) longer than it should."""
+        step = now - self._last
+        if step < 0:
+            for d in self._doors.values():
+                if d.unlock_until is not None:
+                    d.unlock_until += step
+                if d.held_at is not None:
+                    d.held_at += step
+                if d.schedule_at is not None:
+                    d.schedule_at = now  # the wall time jumped: ask the schedule again now
+        self._last = now
+
+
+# --- PIN brute-force guard ----------------------------------------------------------------
+
+
+class PinGuard:
+    """Per-reader lockout of PIN entry after too many wrong PINs (`pin_lockout`).
+
+    The controller asks `locked_out` before evaluating a PIN, and reports each
+    evaluated PIN with `wrong_pin` or `correct`.
+    """
+
+    def __init__(
+        self,
+        readers: Iterable[str],
+        *,
+        tries: int = PIN_TRIES,
+        window_s: float = PIN_WINDOW_S,
+        lockout_s: float = PIN_LOCKOUT_S,
+    ) -> None:
+        """`readers`: the configured reader ids (the only ones ever remembered)."""
+        if tries < 1 or window_s <= 0 or lockout_s <= 0:
+            raise LocalError("PinGuard: tries, window_s and lockout_s must be positive")
+        self._tries = tries
+        self._window_s = window_s
+        self._lockout_s = lockout_s
+        # Only the last `tries` wrong entries can matter for a lockout.
+        self._wrong: dict[str, deque[float]] = {r: deque(maxlen=tries) for r in readers}
+        self._until: dict[str, float] = {}
+
+    def wrong_pin(self, reader: str, now: float) -> bool:
+        """A wrong PIN was entered at `reader`; True when it starts a lockout.
+
+        Ignored while the reader is locked out (such entries are never evaluated).
+        """
+        wrong = self._history(reader)
+        if self.locked_out(reader, now):
+            return False
+        self._forget(wrong, now)
+        wrong.append(now)
+        if len(wrong) >= self._tries:
+            wrong.clear()
+            self._until[reader] = now + self._lockout_s
+            return True
+        return False
+
+    def locked_out(self, reader: str, now: float) -> bool:
+        """True while PIN entry at `reader` is locked."""
+        self._history(reader)
+        until = self._until.get(reader)
+        if until is None:
+            return False
+        # A clock stepped back must not stretch the lockout beyond lockout_s.
+        until = min(until, now + self._lockout_s)
+        if now < until:
+            self._until[reader] = until
+            return True
+        del self._until[reader]
+        return False
+
+    def correct(self, reader: str, now: float) -> None:
+        """A correct PIN was entered at `reader`. It does not forgive earlier wrong
+        PINs (see the module docstring); it only drops history older than the window."""
+        self._forget(self._history(reader), now)
+
+    def _history(self, reader: str) -> deque[float]:
+        wrong = self._wrong.get(reader)
+        if wrong is None:
+            raise LocalError(f"PinGuard: reader {reader!r} is not configured")
+        return wrong
+
+    def _forget(self, wrong: deque[float], now: float) -> None:
+        # Entries from "the future" (clock stepped back) count as made just now.
+        fresh = [min(t, now) for t in wrong if t > now - self._window_s]
+        wrong.clear()
+        wrong.extend(fresh)
