@@ -3,7 +3,9 @@
 paho's network thread only puts `LinkEvent`s on a queue (as in the controller);
 this loop pops them, runs the `Hub`, publishes what it returns, and every
 `poll_s` looks at the data file and the keys directory (mtime and size: no extra
-dependency, and an editor's save is seen within half a second).
+dependency, and an editor's save is seen within half a second). Other threads hand
+the hub work through `submit` (the loop thread is the only one that touches the
+`Hub` and its database).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 POLL_S = 0.5
 
 Signature = tuple[int, int, int] | None
+Job = Callable[[Hub, float], list[Outgoing]]
+"""Work for the loop thread: called with the hub and the time; returns what to publish."""
 _UNSEEN: Signature = (-1, -1, -1)  # differs from every real signature, and from "missing"
 
 
@@ -45,19 +50,21 @@ class HubLoop:
         self,
         hub: Hub,
         *,
-        data_file: Path,
+        data_file: Path | None,
         keys_dir: Path,
         settings: BrokerSettings,
         client_id: str | None = None,
         poll_s: float = POLL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`data_file` None: the dataset is changed only through `submit` (a
+        benchmark or an embedding program), no file is watched."""
         self.hub = hub
         self.data_file = data_file
         self.keys_dir = keys_dir
         self.poll_s = poll_s
         self._clock = clock
-        self._queue: queue.Queue[LinkEvent | None] = queue.Queue()
+        self._queue: queue.Queue[LinkEvent | Job | None] = queue.Queue()
         self._stop = threading.Event()
         self._data_sig: Signature = _UNSEEN
         self._keys_sig: Signature = _UNSEEN
@@ -83,6 +90,8 @@ class HubLoop:
                 len(self.hub.controllers),
                 ", ".join(self.hub.controllers) or "none",
             )
+        if self.data_file is None:
+            return
         sig = signature(self.data_file)
         if sig == self._data_sig:
             return
@@ -108,6 +117,8 @@ class HubLoop:
                     event = None
                 if isinstance(event, Received):
                     self._guarded(self._received, event)
+                elif callable(event):
+                    self._guarded(partial(self._job, event), None)
                 if time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + self.poll_s
                     self._guarded(self._poll, None)
@@ -119,6 +130,11 @@ class HubLoop:
         self._stop.set()
         self._queue.put(None)  # wake the loop now rather than at the next poll
 
+    def submit(self, job: Job) -> None:
+        """Run `job(hub, now)` on the loop thread (from any thread) and publish what
+        it returns, in order with the messages the loop handles."""
+        self._queue.put(job)
+
     def wait_connected(self, timeout: float) -> bool:
         """Block until the broker connection is up (for tests and startup logs)."""
         return self.link.wait_connected(timeout)
@@ -127,6 +143,9 @@ class HubLoop:
         assert event is not None
         now = self._clock()
         self._publish(self.hub.handle(event.topic, event.payload, now, retained=event.retained))
+
+    def _job(self, job: Job, _event: Received | None) -> None:
+        self._publish(job(self.hub, self._clock()))
 
     def _poll(self, _event: Received | None) -> None:
         self.check_files()

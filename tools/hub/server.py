@@ -5,15 +5,19 @@ Every method takes what happened and returns the messages to publish as
 clock and the thread. That keeps every rule here testable without a broker.
 
 What the hub does:
-- `update`: a new version of the data file -> one change set, v + 1, and one
-  `delta` to every controller (or, for a change too large for one message, a
-  snapshot to every controller known to be online);
+- `update`: a new version of the data file -> one change set, v + 1 (`commit`,
+  which also takes ops directly), and one `delta` to every controller (or, for
+  a change too large for one message, a snapshot to every controller known to be
+  online);
 - `sync` requests -> the deltas from the controller's version when the change log
   still has them and it did not ask for a full sync, else a paged snapshot;
 - `state` -> when the controller's `(epoch, v, digest)` disagrees with the hub's,
   deltas or a snapshot, at most one push per controller per `push_every_s`
   (re-checked by `tick` while the disagreement lasts);
 - `events` -> stored idempotently by `(controller, seq)`, answered with an `ack`;
+  a batch with new `debit`s first commits one change set that lowers those
+  members' `credit` (`HubDB.apply_debits`), and the ack's `v` is a version that
+  holds every stored debit (docs/protocol.md, "Reference hub");
 - `reply` -> logged (`alc ctl` shows replies to the user itself).
 
 Anything that fails verification (`firmware.wire.unseal` with the topic as AAD and
@@ -31,9 +35,10 @@ from typing import Any
 
 from firmware.core.errors import LocalError, RemoteError
 from firmware.wire import seal, unseal
-from tools.hub.changes import delta_message, diff, fits, paginate, snap_messages
+from tools.hub.changes import WireOp, delta_message, diff, fits, paginate, snap_messages
 from tools.hub.datafile import Dataset
 from tools.hub.db import Event, HubDB
+from tools.hub.ledger import problem
 
 log = logging.getLogger(__name__)
 
@@ -134,24 +139,51 @@ class Hub:
 
     def update(self, records: Dataset, now: float) -> list[Outgoing]:
         """Make `records` the dataset: commit the difference as one change set and
-        send it. Nothing happens when nothing changed."""
-        ops = diff(self.db.records, records)
-        if not ops:
-            return []
+        send it. Nothing happens when nothing changed. Debited members go out
+        with their credit lowered by their debits (`HubDB.apply_debits`)."""
+        ops = diff(self.db.records, self.db.apply_debits(records))
+        out = self._commit_as_is([ops], now) if ops else []
+        self.db.settled()
+        return out
+
+    def commit(self, ops: list[WireOp], now: float) -> list[Outgoing]:
+        """Commit `ops` (at least one) as one change set, v + 1, and send it: one
+        `delta` to every controller, or, for a change too large for one message,
+        a snapshot to every controller known to be online."""
+        return self.commit_many([ops], now)
+
+    def commit_many(self, change_sets: list[list[WireOp]], now: float) -> list[Outgoing]:
+        """Commit several change sets in one database transaction (one flush to disk
+        for a burst of changes), each its own version, and send them as `commit`
+        would, in version order. Member puts carry the data file's body: debited
+        members go out with their credit lowered (`HubDB.apply_debits_ops`)."""
+        published = [self.db.apply_debits_ops(ops) for ops in change_sets]
+        out = self._commit_as_is(published, now)
+        self.db.settled(op[2] for ops in published for op in ops if op[1] == "member")
+        return out
+
+    def _commit_as_is(self, change_sets: list[list[WireOp]], now: float) -> list[Outgoing]:
+        """`commit_many` of change sets that go out exactly as given."""
         from_v = self.db.v
-        message = delta_message(self.epoch, from_v, from_v + 1, ops, int(now))
-        replayable = fits(message)
-        self.db.commit(ops, replayable=replayable, now=int(now))
-        log.info("v%d -> v%d: %d change(s)", from_v, self.v, len(ops))
+        messages = [
+            delta_message(self.epoch, from_v + n, from_v + n + 1, ops, int(now))
+            for n, ops in enumerate(change_sets)
+        ]
+        replayable = [fits(m) for m in messages]
+        self.db.commit_many(list(zip(change_sets, replayable, strict=True)), now=int(now))
+        log.info("v%d -> v%d: %d change(s)", from_v, self.v, sum(len(ops) for ops in change_sets))
         out: list[Outgoing] = []
         for controller, view in self.controllers.items():
-            if replayable:
-                out.append(self._seal(controller, "data", message))
-                view.last_push = now
-            elif self._online(view):
-                # Too big for one delta: controllers that are listening get the
-                # whole dataset; the others will ask when they come back.
-                out += self._snapshot(controller, None, now)
+            for message, fit in zip(messages, replayable, strict=True):
+                if fit:
+                    out.append(self._seal(controller, "data", message))
+                    view.last_push = now
+                elif self._online(view):
+                    # Too big for one delta: controllers that are listening get the
+                    # whole dataset (which holds every later change set too); the
+                    # others will ask when they come back.
+                    out += self._snapshot(controller, None, now)
+                    break
         return out
 
     def new_epoch(self) -> str:
@@ -200,8 +232,9 @@ class Hub:
             return []
 
     def tick(self, now: float) -> list[Outgoing]:
-        """Re-check every controller whose last state disagrees with the hub."""
-        out: list[Outgoing] = []
+        """Re-check every controller whose last state disagrees with the hub (and
+        publish debits a crash or a failed commit left out of the credit)."""
+        out = self._reflect_debits(now)
         for controller, view in self.controllers.items():
             out += self._reconcile(controller, view, now)
         return out
@@ -317,15 +350,38 @@ class Hub:
         for entry in batch:
             event = _event(entry)
             if event is None:
+                why: str | None = "not [seq, time, type, body]"
+            else:
+                why = problem(event.type, event.body, event.seq)
+            if event is None or why is not None:
+                # Not stored, so not acknowledged: the ack stops before it.
                 if self._throttle.allow(("event", controller), now) is not None:
-                    log.warning("controller %s: dropping a malformed event %r", controller, entry)
+                    log.warning(
+                        "controller %s: dropping a malformed event %.200r: %s",
+                        controller,
+                        entry,
+                        why,
+                    )
                 continue
             events.append(event)
         new = self.db.add_events(controller, events, int(now))
         if new and self.on_events is not None:
             self.on_events(controller, new)
+        # Every stored debit is in the published credit before the ack says so.
+        out = self._reflect_debits(now)
         ack = {"t": "ack", "upto": self.db.acked(controller), "v": self.v}
-        return [self._seal(controller, "ack", ack)]
+        return [*out, self._seal(controller, "ack", ack)]
+
+    def _reflect_debits(self, now: float) -> list[Outgoing]:
+        """One change set putting the members whose published credit does not yet
+        hold all their debits (usually those of the batch just stored)."""
+        ops = self.db.credit_ops()
+        if not ops:
+            return []
+        log.info("credit of %d member(s) lowered by new debits", len(ops))
+        out = self._commit_as_is([ops], now)
+        self.db.settled(op[2] for op in ops)
+        return out
 
     def _on_reply(self, controller: str, body: dict[str, Any]) -> None:
         detail = body.get("detail")
