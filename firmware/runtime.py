@@ -10,6 +10,11 @@ a reader (or on the simulator's bench topic) goes ahead of every queued hub mess
 so a burst of snapshot pages delays a decision by at most the one page being
 handled, not by all of them. Everything else keeps its arrival order.
 
+Presentations that queue up during a burst are handled together, up to
+`MAX_EVENTS_PER_STEP` per loop step, and the events they log are written in one
+transaction (group commit): a burst costs one flush per step, not one per
+presentation, and every action still follows the append of the events it reports.
+
 Threads, all stopped by `Runtime.stop()`: the loop (the caller's), paho's network
 thread, and the storage writer.
 """
@@ -32,11 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from firmware import wire
-from firmware.config import Config
+from firmware.config import Config, ConfigError
 from firmware.core.controller import (
     Action,
     CheckStorage,
     Connected,
+    ContactChanged,
     Controller,
     Disconnected,
     Event,
@@ -45,12 +51,14 @@ from firmware.core.controller import (
     PayloadReceived,
     Presented,
     Publish,
+    ReaderFault,
     RememberCommand,
+    RexPressed,
     StorageChecked,
     Tick,
 )
-from firmware.core.decide import Target
 from firmware.core.errors import LocalError
+from firmware.core.facility import Output, facility_from
 from firmware.core.outbox import (
     AppendEvents,
     DeleteAcked,
@@ -64,11 +72,21 @@ from firmware.core.sync import SaveDelta, SaveSnapshot, SyncSession
 from firmware.mqtt import BrokerSettings, Link, LinkDown, LinkEvent, LinkUp, Received, Will
 from firmware.outbox_store import OutboxStore
 from firmware.storage import Storage, load_store
+from hal.backend import Backend, UnknownOutput
+from hal.events import ContactChanged as HalContact
+from hal.events import CredentialRead, HalEvent
+from hal.events import ReaderFault as HalFault
+from hal.events import RexPressed as HalRex
+from hal.registry import create_backend
 
 log = logging.getLogger("alc.controller")
 events_log = logging.getLogger("alc.events")
 
 MAX_QUEUED_EVENTS = 10_000
+# Presentations handled per loop step, their events made durable together: enough
+# to keep up with a burst at one flush per step, few enough that the first of them
+# waits only a few milliseconds for the others' decisions.
+MAX_EVENTS_PER_STEP = 100
 URGENT, NORMAL = 0, 1  # queue priorities: a member at a reader, then everything else
 LATENCY_SAMPLES = 100_000
 MAX_QUEUED_WRITES = 256
@@ -166,6 +184,8 @@ class Runtime:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalError(f"{config.path}: controller.data_dir: {exc}") from None
+        # The HAL first: every output is in its safe state before anything else.
+        self.hardware = self._hardware()
         self.storage = Storage.open(Path(data_dir) / DB_FILE)
         # The outbox has its own connection, used only by the loop: appends never
         # wait behind the storage thread's Python lock (SQLite interleaves them).
@@ -216,12 +236,6 @@ class Runtime:
             jitter=lambda: secrets.randbelow(1_000_000) / 1_000_000,
             new_id=lambda: f"{boot_id}-{next(counter)}",
         )
-        readers = {}
-        for reader in self.config.readers:
-            if "door" in reader:
-                readers[reader["id"]] = Target.door(str(reader["door"]))
-            elif "light" in reader:
-                readers[reader["id"]] = Target.light(str(reader["light"]))
         controller = Controller(
             controller_id=self.config.controller.id,
             key=self._key,
@@ -229,7 +243,7 @@ class Runtime:
             session=session,
             boot_time=now,
             masters=self.config.masters,
-            readers=readers,
+            facility=facility_from(self.config, now),
             executed=self.storage.commands(now),
             bench=self.config.backend == "sim",
             outbox=self._restore_outbox(),
@@ -273,6 +287,8 @@ class Runtime:
     def run(self) -> None:
         """Run until `stop()`; the calling thread becomes the loop."""
         self._perform(self.controller, self._boot_actions)
+        if self.hardware is not None:
+            self.hardware.start()
         self.link.start()
         try:
             while not self._stopping.is_set():
@@ -291,27 +307,55 @@ class Runtime:
         controller = self.controller
         item: Queued
         if controller.has_work():
+            # While a full sync is built aside, its fresh records would be rescanned
+            # by every full collection (tens of ms, holding the GIL, at 100,000
+            # members); the swap freezes them. Off only while building: any cyclic
+            # garbage made meanwhile is collected once it is over.
+            gc.disable()
             try:
                 item = self._events.get_nowait()
             except queue.Empty:
                 self._perform(controller, controller.work(self.clock()))
                 return
         else:
+            gc.enable()
             deadline = controller.next_deadline()
             wait = IDLE_WAKE_S if deadline is None else deadline - self.clock()
             try:
                 item = self._events.get(timeout=min(max(wait, 0.0), IDLE_WAKE_S))
             except queue.Empty:
                 item = (NORMAL, -1, Tick(), time.monotonic())
-        _, _, event, queued_at = item
-        if event is None:
-            return
-        actions = controller.handle(event, self.clock())
-        if isinstance(event, PayloadReceived | Presented) and _has_access(actions):
-            # From the moment the event was queued to the decision: what a member
-            # at the door waits, including any wait behind a slice of sync work.
-            self.decision_latency_s.append(time.monotonic() - queued_at)
-        self._perform(controller, actions)
+        # Group commit: presentations queued behind this one are handled in the
+        # same step, and the events they all log become durable in one transaction
+        # (one flush) before any of their actions is carried out. Only urgent items
+        # are gathered: the first other item taken ends the step, so a burst of
+        # snapshot pages still delays a decision by one page at most.
+        items = [item]
+        while item[0] == URGENT and len(items) < MAX_EVENTS_PER_STEP:
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                break
+            items.append(item)
+        steps: list[list[Action]] = []
+        for _, _, event, queued_at in items:
+            if event is None:
+                continue
+            actions = controller.handle(event, self.clock())
+            if isinstance(event, PayloadReceived | Presented) and _has_access(actions):
+                # From the moment the event was queued to the decision: what a member
+                # at the door waits, including any wait behind a slice of sync work.
+                self.decision_latency_s.append(time.monotonic() - queued_at)
+            steps.append(actions)
+        appends = [a for actions in steps for a in actions if isinstance(a, AppendEvents)]
+        if len(appends) > 1:
+            merged = AppendEvents(
+                [e for a in appends for e in a.events], [d for a in appends for d in a.debits]
+            )
+            self._perform(controller, [merged])
+            steps = [[a for a in actions if not isinstance(a, AppendEvents)] for actions in steps]
+        for actions in steps:
+            self._perform(controller, actions)
 
     def _perform(self, controller: Controller, actions: list[Action]) -> None:
         for action in actions:
@@ -337,6 +381,8 @@ class Runtime:
                 for e in action.events:
                     body = json.dumps(e.body, default=_hex)
                     events_log.info("%d %s %s", e.seq, e.type, body)
+            elif isinstance(action, Output):
+                self._output(action)
             elif isinstance(action, SendEvents):
                 self._send_events(action)
             elif isinstance(action, DeleteAcked):
@@ -350,6 +396,38 @@ class Runtime:
             elif isinstance(action, DropEvents):
                 self.submit(EventsRemoved("dropped", self.events.drop(action.upto)))
                 self._count_outbox()
+
+    def _hardware(self) -> Backend | None:
+        """The configured HAL backend, outputs safe. The simulator may run with no
+        pins at all: its bench inputs then go straight to the core."""
+        try:
+            return create_backend(self.config, self._from_hal)
+        except ConfigError as exc:
+            if self.config.backend != "sim":
+                raise
+            log.warning("simulator without hardware wiring (%s): bench inputs only", exc)
+            return None
+
+    def _from_hal(self, event: HalEvent) -> None:
+        """HAL threads -> the loop's queue."""
+        if isinstance(event, CredentialRead):
+            self.submit(Presented(event.reader_id, event.credkind, event.value))
+        elif isinstance(event, HalContact):
+            self.submit(ContactChanged(event.door_id, event.open))
+        elif isinstance(event, HalRex):
+            self.submit(RexPressed(event.door_id))
+        elif isinstance(event, HalFault):
+            self.submit(ReaderFault(event.reader_id, event.detail))
+
+    def _output(self, action: Output) -> None:
+        if self.hardware is not None:
+            # In the data or config but not wired to a pin: nothing to switch.
+            with contextlib.suppress(UnknownOutput):
+                self.hardware.set_output(action.name, action.on)
+        if self._bench:
+            now = int(self.clock())
+            message = {"t": "output", "name": action.name, "on": action.on, "time": now}
+            self.link.publish(f"{self._base}/bench/out", self._seal("bench/out", message))
 
     def _restore_outbox(self) -> Outbox:
         stats = self.events.stats()
@@ -403,9 +481,12 @@ class Runtime:
             state = self.controller.state(online=False)
             self.link.publish(f"{self._base}/state", self._seal("state", state), retain=True)
         self.link.stop()
+        if self.hardware is not None:
+            self.hardware.close()  # outputs back to their safe state
         self.writer.stop()
         self.storage.close()
         self.events.storage.close()
+        gc.enable()  # stopped in the middle of a build (see `_step`)
 
 
 def _hex(value: Any) -> Any:

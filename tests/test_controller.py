@@ -176,10 +176,13 @@ def test_the_same_command_twice_runs_once() -> None:
     assert replies(c.handle(sealed("cmd", cmd("status")), T0 + 1)) == [("c1", "rejected")]
 
 
-def test_features_of_later_issues_fail_with_a_clear_detail() -> None:
+def test_commands_on_what_is_not_here_fail_with_a_clear_detail() -> None:
     c = make()
     c.handle(Connected(), T0)
     out = c.handle(sealed("cmd", cmd("open_door", door="front")), T0)
+    reply = next(a.message for a in out if isinstance(a, Publish) and a.suffix == "reply")
+    assert reply["status"] == "failed" and "no door 'front'" in reply["detail"]
+    out = c.handle(sealed("cmd", cmd("refresh_kiosks", "k1")), T0)
     reply = next(a.message for a in out if isinstance(a, Publish) and a.suffix == "reply")
     assert reply["status"] == "failed" and "not available" in reply["detail"]
 

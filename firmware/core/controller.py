@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 from firmware import wire
 from firmware.core.decide import Decision, Target, decide
 from firmware.core.errors import RemoteError
+from firmware.core.facility import Facility, FacilityAction, Output, Reader
 from firmware.core.messages import Command, parse_ack, parse_command, parse_delta, parse_snap
 from firmware.core.model import CREDKINDS, MAX_VALUE_LEN
 from firmware.core.outbox import (
@@ -81,6 +82,29 @@ class Presented:
 
 
 @dataclass(frozen=True, slots=True)
+class ContactChanged:
+    """A door contact opened or closed."""
+
+    door: str
+    open: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RexPressed:
+    """A door's exit button was pressed."""
+
+    door: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderFault:
+    """A reader sent something that is not a credential (bad parity, noise...)."""
+
+    reader: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed: run whatever timers are due."""
 
@@ -115,6 +139,9 @@ Event: TypeAlias = (
     | Disconnected
     | PayloadReceived
     | Presented
+    | ContactChanged
+    | RexPressed
+    | ReaderFault
     | Tick
     | StorageChecked
     | OutboxCounted
@@ -168,6 +195,7 @@ Action: TypeAlias = (
     | ForgetDebits
     | FoldEvents
     | DropEvents
+    | Output
 )
 
 
@@ -204,6 +232,7 @@ class Controller:
         boot_time: float,
         masters: frozenset[tuple[str, str]] = frozenset(),
         readers: Mapping[str, Target] | None = None,
+        facility: Facility | None = None,
         executed: Mapping[str, int] | None = None,
         bench: bool = False,
         outbox: Outbox | None = None,
@@ -218,7 +247,10 @@ class Controller:
         self.session = session
         self.boot_time = boot_time
         self.masters = masters
-        self.readers = dict(readers or {})
+        # Readers without wired doors or lights when no facility is given (tests).
+        self.facility = facility or Facility(
+            readers=[Reader(id, target) for id, target in (readers or {}).items()], now=boot_time
+        )
         self._executed: dict[str, int] = dict(executed or {})
         self._suffixes = ("data", "cmd", "ack", "bench/in") if bench else ("data", "cmd", "ack")
         # sync/purge commands waiting for the full sync they asked for; any full
@@ -245,6 +277,8 @@ class Controller:
             actions += self._received(event, now)
         elif isinstance(event, Presented):
             actions += self._presented(event, now)
+        elif isinstance(event, ContactChanged | RexPressed | ReaderFault):
+            actions += self._hardware(event, now)
         elif isinstance(event, Connected):
             self._state_due = True
             self._state_sent_at = -1e18  # the retained state goes out on every connect
@@ -262,6 +296,7 @@ class Controller:
         elif isinstance(event, EventsRemoved):
             actions += self._events_removed(event, now)
         actions += self._from_session(self.session.tick(now), now)
+        actions += self._facility(self.facility.tick(self.store, now))
         actions += self._timers(now)
         return self._finish(actions, now)
 
@@ -269,7 +304,8 @@ class Controller:
         """The controller started; `intact` is False when the stored records do
         not hash to the stored digest (a full sync with reason `digest` follows)."""
         actions: list[Action] = [
-            LogEvent("system", {"what": "boot", "detail": f"alc {FW_VERSION}"})
+            *self._facility(self.facility.power_on()),
+            LogEvent("system", {"what": "boot", "detail": f"alc {FW_VERSION}"}),
         ]
         if not intact:
             actions.append(LogEvent("system", {"what": "error", "detail": "stored data damaged"}))
@@ -287,6 +323,8 @@ class Controller:
 
     def _finish(self, actions: list[Action], now: float) -> list[Action]:
         """Number the step's events and put them first; then the ledger and upload."""
+        # Door modes and booking periods follow any change of the data at once.
+        actions = actions + self._facility(self.facility.data_changed(self.store, now))
         logged = []
         rest: list[Action] = []
         for action in actions:
@@ -324,6 +362,9 @@ class Controller:
             times.append(self._state_sent_at + STATE_EVERY_S)
         times += [r.started + COMMAND_TIMEOUT_S for r in self._running]
         times.append(self._check_storage_at)
+        facility_at = self.facility.next_deadline()
+        if facility_at is not None:
+            times.append(facility_at)
         upload_at = self.outbox.next_deadline(connected=self.session.connected)
         if upload_at is not None:
             times.append(upload_at)
@@ -396,7 +437,7 @@ class Controller:
                 return self._command(message.body, now)
             if suffix == "ack" and message.type == "ack":
                 ack = parse_ack(message.body)
-                return [*self.outbox.acked(ack.upto, ack.v), *self._purge_uploaded(now)]
+                return [*self.outbox.acked(ack.upto, ack.v, now), *self._purge_uploaded(now)]
             if suffix == "bench/in":
                 return self._bench(message.type, message.body, now)
         except RemoteError as exc:
@@ -415,26 +456,59 @@ class Controller:
             ):
                 raise RemoteError("present needs text reader, a credkind and a value")
             return self._presented(Presented(reader, str(credkind), value), now)
-        if type in ("contact", "rex", "keys"):
-            raise RemoteError(f"{type} needs the door and keypad logic, not in this firmware yet")
+        if type == "contact":
+            door, open = body.get("door"), body.get("open")
+            if not isinstance(door, str) or not isinstance(open, bool):
+                raise RemoteError("contact needs text door and a true/false open")
+            return self._hardware(ContactChanged(door, open), now)
+        if type == "rex":
+            door = body.get("door")
+            if not isinstance(door, str):
+                raise RemoteError("rex needs a text door")
+            return self._hardware(RexPressed(door), now)
+        if type == "keys":
+            reader, keys = body.get("reader"), body.get("keys")
+            if not isinstance(reader, str) or not isinstance(keys, str) or len(keys) > 64:
+                raise RemoteError("keys needs text reader and keys")
+            # As a keypad does: digits, `*` clears, `#` enters.
+            actions: list[Action] = []
+            typed = ""
+            for key in keys:
+                if key.isdecimal():
+                    typed += key
+                elif key == "*":
+                    typed = ""
+                elif key == "#" and typed:
+                    actions += self._presented(Presented(reader, "pin", typed), now)
+                    typed = ""
+            return actions
         raise RemoteError(f"unknown bench input {type!r}")
 
+    def _hardware(
+        self, event: ContactChanged | RexPressed | ReaderFault, now: float
+    ) -> list[Action]:
+        if isinstance(event, ContactChanged):
+            return self._facility(self.facility.contact(event.door, event.open, now))
+        if isinstance(event, RexPressed):
+            return self._facility(self.facility.rex(event.door, now))
+        return self._report("error", f"reader {event.reader}: {event.detail}", now, key="reader")
+
     def _presented(self, event: Presented, now: float) -> list[Action]:
-        target = self.readers.get(event.reader)
-        if target is None:
-            return self._report("error", f"presentation at unknown reader {event.reader!r}", now)
-        decision = self.decide(target, event.credkind, event.value, now)
-        body = {
-            target.kind: target.id,
-            "reader": event.reader,
-            "credkind": event.credkind,
-            "value": event.value[-4:],
-            "member": decision.member,
-            "booking": decision.booking,
-            "granted": decision.granted,
-            "reason": decision.reason,
-        }
-        return [LogEvent("access", body)]
+        def credit(member: str) -> int:
+            record = self.store.members.get(member)
+            return self.outbox.effective(member, record.credit if record is not None else 0)
+
+        try:
+            done = self.facility.presented(
+                event.reader, event.credkind, event.value, now, self.decide, credit
+            )
+        except RemoteError as exc:
+            return self._report("error", str(exc), now, key="reader")
+        return self._facility(done)
+
+    @staticmethod
+    def _facility(actions: list[FacilityAction]) -> list[Action]:
+        return [a if isinstance(a, Output) else LogEvent(a.type, a.body) for a in actions]
 
     def _note_hub_time(self, hub_now: int | None, now: float) -> None:
         if hub_now is not None:
@@ -496,7 +570,27 @@ class Controller:
             # Both restart the full sync, so the one that finishes next is fresh.
             self._running.append(_Running(command.id, now, dropped=0 if name == "purge" else None))
             return [accepted, *self._from_session(started, now)]
-        if name in ("refresh_kiosks", "open_door", "set_light"):
+        if name == "open_door":
+            door, seconds = command.args.get("door"), command.args.get("s")
+            try:
+                if not isinstance(door, str):
+                    raise RemoteError("open_door needs a text 'door'")
+                opened = self.facility.open_door(door, _seconds(seconds), now)
+            except RemoteError as exc:
+                return [self._reply(command.id, "failed", str(exc))]
+            return [*self._facility(opened), self._reply(command.id, "done", f"{door} unlocked")]
+        if name == "set_light":
+            light, on = command.args.get("light"), command.args.get("on")
+            seconds = command.args.get("s")
+            try:
+                if not isinstance(light, str) or not isinstance(on, bool):
+                    raise RemoteError("set_light needs a text 'light' and a true/false 'on'")
+                switched = self.facility.set_light(light, on, _seconds(seconds), now)
+            except RemoteError as exc:
+                return [self._reply(command.id, "failed", str(exc))]
+            state = "on" if on else "off"
+            return [*self._facility(switched), self._reply(command.id, "done", f"{light} {state}")]
+        if name == "refresh_kiosks":
             return [self._reply(command.id, "failed", f"{name} is not available on this firmware")]
         return self._refuse(command, f"unknown command {name!r}", now)
 
@@ -633,3 +727,12 @@ class Controller:
         if suppressed:
             detail += f" (and {suppressed} more since the last report)"
         return [LogEvent("system", {"what": what, "detail": detail})]
+
+
+def _seconds(value: object) -> float | None:
+    """A command's optional `s`: a positive number of seconds, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RemoteError("'s' must be a number of seconds")
+    return float(value)

@@ -1,0 +1,246 @@
+"""The facility: the readers, doors and light circuits wired to this controller.
+
+Ties a presentation at a reader to `decide`, the PIN lockout, the door and light
+state machines and the debit ledger, and turns what those return into the
+controller's plain actions: `Output` for the HAL (and the simulator's bench
+topic) and `LogEvent`s for the outbox. Pure, like the rest of the core.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from firmware.config import Config
+from firmware.core.decide import PIN_LOCKOUT, UNKNOWN_CREDENTIAL, Decision, Target
+from firmware.core.doors import (
+    DoorAction,
+    DoorEvent,
+    Doors,
+    DoorWiring,
+    PinGuard,
+    open_schedule_check,
+)
+from firmware.core.doors import SetOutput as DoorOutput
+from firmware.core.errors import RemoteError
+from firmware.core.lights import CircuitWiring, Debit, LightAction, LightEvent, Lights
+from firmware.core.lights import SetOutput as LightOutput
+from firmware.core.store import Store
+
+Decider = Callable[[Target, str, str, float], Decision]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """Switch a physical output: `door:<id>` (on = unlocked), `light:<id>`, `warn:<id>`."""
+
+    name: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """An event for the outbox (the controller turns it into its `LogEvent`)."""
+
+    type: str
+    body: dict[str, Any]
+
+
+FacilityAction = Output | Logged
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """What a reader serves: a door, a light, or a kiosk (check-in only)."""
+
+    id: str
+    target: Target | None  # None: a kiosk
+
+
+class Facility:
+    """Doors, lights and readers of one controller."""
+
+    def __init__(
+        self,
+        *,
+        doors: Iterable[DoorWiring] = (),
+        lights: Iterable[CircuitWiring] = (),
+        readers: Iterable[Reader] = (),
+        now: float,
+    ) -> None:
+        self.readers = {r.id: r for r in readers}
+        self.doors = Doors(doors, now)
+        self.lights = Lights(lights, now)
+        self.pins = PinGuard(self.readers)
+        self._seen: tuple[int, bytes] | None = None
+
+    # --- inputs ---------------------------------------------------------------------
+
+    def power_on(self) -> list[FacilityAction]:
+        """Every output to its safe state, before data or network."""
+        return self._doors(self.doors.power_on()) + self._lights(self.lights.power_on())
+
+    def presented(
+        self,
+        reader_id: str,
+        credkind: str,
+        value: str,
+        now: float,
+        decide: Decider,
+        credit: Callable[[str], int],
+    ) -> list[FacilityAction]:
+        """A credential at a reader: decide, log `access`, then open or light.
+
+        `credit(member)` is the member's effective balance (credit minus
+        unreflected debits)."""
+        reader = self.readers.get(reader_id)
+        if reader is None:
+            raise RemoteError(f"presentation at unknown reader {reader_id!r}")
+        target = reader.target
+        if target is None:
+            raise RemoteError(f"kiosk reader {reader_id!r}: check-in at a kiosk is not here yet")
+        if credkind == "pin" and self.pins.locked_out(reader_id, now):
+            decision = Decision(False, PIN_LOCKOUT)
+        else:
+            decision = decide(target, credkind, value, now)
+            if credkind == "pin":
+                if decision.reason == UNKNOWN_CREDENTIAL:
+                    self.pins.wrong_pin(reader_id, now)
+                else:
+                    self.pins.correct(reader_id, now)
+        actions: list[FacilityAction] = [
+            Logged(
+                "access",
+                {
+                    target.kind: target.id,
+                    "reader": reader_id,
+                    "credkind": credkind,
+                    "value": value[-4:],
+                    "member": decision.member,
+                    "booking": decision.booking,
+                    "granted": decision.granted,
+                    "reason": decision.reason,
+                },
+            )
+        ]
+        if not decision.granted:
+            return actions
+        if target.kind == "door":
+            if target.id in self.doors:
+                actions += self._doors(self.doors.granted(target.id, decision, now))
+            return actions
+        balance = credit(decision.member) if decision.member is not None else 0
+        return actions + self._lights(self.lights.presented(target.id, decision, now, balance))
+
+    def contact(self, door: str, open: bool, now: float) -> list[FacilityAction]:
+        """A door contact changed."""
+        if door not in self.doors:
+            raise RemoteError(f"contact of unknown door {door!r}")
+        return self._doors(self.doors.contact(door, open, now))
+
+    def rex(self, door: str, now: float) -> list[FacilityAction]:
+        """The exit button of a door was pressed."""
+        if door not in self.doors:
+            raise RemoteError(f"exit button of unknown door {door!r}")
+        return self._doors(self.doors.rex(door, now))
+
+    def open_door(self, door: str, s: float | None, now: float) -> list[FacilityAction]:
+        """The `open_door` command (raises `RemoteError` for an unknown door)."""
+        if door not in self.doors:
+            raise RemoteError(f"no door {door!r} on this controller")
+        return self._doors(self.doors.open_door(door, s, now))
+
+    def set_light(self, light: str, on: bool, s: float | None, now: float) -> list[FacilityAction]:
+        """The `set_light` command (raises `RemoteError` for an unknown light)."""
+        return self._lights(self.lights.set_light(light, on, s, now))
+
+    def data_changed(self, store: Store, now: float) -> list[FacilityAction]:
+        """The live data changed (a delta, a full sync, a purge): door modes and
+        booking periods follow at once. Cheap when nothing changed."""
+        seen = (id(store), store.digest)
+        if seen == self._seen:
+            return []
+        self._seen = seen
+        check = open_schedule_check(store)
+        actions: list[FacilityAction] = []
+        for door in self.doors.ids:
+            actions += self._doors(
+                self.doors.data_changed(door, store.doors.get(door), check(door, now), now)
+            )
+        return actions + self._lights(self.lights.refresh(store, now))
+
+    def tick(self, store: Store, now: float) -> list[FacilityAction]:
+        """Timers: relocks, held alarms, open schedules, light periods, warnings."""
+        doors = self.doors.tick(now, open_schedule_check(store))
+        return self._doors(doors) + self._lights(self.lights.tick(now))
+
+    def next_deadline(self) -> float | None:
+        """When `tick` next has something to do."""
+        times = [t for t in (self.doors.next_deadline(), self.lights.next_deadline()) if t]
+        return min(times) if times else None
+
+    # --- translation ------------------------------------------------------------------
+
+    @staticmethod
+    def _doors(actions: list[DoorAction]) -> list[FacilityAction]:
+        out: list[FacilityAction] = []
+        for a in actions:
+            if isinstance(a, DoorOutput):
+                out.append(Output(a.name, a.on))
+            elif isinstance(a, DoorEvent):
+                out.append(Logged("door", {"door": a.door, "what": a.what, "by": a.by}))
+        return out
+
+    @staticmethod
+    def _lights(actions: list[LightAction]) -> list[FacilityAction]:
+        out: list[FacilityAction] = []
+        for a in actions:
+            if isinstance(a, LightOutput):
+                out.append(Output(a.name, a.on))
+            elif isinstance(a, LightEvent):
+                until = math.ceil(a.until) if a.until is not None else None
+                body = {
+                    "light": a.light,
+                    "what": a.what,
+                    "why": a.why,
+                    "member": a.member,
+                    "booking": a.booking,
+                    "until": until,
+                }
+                out.append(Logged("light", body))
+            elif isinstance(a, Debit):
+                body = {
+                    "member": a.member,
+                    "light": a.light,
+                    "amount": a.amount,
+                    "seconds": a.seconds,
+                    "balance": a.balance,
+                }
+                out.append(Logged("debit", body))
+        return out
+
+
+def facility_from(config: Config, now: float) -> Facility:
+    """The facility described by controller.toml's `[[doors]]`, `[[lights]]` and
+    `[[readers]]` (the HAL checks their pins; here only what the logic needs)."""
+    doors = [
+        DoorWiring(
+            str(d["id"]),
+            "safe" if d.get("fail") == "safe" else "secure",
+            has_contact="contact" in d,
+            has_rex="rex" in d,
+        )
+        for d in config.doors
+    ]
+    lights = [CircuitWiring(str(c["id"]), warn_output="warn" in c) for c in config.lights]
+    readers = []
+    for r in config.readers:
+        if "door" in r:
+            readers.append(Reader(str(r["id"]), Target.door(str(r["door"]))))
+        elif "light" in r:
+            readers.append(Reader(str(r["id"]), Target.light(str(r["light"]))))
+        else:
+            readers.append(Reader(str(r["id"]), None))
+    return Facility(doors=doors, lights=lights, readers=readers, now=now)
