@@ -34,13 +34,13 @@ test: lint typecheck pytest
 
 bench: setup
 	$(BIN)/alc bench decide --members 500000
+	$(BIN)/alc bench sync --members 100000 --deltas 10000 --rate 100
 
 soak: setup
 	$(BIN)/pytest -m slow
 
 demo: setup
-	@echo "The simulator demo arrives with the simulator issue. What runs today:"
-	$(BIN)/alc bench decide --members 20000
+	$(BIN)/alc demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
