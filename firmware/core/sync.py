@@ -27,7 +27,7 @@ from firmware.core.store import Conflict, Op, Store, StoreBuilder
 GAP_RETRY_S = 10.0
 STALL_S = 30.0
 FULL_JITTER_S = 1800.0
-SLICE_RECORDS = 500
+SLICE_RECORDS = 100
 MAX_BUFFERED_DELTAS = 10_000
 MAX_SNAPSHOT_RECORDS = 5_000_000
 MAX_REPORTED = 20  # conflicts/rejections reported one by one; the rest are counted
@@ -174,8 +174,11 @@ class SyncSession:
 
     def next_deadline(self) -> float | None:
         """When `tick` next has something to do."""
-        times = [self._next_full_at] if self.connected else []
         full = self._full
+        gap_open = self._gap_to is not None and self.v < self._gap_to
+        # As in `tick`: the twice-daily sync waits for a running full sync or an
+        # open gap; its past due time must not make the loop spin meanwhile.
+        times = [self._next_full_at] if self.connected and full is None and not gap_open else []
         if full is not None and self.connected and full.feed is None:
             since = full.last_page_at if full.sync is not None else full.requested_at
             times.append(since + STALL_S)
