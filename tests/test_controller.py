@@ -349,3 +349,23 @@ def test_purge_without_events_keeps_the_outbox() -> None:
     assert c.store.members == {}
     assert not [a for a in out if isinstance(a, DropEvents)]
     assert c.outbox.acked_upto == 0 and c.outbox.last_seq > 1
+
+
+def test_a_due_full_sync_waits_without_keeping_the_loop_busy() -> None:
+    """The twice-daily full sync is due at T0 + 12 h. While it runs (or while a
+    gap stays open) that past due time must not be the next deadline: the
+    runtime would tick without sleeping until the snapshot came."""
+    c = make()
+    c.handle(Connected(), T0)
+    due = T0 + 43200
+    out = c.handle(Tick(), due)
+    sync = [a.message for a in out if isinstance(a, Publish) and a.suffix == "sync"]
+    assert [(m["full"], m["reason"]) for m in sync] == [(True, "schedule")]
+    assert c.next_deadline() == due + 30  # the stall check, no sooner
+
+    c = make()
+    c.handle(Connected(), T0)
+    gap = {"t": "delta", "epoch": "e1", "from": 5, "to": 6, "ops": [], "now": int(T0)}
+    c.handle(sealed("data", gap), due - 5)
+    c.handle(Tick(), due)
+    assert c.next_deadline() == due + 5  # the gap's retry, not the overdue full sync

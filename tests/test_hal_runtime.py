@@ -1,0 +1,219 @@
+"""End to end on the simulator's hardware: the real `Runtime` with `[hal] backend =
+"sim"` and real wiring, its loop in a thread, no broker (the runtime keeps trying
+to reach one on a closed port, which is not fatal).
+
+A tag presented at the RDM6300 reader (a frame on its `loop://` port) unlocks the
+door relay's mock pin and relocks it; the door contact and the exit button (mock
+pin levels) produce door events; every event lands in the outbox on disk; at
+shutdown the relays go back to their safe levels. Waits are generous and no
+assertion is about time.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+
+from firmware.config import load_config
+from firmware.core.model import digest_bytes, digest_part
+from firmware.outbox_store import OutboxStore
+from firmware.runtime import DB_FILE, Runtime
+from firmware.storage import Storage
+from hal.sim import SimBackend
+
+WAIT_S = 20.0  # generous: a loaded CI machine, never a claim about speed
+ANN = "0a1b2c3d4e"  # tags as the RDM6300 reader reports them
+CAT = "0a0a0a0a0a"
+
+
+def free_closed_port() -> int:
+    """A local port nobody listens on (the broker is down)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def wait_for(what: str, predicate: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {WAIT_S:g} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def seed(db: Path, now: float) -> None:
+    """The stored dataset the controller boots with (as a finished full sync left it)."""
+    bodies: list[tuple[str, str, dict[str, Any]]] = [
+        ("door", "front", {"unlock_s": 1, "extended_s": 120, "held_s": 600}),
+        ("light", "court1", {"lead_s": 0, "lag_s": 0, "warn_s": 0}),
+        ("group", "players", {"doors": ["front"], "lights": ["court1"]}),
+        ("member", "ann", {"groups": ["players"], "creds": [["tag", ANN]]}),
+        ("member", "cat", {"groups": ["players"], "creds": [["tag", CAT]], "extended": True}),
+        # Court 1 is booked right now: its lights are on from boot.
+        (
+            "booking",
+            "b1",
+            {"lights": ["court1"], "start": int(now) - 600, "end": int(now) + 3600},
+        ),
+    ]
+    records = [(kind, id, cbor2.dumps(body)) for kind, id, body in bodies]
+    digest = digest_bytes(sum(digest_part(*r) for r in records))
+    with Storage.open(db) as storage:
+        storage.save_snapshot("e1", 7, records, digest, now)
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    seed(data_dir / DB_FILE, time.time())
+    key = tmp_path / "ctl1.key"
+    key.write_text(secrets.token_hex(32) + "\n")
+    path = tmp_path / "controller.toml"
+    path.write_text(
+        f"""
+[controller]
+site = "demo"
+id = "ctl1"
+data_dir = "{data_dir}"
+key_file = "{key}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {free_closed_port()}
+
+[hal]
+backend = "sim"
+
+[[doors]]
+id = "front"
+relay = 17
+fail = "secure"
+contact = 27
+rex = 22
+
+[[lights]]
+id = "court1"
+relay = 5
+
+[[readers]]
+id = "front-in"
+kind = "rdm6300"
+port = "/dev/serial0"
+door = "front"
+"""
+    )
+    return path
+
+
+@pytest.fixture
+def outbox(config_path: Path) -> Iterator[OutboxStore]:
+    """The outbox on disk, read through a connection of its own."""
+    storage = Storage.open(config_path.parent / "data" / DB_FILE)
+    yield OutboxStore(storage)
+    storage.close()
+
+
+def logged(outbox: OutboxStore) -> list[tuple[str, dict[str, Any]]]:
+    """Every door, access and light event in the outbox, in seq order."""
+    rows = outbox.batch(0, 99)
+    assert [row[0] for row in rows] == list(range(1, len(rows) + 1))
+    return [(type, body) for _, _, type, body in rows if type in ("door", "access", "light")]
+
+
+def door(what: str, by: str | None = None) -> tuple[str, dict[str, Any]]:
+    return ("door", {"door": "front", "what": what, "by": by})
+
+
+def access(member: str, value: str) -> tuple[str, dict[str, Any]]:
+    body = {"door": "front", "reader": "front-in", "credkind": "tag", "value": value[-4:]}
+    granted = {"member": member, "booking": None, "granted": True, "reason": "granted"}
+    return ("access", {**body, **granted})
+
+
+def test_the_sim_hardware_drives_the_real_runtime(config_path: Path, outbox: OutboxStore) -> None:
+    runtime = Runtime(load_config(config_path))
+    sim = runtime.hardware
+    assert isinstance(sim, SimBackend)
+    # Active-low relay boards: a released relay reads high. Safe before the loop runs.
+    locked, unlocked = True, False
+    lit, dark = False, True
+    assert sim.level("door:front") is locked and sim.level("light:court1") is dark
+
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runtime.run()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="test-runtime", daemon=True)
+    thread.start()
+    try:
+        wait_for("the booked court's lights", lambda: sim.level("light:court1") is lit)
+        wait_for("the door's first contact report", lambda: door("closed") in logged(outbox))
+
+        # A member's tag at the reader: the relay releases the strike, then relocks.
+        sim.present("front-in", "tag", ANN)
+        wait_for("the door to unlock", lambda: sim.level("door:front") is unlocked)
+        wait_for("the door to relock", lambda: sim.level("door:front") is locked)
+        wait_for("the relock event", lambda: logged(outbox).count(door("locked", "timer")) == 1)
+
+        # The door opened while locked: forced; then shut.
+        sim.set_contact("front", True)
+        wait_for("the forced event", lambda: door("forced") in logged(outbox))
+        sim.set_contact("front", False)
+        wait_for("the door to be shut", lambda: logged(outbox).count(door("closed")) == 2)
+
+        # The exit button: unlocked, then relocked after unlock_s.
+        sim.press_rex("front")
+        wait_for("the exit button to unlock", lambda: door("unlocked", "rex") in logged(outbox))
+        wait_for("the relock", lambda: logged(outbox).count(door("locked", "timer")) == 2)
+
+        # An extended member: unlocked for two minutes; the door opens and stays
+        # open, unlocked, while the controller shuts down.
+        sim.present("front-in", "tag", CAT)
+        wait_for("the door to unlock", lambda: sim.level("door:front") is unlocked)
+        sim.set_contact("front", True)
+        wait_for("the door to open", lambda: logged(outbox).count(door("opened")) == 2)
+    finally:
+        runtime.stop()
+        thread.join(WAIT_S)
+    assert not thread.is_alive() and not failed
+
+    # Back to safe: strike locked, court lights off (and each output closed).
+    assert sim.level("door:front") is locked and sim.level("light:court1") is dark
+    assert not sim.outputs["door:front"].value and not sim.outputs["light:court1"].value
+
+    events = logged(outbox)
+    until = events[0][1].pop("until")  # the booking's end, from the wall clock
+    assert isinstance(until, int)
+    booking = {"member": None, "booking": "b1"}
+    light_on = ("light", {"light": "court1", "what": "on", "why": "booking", **booking})
+    assert events == [
+        light_on,
+        door("closed"),  # the first contact report: the door's initial state
+        access("ann", ANN),
+        door("unlocked", "ann"),
+        door("locked", "timer"),
+        door("opened"),
+        door("forced"),
+        door("closed"),
+        door("unlocked", "rex"),
+        door("locked", "timer"),
+        access("cat", CAT),
+        door("unlocked", "cat"),
+        door("opened"),
+    ]
+    rows = outbox.batch(0, 99)
+    assert rows[0][2:] == ["system", {"what": "boot", "detail": "alc 0.1.0"}]
