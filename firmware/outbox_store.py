@@ -49,11 +49,14 @@ class OutboxStore:
         self.storage = storage
 
     def stats(self) -> OutboxStats:
-        """Count, oldest time, first and last seq."""
+        """Count, oldest time, first and last seq. The oldest event is the first
+        one logged (lowest seq), found through the key: `min(time)` would read
+        every row, after every ack of a long backlog."""
         with self.storage.read("outbox stats") as conn:
-            count, oldest, first = conn.execute(
-                "SELECT count(*), min(time), min(seq) FROM outbox"
-            ).fetchone()
+            (count,) = conn.execute("SELECT count(*) FROM outbox").fetchone()
+            first, oldest = conn.execute(
+                "SELECT seq, time FROM outbox ORDER BY seq LIMIT 1"
+            ).fetchone() or (None, None)
             (last,) = conn.execute("SELECT last_seq FROM outbox_meta").fetchone()
         return OutboxStats(count, oldest, first, last)
 

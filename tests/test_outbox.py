@@ -153,3 +153,34 @@ def test_store_round_trip_fold_drop_and_debits(tmp_path: Path) -> None:
         assert store.debits() == []
     with Storage.open(tmp_path / "alc.sqlite3") as storage:
         assert OutboxStore(storage).stats().last_seq == 6  # seqs survive everything
+
+
+def _drain(box: Outbox, now: float) -> list[SendEvents]:
+    """What the runtime sends at `now`: one `due` per loop step while one is due."""
+    sent: list[SendEvents] = []
+    while (deadline := box.next_deadline(connected=True)) is not None and deadline <= now:
+        actions = box.due(now, connected=True)
+        assert actions, "a deadline that has passed must have something to send"
+        sent += [a for a in actions if isinstance(a, SendEvents)]
+    return sent
+
+
+def test_a_backlog_fills_the_window_at_once_and_its_tail_follows_without_waiting() -> None:
+    box = Outbox()
+    logged(box, 2 * WINDOW_EVENTS + 7)
+    box.connected()
+    sent = _drain(box, 100.0)
+    assert [(s.after, s.upto) for s in sent] == [
+        (n, n + BATCH_EVENTS) for n in range(0, WINDOW_EVENTS, BATCH_EVENTS)
+    ]
+    # The window is full: nothing is due until an ack (or the ack timeout).
+    assert box.next_deadline(connected=True) == 100.0 + ACK_TIMEOUT_S
+    # Each ack opens the window again; the hub's progress restarts the timeout.
+    box.acked(WINDOW_EVENTS, 0, 110.0)
+    sent = _drain(box, 110.0)
+    assert sent[-1].upto == 2 * WINDOW_EVENTS and len(sent) == WINDOW_EVENTS // BATCH_EVENTS
+    box.acked(2 * WINDOW_EVENTS - BATCH_EVENTS, 0, 120.0)
+    deadline = box.next_deadline(connected=True)
+    assert deadline is not None and deadline <= 120.0  # the tail of 7: due at once
+    assert _drain(box, 120.0) == [SendEvents(2 * WINDOW_EVENTS, 2 * WINDOW_EVENTS + 7)]
+    assert box.next_deadline(connected=True) == 120.0 + ACK_TIMEOUT_S

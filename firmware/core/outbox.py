@@ -190,29 +190,43 @@ class Outbox:
         unsent = self.last_seq - self.sent_upto
         if unsent <= 0 or self.sent_upto - self.acked_upto >= WINDOW_EVENTS:
             return []
-        if unsent < BATCH_EVENTS and now - self._last_send < MAX_AGE_S and not hurry:
+        full = unsent >= BATCH_EVENTS
+        if not full and now - self._last_send < MAX_AGE_S and not hurry:
             return []
         after = self.sent_upto
         self.sent_upto = min(self.last_seq, after + BATCH_EVENTS)
-        self._last_send = now
+        if not full:
+            # Paces the small batches only: the rest of a backlog goes right
+            # after its last full batch, not MAX_AGE_S later.
+            self._last_send = now
         if self._sent_at is None:
             self._sent_at = now
         return [SendEvents(after, self.sent_upto)]
 
     def next_deadline(self, *, connected: bool) -> float | None:
-        """When `due` may next have something to send."""
-        if not connected or self.last_seq <= self.sent_upto:
+        """When `due` may next have something to send. A full batch within the
+        window is due at once (one per loop step, so a backlog is sent in pieces
+        that let presentations in between, while earlier ones await their acks)."""
+        unsent = self.last_seq - self.sent_upto
+        if not connected or unsent <= 0 or self.sent_upto - self.acked_upto >= WINDOW_EVENTS:
             return self._sent_at + ACK_TIMEOUT_S if self._sent_at is not None else None
+        if unsent >= BATCH_EVENTS:
+            return self._last_send  # any past time: now
         return self._last_send + MAX_AGE_S
 
-    def acked(self, upto: int, v: int) -> list[OutboxAction]:
-        """The hub acknowledged every event up to `upto`, reflected from `v`."""
+    def acked(self, upto: int, v: int, now: float | None = None) -> list[OutboxAction]:
+        """The hub acknowledged every event up to `upto`, reflected from `v`, at
+        `now`: with more events in flight, their ack timeout counts from here (a
+        hub working through a long backlog is not a silent one)."""
         upto = min(upto, self.last_seq)  # an ack for seqs we never sent is bogus
         if upto <= self.acked_upto:
             return []
         self.acked_upto = upto
         self.sent_upto = max(self.sent_upto, upto)
-        self._sent_at = None if self.sent_upto <= upto else self._sent_at
+        if self.sent_upto <= upto:
+            self._sent_at = None
+        elif now is not None:
+            self._sent_at = now
         for seq, entry in list(self.debits.items()):
             if seq <= upto and entry.acked_v is None:
                 self.debits[seq] = DebitEntry(seq, entry.member, entry.amount, v)
