@@ -66,12 +66,26 @@ class OutboxStore:
             rows = conn.execute("SELECT seq, member, amount, acked_v FROM debits").fetchall()
         return [DebitEntry(*row) for row in rows]
 
-    def append(self, events: Sequence[LoggedEvent], debits: Sequence[DebitEntry]) -> None:
-        """Make events (and their debits) durable in one transaction."""
-        if not events:
+    def append(
+        self,
+        events: Sequence[LoggedEvent],
+        debits: Sequence[DebitEntry],
+        *,
+        commands: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Make events (and their debits), and executed command ids with their exp,
+        durable in one transaction."""
+        if not events and not commands:
             return
         rows = [(e.seq, e.time, e.type, cbor2.dumps(e.body)) for e in events]
         with self.storage.write("append events") as conn:
+            conn.executemany(
+                "INSERT INTO commands (id, exp) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET exp = max(exp, excluded.exp)",
+                commands,
+            )
+            if not events:
+                return
             conn.executemany("INSERT INTO outbox (seq, time, type, body) VALUES (?, ?, ?, ?)", rows)
             conn.executemany(
                 "INSERT INTO debits (seq, member, amount, acked_v) VALUES (?, ?, ?, NULL)",

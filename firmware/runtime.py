@@ -28,6 +28,7 @@ import json
 import logging
 import queue
 import secrets
+import sys
 import threading
 import time
 from collections import deque
@@ -72,6 +73,8 @@ from firmware.core.sync import SaveDelta, SaveSnapshot, SyncSession
 from firmware.mqtt import BrokerSettings, Link, LinkDown, LinkEvent, LinkUp, Received, Will
 from firmware.outbox_store import OutboxStore
 from firmware.storage import Storage, load_store
+from firmware.write_gate import WriteGate
+from firmware.writers import DurableStep, DurableWriter, StorageWriter
 from hal.backend import Backend, UnknownOutput
 from hal.events import ContactChanged as HalContact
 from hal.events import CredentialRead, HalEvent
@@ -89,75 +92,14 @@ MAX_QUEUED_EVENTS = 10_000
 MAX_EVENTS_PER_STEP = 100
 URGENT, NORMAL = 0, 1  # queue priorities: a member at a reader, then everything else
 LATENCY_SAMPLES = 100_000
+SWITCH_INTERVAL_S = 0.0005
 MAX_QUEUED_WRITES = 256
 IDLE_WAKE_S = 60.0  # with nothing scheduled, still wake once a minute
 DB_FILE = "alc.sqlite3"
 
 
-Job = SaveDelta | Callable[[Storage], None]
 # (priority, arrival number, event or None to wake the loop, monotonic time queued)
 Queued = tuple[int, int, Event | None, float]
-MAX_DELTAS_PER_COMMIT = 1000
-
-
-class StorageWriter:
-    """One thread that carries out durable writes in the order they were queued.
-
-    Deltas queued back to back are committed together (group commit): each is
-    durable when its transaction is, and a burst costs one flush instead of one
-    per delta, which is what lets a slow SD card keep up with a busy hub.
-    """
-
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
-        self._jobs: queue.Queue[Job | None] = queue.Queue(MAX_QUEUED_WRITES)
-        self._thread = threading.Thread(target=self._run, name="alc-storage", daemon=True)
-        self._thread.start()
-
-    def submit(self, job: Job) -> None:
-        """Queue a write; blocks (back-pressure) if the disk is that far behind."""
-        self._jobs.put(job)
-
-    def flush(self) -> None:
-        """Wait until every queued write is on disk."""
-        self._jobs.join()
-
-    def stop(self) -> None:
-        """Finish the queued writes, then end the thread."""
-        self._jobs.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        carried: list[Job | None] = []  # a job taken while batching, run next
-        while True:
-            job = carried.pop() if carried else self._jobs.get()
-            if job is None:
-                self._jobs.task_done()
-                return
-            done = 1
-            try:
-                if isinstance(job, SaveDelta):
-                    batch = [job]
-                    while len(batch) < MAX_DELTAS_PER_COMMIT:
-                        try:
-                            more = self._jobs.get_nowait()
-                        except queue.Empty:
-                            break
-                        if not isinstance(more, SaveDelta):
-                            carried.append(more)
-                            break
-                        batch.append(more)
-                        done += 1
-                    self._storage.save_deltas([(d.epoch, d.v, d.ops, d.digest) for d in batch])
-                else:
-                    job(self._storage)
-            except Exception:
-                # The live data stays right; the disk copy is fixed by the next
-                # full sync (the boot digest check notices it).
-                log.exception("a storage write failed")
-            finally:
-                for _ in range(done):
-                    self._jobs.task_done()
 
 
 class Runtime:
@@ -186,13 +128,17 @@ class Runtime:
             raise LocalError(f"{config.path}: controller.data_dir: {exc}") from None
         # The HAL first: every output is in its safe state before anything else.
         self.hardware = self._hardware()
-        self.storage = Storage.open(Path(data_dir) / DB_FILE)
-        # The outbox has its own connection, used only by the loop: appends never
-        # wait behind the storage thread's Python lock (SQLite interleaves them).
-        self.events = OutboxStore(Storage.open(Path(data_dir) / DB_FILE))
+        # Two connections to one file: the dataset's (storage thread) and the
+        # outbox's (event thread), whose writes go first at every transaction
+        # boundary, so a member never waits behind a full sync being saved.
+        gate = WriteGate()
+        self.storage = Storage.open(Path(data_dir) / DB_FILE, gate=gate)
+        self.events = OutboxStore(Storage.open(Path(data_dir) / DB_FILE, gate=gate, urgent=True))
         self._boot_actions: list[Action] = []
         self.controller = self._boot()
         self.writer = StorageWriter(self.storage)
+        self._resumed: deque[list[Action]] = deque()
+        self.durable = DurableWriter(self.events, self._resume)
         offline = self._seal("state", {"t": "state", "online": False})
         suffixes = ("data", "cmd", "ack", "bench/in") if self._bench else ("data", "cmd", "ack")
         topics = [f"{self._base}/{s}" for s in suffixes]
@@ -286,7 +232,11 @@ class Runtime:
 
     def run(self) -> None:
         """Run until `stop()`; the calling thread becomes the loop."""
-        self._perform(self.controller, self._boot_actions)
+        # Python hands the interpreter lock between threads every 5 ms by default:
+        # a presentation would wait that long behind the storage or network thread.
+        # The loop is the thread a member waits for; make the hand-over quicker.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self._carry_out(self.controller, self._boot_actions)
         if self.hardware is not None:
             self.hardware.start()
         self.link.start()
@@ -305,6 +255,7 @@ class Runtime:
 
     def _step(self) -> None:
         controller = self.controller
+        self._drain_resumed(controller)
         item: Queued
         if controller.has_work():
             # While a full sync is built aside, its fresh records would be rescanned
@@ -315,7 +266,7 @@ class Runtime:
             try:
                 item = self._events.get_nowait()
             except queue.Empty:
-                self._perform(controller, controller.work(self.clock()))
+                self._carry_out(controller, controller.work(self.clock()))
                 return
         else:
             gc.enable()
@@ -347,15 +298,38 @@ class Runtime:
                 # at the door waits, including any wait behind a slice of sync work.
                 self.decision_latency_s.append(time.monotonic() - queued_at)
             steps.append(actions)
-        appends = [a for actions in steps for a in actions if isinstance(a, AppendEvents)]
-        if len(appends) > 1:
-            merged = AppendEvents(
-                [e for a in appends for e in a.events], [d for a in appends for d in a.debits]
-            )
-            self._perform(controller, [merged])
-            steps = [[a for a in actions if not isinstance(a, AppendEvents)] for actions in steps]
         for actions in steps:
-            self._perform(controller, actions)
+            self._carry_out(controller, actions)
+
+    def _carry_out(self, controller: Controller, actions: list[Action]) -> None:
+        """Events and command ids first (durable, on the event thread), then the
+        rest of the step, in order; a step with nothing to write still queues
+        behind earlier ones while any are in flight."""
+        self._drain_resumed(controller)  # what earlier steps left goes first
+        events = [e for a in actions if isinstance(a, AppendEvents) for e in a.events]
+        commands = [(a.id, a.exp) for a in actions if isinstance(a, RememberCommand)]
+        rest: list[Action] = [
+            a for a in actions if not isinstance(a, AppendEvents | RememberCommand)
+        ]
+        if not events and not commands and not self.durable.busy():
+            self._perform(controller, rest)
+            return
+        for e in events:
+            events_log.info("%d %s %s", e.seq, e.type, json.dumps(e.body, default=_hex))
+        debits = [d for a in actions if isinstance(a, AppendEvents) for d in a.debits]
+        self.durable.submit(DurableStep(events, debits, commands, rest))
+
+    def _resume(self, actions: list[Action]) -> None:
+        """From the event thread: a step's events are on disk, carry on with it.
+        The deque holds at most one entry per step in flight (bounded by the event
+        thread's queue); the queue item only wakes the loop."""
+        self._resumed.append(actions)
+        with contextlib.suppress(queue.Full):  # full: the loop is awake anyway
+            self._events.put_nowait((URGENT, next(self._arrivals), None, 0.0))
+
+    def _drain_resumed(self, controller: Controller) -> None:
+        while self._resumed:
+            self._perform(controller, self._resumed.popleft())
 
     def _perform(self, controller: Controller, actions: list[Action]) -> None:
         for action in actions:
@@ -370,17 +344,8 @@ class Runtime:
                 gc.freeze()
                 last_full = controller.session.last_full
                 self.writer.submit(partial(_save_snapshot, action, last_full))
-            elif isinstance(action, RememberCommand):
-                # Durable before the command runs, so a redelivery never runs it twice.
-                self.writer.submit(partial(_remember, action))
-                self.writer.flush()
             elif isinstance(action, CheckStorage):
                 self.writer.submit(self._check_storage)
-            elif isinstance(action, AppendEvents):
-                self.events.append(action.events, action.debits)
-                for e in action.events:
-                    body = json.dumps(e.body, default=_hex)
-                    events_log.info("%d %s %s", e.seq, e.type, body)
             elif isinstance(action, Output):
                 self._output(action)
             elif isinstance(action, SendEvents):
@@ -480,6 +445,10 @@ class Runtime:
         if self.link.connected:
             state = self.controller.state(online=False)
             self.link.publish(f"{self._base}/state", self._seal("state", state), retain=True)
+        # Every event logged so far reaches the disk; the actions still waiting
+        # for it (outputs, publishes) are not carried out any more: we are stopping.
+        self.durable.stop()
+        self._resumed.clear()
         self.link.stop()
         if self.hardware is not None:
             self.hardware.close()  # outputs back to their safe state
@@ -497,10 +466,6 @@ def _hex(value: Any) -> Any:
 
 def _save_snapshot(action: SaveSnapshot, last_full: float | None, storage: Storage) -> None:
     storage.save_snapshot(action.epoch, action.v, action.records, action.digest, last_full)
-
-
-def _remember(action: RememberCommand, storage: Storage) -> None:
-    storage.remember_command(action.id, action.exp)
 
 
 def _has_access(actions: list[Action]) -> bool:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
@@ -46,6 +46,7 @@ from typing import NamedTuple
 from firmware.core.errors import LocalError
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.store import Built, Delete, Op, Put, Store, StoreBuilder
+from firmware.write_gate import WriteGate
 
 DB_FILE = "alc.sqlite3"
 """The file name inside the configured `data_dir`."""
@@ -162,17 +163,30 @@ class Loaded:
 class Storage:
     """One open alc SQLite file. Make one with `Storage.open`."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        gate: WriteGate | None = None,
+        urgent: bool = False,
+    ) -> None:
         """Use `Storage.open`; this only wraps an already prepared connection."""
         self._conn: sqlite3.Connection | None = conn
         self._lock = threading.RLock()
         self.path = path
+        self._gate = gate
+        self._urgent = urgent
 
     # --- opening and closing ------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path) -> Storage:
+    def open(
+        cls, path: str | Path, *, gate: WriteGate | None = None, urgent: bool = False
+    ) -> Storage:
         """Open the file at `path`, creating it (and its schema) if it is missing.
+
+        Connections of one process that share a `gate` take turns writing, the
+        `urgent` ones first (see `firmware.write_gate`).
 
         The directory must exist. Raises `LocalError` if the file is not an alc
         database, is damaged, or was written by a newer alc (schema version).
@@ -190,7 +204,7 @@ class Storage:
             )
         except sqlite3.Error as exc:
             raise LocalError(f"storage {path}: cannot open: {exc}") from exc
-        storage = cls(conn, path)
+        storage = cls(conn, path, gate, urgent)
         try:
             storage._prepare()
         except BaseException:
@@ -463,7 +477,8 @@ class Storage:
     @contextmanager
     def _write(self, what: str) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed if the block finishes, else rolled back."""
-        with self._lock:
+        gate = self._gate.enter(urgent=self._urgent) if self._gate else nullcontext()
+        with self._lock, gate:
             conn = self._connection()
             try:
                 # IMMEDIATE takes the write lock up front, so a busy file fails here

@@ -1,0 +1,79 @@
+"""The runtime's group commit: presentations that queue up during a burst are
+handled in one loop step, and the events they log are written in one transaction.
+
+The controller runs offline here (its broker port has no listener), so nothing but
+the presentations reaches its queue and the grouping is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from firmware.config import parse_config
+from firmware.core.controller import Presented
+from firmware.core.outbox import DebitEntry, LoggedEvent
+from firmware.runtime import DB_FILE, MAX_EVENTS_PER_STEP, Runtime
+from firmware.storage import Storage
+from tests.broker import free_port
+from tests.harness import JOIN_S, wait_for
+
+
+def test_a_burst_is_decided_one_by_one_and_made_durable_in_few_transactions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "c1.key").write_text(secrets.token_hex(32) + "\n")
+    config = parse_config(
+        tmp_path / "controller.toml",
+        {
+            "controller": {
+                "site": "demo",
+                "id": "c1",
+                "data_dir": str(tmp_path / "data"),
+                "key_file": str(tmp_path / "c1.key"),
+            },
+            "mqtt": {"host": "127.0.0.1", "port": free_port()},
+            "hal": {"backend": "sim"},
+            "readers": [{"id": "r1", "door": "front"}],
+        },
+    )
+    runtime = Runtime(config)
+    appends: list[list[int]] = []
+    append = runtime.events.append
+
+    def recording(
+        events: list[LoggedEvent],
+        debits: list[DebitEntry],
+        *,
+        commands: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        append(events, debits, commands=commands)
+        appends.append([e.seq for e in events])
+
+    monkeypatch.setattr(runtime.events, "append", recording)
+    burst = 2 * MAX_EVENTS_PER_STEP + 50
+    for i in range(burst):  # all queued before the loop runs: one burst
+        runtime.submit(Presented("r1", "tag", f"{i:010x}"))
+    thread = threading.Thread(target=runtime.run, name="group-commit-controller")
+    thread.start()
+    try:
+        wait_for(lambda: sum(map(len, appends)) >= 1 + burst, "the burst to be durable")
+    finally:
+        runtime.stop()
+        thread.join(JOIN_S)
+    assert not thread.is_alive()
+
+    # The boot event, then the burst in at most one transaction per loop step:
+    # the event thread joins whatever steps queued while it flushed (so fewer).
+    assert len(appends[0]) == 1
+    assert len(appends) <= 1 + math.ceil(burst / MAX_EVENTS_PER_STEP)
+    assert [seq for a in appends for seq in a] == list(range(1, burst + 2))
+    assert len(runtime.decision_latency_s) == burst  # each decision is still timed
+    with Storage.open(tmp_path / "data" / DB_FILE) as storage, storage.read("test") as conn:
+        rows = conn.execute("SELECT seq, type FROM outbox ORDER BY seq").fetchall()
+    assert rows == [(1, "system")] + [(seq, "access") for seq in range(2, burst + 2)]
