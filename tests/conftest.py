@@ -22,4 +22,4 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("ALC_HYPOTHESIS_PROFILE", "default"))
 
-pytest_plugins = ["tests.broker"]
+pytest_plugins = ["tests.broker", "tests.proxy"]

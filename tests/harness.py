@@ -213,7 +213,11 @@ class Observer:
 class Rig:
     """Everything one integration test runs; `close()` stops all of it."""
 
-    def __init__(self, broker: Broker, tmp: Path) -> None:
+    def __init__(
+        self, broker: Broker, tmp: Path, *, controller_port: int | None = None, extra: str = ""
+    ) -> None:
+        """`controller_port`: where the controller connects (a proxy in front of the
+        broker) instead of the broker itself; `extra`: more controller.toml."""
         self.broker = broker
         self.tmp = tmp
         self.keys_dir = tmp / "keys"
@@ -228,8 +232,8 @@ class Rig:
             f'key_file = "{self.keys_dir / (CONTROLLER + ".key")}"\n'
             "outage_s = 600\n"
             "\n[mqtt]\n"
-            f'host = "127.0.0.1"\nport = {broker.port}\nkeepalive_s = 5\n'
-            '\n[hal]\nbackend = "sim"\n'
+            f'host = "127.0.0.1"\nport = {controller_port or broker.port}\nkeepalive_s = 5\n'
+            '\n[hal]\nbackend = "sim"\n' + extra
         )
         self.db: HubDB | None = None
         self.hub: Hub | None = None

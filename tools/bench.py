@@ -19,7 +19,8 @@ costs ~0.2 s of CPU (it would land in the first delta or decision).
 
 The targets hold for 500,000 members on a 2-core machine. This is a benchmark, not
 a test: it prints what it measured and exits 0 whether the targets are met or not.
-More benchmarks (`sync`, `events`) register in `BENCHES`.
+`alc bench sync` (tools/bench_sync.py) measures the sync path end to end through
+mosquitto. More benchmarks register in `BENCHES`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import cbor2
 
@@ -45,22 +47,34 @@ from firmware.core.decide import Target, decide
 from firmware.core.store import Delete, Op, Put, Store
 from tools.gen import Club, read_records, write_records
 
+N = TypeVar("N", int, float)
+
 DELTA_OPS = 1000
 DELTAS = 5
 
 
 @dataclass(frozen=True)
 class Figure:
-    """One measured figure, its unit and its target (None: no target)."""
+    """One measured figure, its unit and its target (None: no target). The target
+    is a ceiling, or a floor when `at_least`."""
 
     key: str
     label: str
     value: float
     unit: str
     target: float | None
+    at_least: bool = False
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the target is met; None when there is none."""
+        if self.target is None:
+            return None
+        return self.value >= self.target if self.at_least else self.value <= self.target
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
+    """argparse type: an integer of at least 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
@@ -72,7 +86,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def percentile(sorted_values: Sequence[int], fraction: float) -> int:
+def percentile(sorted_values: Sequence[N], fraction: float) -> N:
     """Nearest-rank percentile of already sorted values."""
     rank = max(1, math.ceil(fraction * len(sorted_values)))
     return sorted_values[rank - 1]
@@ -186,9 +200,9 @@ def bench_decide(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="alc bench decide", description="decision latency, build and delta time, memory"
     )
-    parser.add_argument("--members", type=_positive, default=500_000, help="default 500000")
+    parser.add_argument("--members", type=positive, default=500_000, help="default 500000")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--presentations", type=_positive, default=100_000)
+    parser.add_argument("--presentations", type=positive, default=100_000)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(list(argv))
     members: int = args.members
@@ -256,22 +270,24 @@ def bench_decide(argv: Sequence[str]) -> int:
         "outcomes: " + ", ".join(f"{r} {n / len(latencies):.0%}" for r, n in reasons.most_common())
     )
     print()
-    print(_table(figures))
+    print(format_table(figures))
     if members != 500_000:
         print("(the targets are for --members 500000)")
     return 0
 
 
-def _table(figures: Sequence[Figure]) -> str:
+def format_table(figures: Sequence[Figure]) -> str:
+    """The figures as a plain-text table: measured, target, ok or MISSED."""
     rows = [("figure", "measured", "target", "")]
     for f in figures:
-        digits = 0 if f.unit == "MB" else 2 if f.unit == "s" else 1
-        measured = f"{f.value:.{digits}f} {f.unit}"
+        digits = 0 if f.unit in ("MB", "/s") else 2 if f.unit in ("s", "ms") else 1
+        measured = f"{f.value:,.{digits}f} {f.unit}"
         if f.target is None:
             rows.append((f.label, measured, "", ""))
         else:
-            verdict = "ok" if f.value <= f.target else "MISSED"
-            rows.append((f.label, measured, f"<= {f.target:g} {f.unit}", verdict))
+            verdict = "ok" if f.met else "MISSED"
+            bound = ">=" if f.at_least else "<="
+            rows.append((f.label, measured, f"{bound} {f.target:,g} {f.unit}", verdict))
     widths = [max(len(row[c]) for row in rows) for c in range(4)]
     lines = [
         f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip()
@@ -281,8 +297,25 @@ def _table(figures: Sequence[Figure]) -> str:
 
 
 # name -> (function taking the remaining arguments, one-line help)
+def bench_sync(argv: Sequence[str]) -> int:
+    """`alc bench sync` (tools.bench_sync), imported only when chosen: it needs
+    paho-mqtt and mosquitto, which `decide` does not."""
+    from tools.bench_sync import bench_sync as run
+
+    return run(argv)
+
+
+def bench_events(argv: Sequence[str]) -> int:
+    """`alc bench events` (tools.bench_events), imported only when chosen."""
+    from tools.bench_events import bench_events as run
+
+    return run(argv)
+
+
 BENCHES: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "decide": (bench_decide, "decision latency, store build and delta time, peak memory"),
+    "sync": (bench_sync, "full sync, deltas and decision latency through mosquitto"),
+    "events": (bench_events, "durable event logging, and the upload after an outage"),
 }
 
 

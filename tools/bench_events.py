@@ -1,0 +1,338 @@
+"""`alc bench events`: durable event logging, and the upload after an outage.
+
+    alc bench events [--events 100000] [--members 1000] [--seed S] [--json]
+
+Everything runs in this one process, each part in its own threads; the upload goes
+through a throwaway mosquitto (`tools.broker`) on a free loopback port. The hub's
+database and the controller's file start with the same synthetic club
+(`tools.gen`), so the controller decides on real data and needs no full sync.
+
+1. `log_per_s`: the controller `Runtime` (simulator backend, one reader at a door)
+   runs with its broker down: an outage. `--events` sealed `present` bench inputs
+   (90% member tags, 10% unknown tags) are handed to its queue as fast as it takes
+   them (`Runtime.submit`, as paho's thread would); each is verified, decided and
+   logged as one `access` event. Measured from the first input until the outbox's
+   `last_seq` on disk (read by a separate connection) counts them all: durable
+   events per second, decisions included.
+2. `upload_per_s`: that controller stops; the broker and the reference hub start
+   (`Hub` in a `HubLoop`), then a controller starts again on the same file with the
+   queued events (plus its boot event) in its outbox. Measured from its MQTT
+   connection coming up until its outbox on disk is empty: every event uploaded,
+   stored by the hub and acknowledged, and the acknowledged rows deleted.
+
+The hub, the controller and the bench share one interpreter (and its GIL), which a
+real installation never does; the CPU time of this process and of mosquitto is
+printed for each phase. A benchmark, not a test: it prints what it measured and
+exits 0 whether the targets are met or not (1 if a step did not finish at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware.config import Config, parse_config
+from firmware.core.controller import PayloadReceived
+from firmware.core.errors import LocalError
+from firmware.mqtt import BrokerSettings
+from firmware.runtime import DB_FILE, Runtime
+from firmware.storage import Storage
+from firmware.wire import seal
+from tools.bench import Figure, format_table, percentile, positive
+from tools.broker import Broker
+from tools.gen import Club, generate
+from tools.hub.changes import WireOp
+from tools.hub.db import HubDB
+from tools.hub.keys import key_path, read_controller_key, write_new_key
+from tools.hub.loop import HubLoop
+from tools.hub.server import Hub
+
+SITE = "bench"
+CONTROLLER = "c1"
+BASE = f"alc/{SITE}/{CONTROLLER}"
+READER = "door-reader"
+DOOR = "main-gate"  # a door of the generated club
+KNOWN_SHARE = 0.9
+DISTINCT_INPUTS = 1000  # sealed once, then cycled: sealing is the bench's cost, not ours
+WAIT_S = 600.0  # for any one step: generous, the bench reports how long it took
+POLL_S = 0.002
+JOIN_S = 60.0
+
+
+class BenchError(LocalError):
+    """A step of the benchmark did not finish."""
+
+
+def _cpu_of(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by process `pid` (Linux), 0 if unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Results:
+    """Everything one run measured."""
+
+    events: int
+    log_s: float
+    log_cpu_s: float
+    dropped: int
+    decision_ms: list[float]
+    queued: int
+    upload_s: float
+    upload_cpu_s: float
+    broker_cpu_s: float
+    connect_s: float
+    hub_events: int
+    hub_acked: int
+
+    def figures(self) -> list[Figure]:
+        return [
+            Figure(
+                "log_per_s",
+                "durable events logged, deciding",
+                (self.events - self.dropped) / self.log_s,
+                "/s",
+                2000,
+                at_least=True,
+            ),
+            Figure(
+                "upload_per_s",
+                "events uploaded and acknowledged",
+                self.queued / self.upload_s,
+                "/s",
+                10000,
+                at_least=True,
+            ),
+        ]
+
+
+def _config(tmp: Path, keys_dir: Path, broker: Broker) -> Config:
+    return parse_config(
+        tmp / "controller.toml",
+        {
+            "controller": {
+                "site": SITE,
+                "id": CONTROLLER,
+                "data_dir": str(tmp / "controller"),
+                "key_file": str(key_path(keys_dir, CONTROLLER)),
+            },
+            "mqtt": {"host": broker.host, "port": broker.port},
+            "hal": {"backend": "sim"},
+            "readers": [{"id": READER, "door": DOOR}],
+        },
+    )
+
+
+def _in_thread(
+    stack: ExitStack, run: Callable[[], None], stop: Callable[[], None], name: str
+) -> Callable[[], None]:
+    """Run `run` in a thread; on unwinding `stack` (or calling the function this
+    returns, once), call `stop` and join it."""
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    done = threading.Event()
+
+    def finish() -> None:
+        if done.is_set():
+            return
+        done.set()
+        stop()
+        thread.join(JOIN_S)
+        if thread.is_alive():
+            raise BenchError(f"thread {name} did not stop within {JOIN_S:g} s")
+
+    stack.callback(finish)
+    return finish
+
+
+def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> float:
+    """Poll until `predicate()` holds; the monotonic time it was seen to."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(POLL_S)
+    return time.monotonic()
+
+
+class _Outbox:
+    """The controller's outbox as the disk holds it, through its own read-only
+    connection (the runtime's connections are the loop's)."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+    def last_seq(self) -> int:
+        (last,) = self._conn.execute("SELECT last_seq FROM outbox_meta").fetchone()
+        return int(last)
+
+    def empty(self) -> bool:
+        return self._conn.execute("SELECT seq FROM outbox LIMIT 1").fetchone() is None
+
+    def count(self) -> int:
+        (n,) = self._conn.execute("SELECT count(*) FROM outbox").fetchone()
+        return int(n)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _inputs(key: bytes, club: Club, rng: random.Random, n: int) -> list[PayloadReceived]:
+    """`n` sealed `present` inputs on the bench topic, as paho would hand them over."""
+    topic = f"{BASE}/bench/in"
+    out = []
+    for _ in range(n):
+        if club.members and rng.random() < KNOWN_SHARE:
+            value = club.tag(rng.randrange(club.members))
+        else:
+            value = club.unknown_tag(rng.randrange(1 << 20))
+        body = {"t": "present", "reader": READER, "credkind": "tag", "value": value}
+        out.append(PayloadReceived(topic, seal(key, CONTROLLER.encode(), topic, body)))
+    return out
+
+
+def run(tmp: Path, events: int, members: int, seed: int) -> Results:
+    """Set everything up in `tmp`, measure, and stop everything again."""
+    with ExitStack() as stack:
+        broker = Broker(tmp / "broker", persistence=False)  # started for phase 2
+        stack.callback(broker.stop)
+        keys_dir = tmp / "keys"
+        write_new_key(keys_dir, CONTROLLER)
+        key = read_controller_key(keys_dir, CONTROLLER)
+        config = _config(tmp, keys_dir, broker)
+
+        # The same dataset on both sides: the controller is in sync from the start.
+        db = HubDB(tmp / "hub.sqlite3")
+        stack.callback(db.close)
+        load: list[WireOp] = [["put", kind, id, rec] for kind, id, rec in generate(members, seed)]
+        db.commit(load, replayable=False, now=int(time.time()))
+        data_dir = config.controller.data_dir
+        data_dir.mkdir(parents=True)
+        with Storage.open(data_dir / DB_FILE) as storage:
+            records = [(str(op[1]), str(op[2]), bytes(op[3])) for op in load]
+            storage.save_snapshot(db.epoch, db.v, records, db.digest, time.time())
+        del load, records
+        disk = _Outbox(data_dir / DB_FILE)
+        stack.callback(disk.close)
+
+        # 1. Logging while the broker is down.
+        inputs = _inputs(key, Club(members, seed), random.Random(seed), DISTINCT_INPUTS)
+        runtime = Runtime(config)
+        target = disk.last_seq() + 1 + events  # the boot event, then one per input
+        stop_offline = _in_thread(stack, runtime.run, runtime.stop, "alc-bench-offline")
+        c0 = time.process_time()
+        t0 = time.monotonic()
+        for i in range(events):
+            runtime.submit(inputs[i % DISTINCT_INPUTS])  # blocks while the queue is full
+        dropped = runtime._dropped  # an input the loop left waiting over 1 s
+        logged_at = _wait_for(
+            lambda: disk.last_seq() >= target - dropped, f"{events} durable events"
+        )
+        log_s = logged_at - t0
+        log_cpu_s = time.process_time() - c0
+        decision_ms = sorted(s * 1000 for s in runtime.decision_latency_s)
+        stop_offline()
+
+        # 2. The hub comes back; a controller with the queued events reconnects.
+        broker.start()
+        settings = BrokerSettings(broker.host, broker.port)
+        hub = Hub(db, site=SITE, keys={})
+        hub_loop = HubLoop(
+            hub, data_file=None, keys_dir=keys_dir, settings=settings, client_id="alc-bench-hub"
+        )
+        stop_hub = _in_thread(stack, hub_loop.run, hub_loop.stop, "alc-bench-hub")
+        if not hub_loop.wait_connected(WAIT_S):
+            raise BenchError(f"the hub could not connect to mosquitto on port {broker.port}")
+        runtime = Runtime(config)
+        queued = disk.count() + 1  # and the boot event
+        pid = broker.process.pid if broker.process else None
+        b0 = _cpu_of(pid)
+        c0 = time.process_time()
+        started = time.monotonic()
+        stop_online = _in_thread(stack, runtime.run, runtime.stop, "alc-bench-online")
+        up = _wait_for(lambda: runtime.link.connected, "the controller to connect")
+        emptied = _wait_for(disk.empty, f"the hub to acknowledge {queued} events")
+        upload_cpu_s = time.process_time() - c0
+        broker_cpu_s = _cpu_of(pid) - b0
+        stop_online()
+        stop_hub()
+        return Results(
+            events=events,
+            log_s=log_s,
+            log_cpu_s=log_cpu_s,
+            dropped=dropped,
+            decision_ms=decision_ms,
+            queued=queued,
+            upload_s=emptied - up,
+            upload_cpu_s=upload_cpu_s,
+            broker_cpu_s=broker_cpu_s,
+            connect_s=up - started,
+            hub_events=len(db.events(CONTROLLER)),
+            hub_acked=db.acked(CONTROLLER),
+        )
+
+
+def bench_events(argv: Sequence[str]) -> int:
+    """`alc bench events`: durable logging rate, upload rate after an outage."""
+    parser = argparse.ArgumentParser(
+        prog="alc bench events",
+        description="durable event logging while deciding, and the upload after an outage",
+    )
+    parser.add_argument("--events", type=positive, default=100_000, help="default 100000")
+    parser.add_argument("--members", type=positive, default=1000, help="default 1000")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(list(argv))
+    try:
+        with tempfile.TemporaryDirectory(prefix="alc-bench-events-") as tmp:
+            results = run(Path(tmp), args.events, args.members, args.seed)
+    except LocalError as exc:
+        print(f"alc bench events: {exc}", file=sys.stderr)
+        return 1
+    figures = results.figures()
+    if args.json:
+        print(json.dumps({f.key: round(f.value, 3) for f in figures}))
+        return 0
+    _report(results, args.members, args.seed)
+    print()
+    print(format_table(figures))
+    if args.events != 100_000:
+        print("(the targets are for --events 100000)")
+    return 0
+
+
+def _report(r: Results, members: int, seed: int) -> None:
+    ms = r.decision_ms
+    p50 = percentile(ms, 0.5) if ms else math.nan
+    p99 = percentile(ms, 0.99) if ms else math.nan
+    print(f"alc bench events: {r.events:,} presentations, {members:,} members, seed {seed}")
+    print(
+        f"offline: {r.events:,} access events durable in {r.log_s:.2f} s "
+        f"(CPU {r.log_cpu_s:.2f} s), {r.dropped} inputs dropped; queued to decided "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (the queue is kept full on purpose)"
+    )
+    print(
+        f"reconnect: connected {r.connect_s:.2f} s after start; {r.queued:,} events "
+        f"uploaded and acknowledged in {r.upload_s:.2f} s (CPU {r.upload_cpu_s:.2f} s "
+        f"here + {r.broker_cpu_s:.2f} s mosquitto); the hub holds {r.hub_events:,}, "
+        f"acknowledged up to seq {r.hub_acked:,}"
+    )

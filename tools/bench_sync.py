@@ -1,0 +1,498 @@
+"""`alc bench sync`: the sync path end to end, through a real mosquitto on loopback.
+
+    alc bench sync [--members 100000] [--deltas 10000] [--rate 100] [--seed S] [--json]
+
+Everything runs in this one process, each part in its own threads, talking through
+a throwaway mosquitto (`tools.broker`) on a free port:
+
+- the reference hub (`Hub` in a `HubLoop`), its `HubDB` loaded directly with the
+  synthetic club of `tools.gen` as one change set (no data file);
+- a controller `Runtime` with the simulator backend and one reader at a door;
+- a bench client that sends commands and bench inputs, as `alc ctl` and the
+  simulator would.
+
+What it measures, in order:
+
+1. `cold_sync_s`: the controller starts with no data; from `run()` until it holds
+   the hub's dataset (the new dataset swapped in). The record-by-record build.
+2. `sync_s`: a `sync` command, from publishing it until the `done` reply arrives.
+   The dataset is unchanged since the cold sync, so the controller re-fetches and
+   re-hashes every record but reuses each one it already holds
+   (`StoreBuilder(previous=...)`), as in the twice-daily full sync.
+   `p50_during_sync_ms`, `p99_during_sync_ms`: while it runs, presentations arrive
+   on the bench topic at `--rate` per second (90% member tags, 10% unknown tags);
+   the runtime's own decision latency (`Runtime.decision_latency_s`: from the event
+   being queued to the decision) of those presentations. `p99_idle_ms` is the same
+   for one second of presentations before the command, with nothing else going on.
+3. `deltas_per_s`: the hub commits `--deltas` single-op change sets (an updated
+   member each) as fast as it can, `HUB_BATCH` change sets per database
+   transaction (one flush each), and publishes each as its own `delta`; from the
+   first publish until the controller's durable stored version (its SQLite file)
+   reaches the last one.
+
+The hub, the controller and the clients share one interpreter (and its GIL), which
+a real installation never does; the CPU time of this process and of mosquitto is
+printed for each phase. A benchmark, not a test: it prints what it measured and
+exits 0 whether the targets are met or not (1 if a step did not finish at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import queue
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+from firmware.config import Config, parse_config
+from firmware.core.errors import LocalError, RemoteError
+from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
+from firmware.runtime import Runtime
+from firmware.wire import seal, unseal
+from tools.bench import Figure, format_table, percentile, positive
+from tools.broker import Broker
+from tools.ctl import build_command
+from tools.gen import Club, generate
+from tools.hub.changes import WireOp
+from tools.hub.db import HubDB
+from tools.hub.keys import key_path, read_controller_key, write_new_key
+from tools.hub.loop import HubLoop
+from tools.hub.server import Hub, Outgoing
+
+SITE = "bench"
+CONTROLLER = "c1"
+BASE = f"alc/{SITE}/{CONTROLLER}"
+READER = "door-reader"
+DOOR = "main-gate"  # a door of the generated club
+HUB_BATCH = 250  # change sets per hub transaction while sending deltas
+KNOWN_SHARE = 0.9
+IDLE_S = 1.0
+WAIT_S = 300.0  # for any one step: generous, the bench reports how long it took
+POLL_S = 0.002
+JOIN_S = 30.0
+
+
+class BenchError(LocalError):
+    """A step of the benchmark did not finish."""
+
+
+def _cpu_of(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by process `pid` (Linux), 0 if unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime are fields 14 and 15 of stat(5); the split drops the first two.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Phase:
+    """Wall and CPU time of one phase: this process (every thread) and mosquitto."""
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    broker_cpu_s: float = 0.0
+
+    def describe(self) -> str:
+        return f"CPU {self.cpu_s:.2f} s here + {self.broker_cpu_s:.2f} s mosquitto"
+
+
+class _Meter:
+    """Measures one `Phase` from construction to `stop()`."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._pid = broker.process.pid if broker.process else None
+        self._t0 = time.monotonic()
+        self._c0 = time.process_time()
+        self._b0 = _cpu_of(self._pid)
+
+    def stop(self, end: float | None = None) -> Phase:
+        return Phase(
+            (end if end is not None else time.monotonic()) - self._t0,
+            time.process_time() - self._c0,
+            _cpu_of(self._pid) - self._b0,
+        )
+
+
+class BenchClient:
+    """Sends sealed commands and bench inputs to the controller; collects replies."""
+
+    def __init__(self, settings: BrokerSettings, key: bytes) -> None:
+        self.key = key
+        self.replies: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        self.link = Link(
+            "alc-bench-client",
+            settings,
+            self._deliver,
+            subscriptions=[f"{BASE}/reply"],
+            persistent=False,
+        )
+
+    def _deliver(self, event: LinkEvent) -> None:
+        if not isinstance(event, Received):
+            return
+        at = time.monotonic()
+        try:
+            body = unseal({CONTROLLER.encode(): self.key}, event.topic, event.payload).body
+        except RemoteError:
+            return
+        self.replies.put((at, body))
+
+    def publish(self, leaf: str, body: dict[str, Any]) -> None:
+        """Seal `body` for `{base}/{leaf}` and publish it."""
+        topic = f"{BASE}/{leaf}"
+        self.link.publish(topic, seal(self.key, CONTROLLER.encode(), topic, body))
+
+    def final_reply(self, id: str, timeout: float) -> tuple[float, dict[str, Any]]:
+        """The first `done`/`failed`/`rejected` reply to command `id`, with its
+        arrival time (monotonic)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                at, body = self.replies.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise BenchError(f"no final reply to command {id} in {timeout:g} s") from None
+            if body.get("id") == id and body.get("status") in ("done", "failed", "rejected"):
+                return at, body
+
+
+class Presenter:
+    """A thread presenting credentials at the reader at `rate` per second. When this
+    thread wakes late, the schedule moves on rather than sending the missed ones
+    back to back: members arrive one by one, not in bursts of the bench's making."""
+
+    def __init__(self, client: BenchClient, club: Club, rate: float, seed: int) -> None:
+        self._client = client
+        self._club = club
+        self._rate = rate
+        self._rng = random.Random(seed)
+        self._stop = threading.Event()
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, name="alc-bench-presenter")
+
+    def __enter__(self) -> Presenter:
+        # The first one at once, so even a very short phase has a sample.
+        self._present()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(JOIN_S)
+
+    def _run(self) -> None:
+        due = time.monotonic() + 1 / self._rate
+        while not self._stop.is_set():
+            wait = due - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                return
+            due = max(due, time.monotonic()) + 1 / self._rate
+            self._present()
+
+    def _present(self) -> None:
+        rng, club = self._rng, self._club
+        if rng.random() < KNOWN_SHARE:
+            value = club.tag(rng.randrange(club.members))
+        else:
+            value = club.unknown_tag(rng.randrange(1 << 20))
+        body = {"t": "present", "reader": READER, "credkind": "tag", "value": value}
+        self._client.publish("bench/in", body)
+        self.sent += 1
+
+
+def _controller_config(tmp: Path, keys_dir: Path, broker: Broker) -> Config:
+    return parse_config(
+        tmp / "controller.toml",
+        {
+            "controller": {
+                "site": SITE,
+                "id": CONTROLLER,
+                "data_dir": str(tmp / "controller"),
+                "key_file": str(key_path(keys_dir, CONTROLLER)),
+            },
+            "mqtt": {"host": broker.host, "port": broker.port},
+            "hal": {"backend": "sim"},
+            # Simulated pins and a loopback serial reader; presentations come on
+            # the bench topic, as the simulator's do.
+            "doors": [{"id": DOOR, "relay": 17, "fail": "secure"}],
+            "readers": [{"id": READER, "kind": "rdm6300", "port": "loop://", "door": DOOR}],
+        },
+    )
+
+
+def _in_thread(
+    stack: ExitStack, run: Callable[[], None], stop: Callable[[], None], name: str
+) -> None:
+    """Run `run` in a thread; on unwinding `stack`, call `stop` and join it."""
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+
+    def finish() -> None:
+        stop()
+        thread.join(JOIN_S)
+        if thread.is_alive():
+            raise BenchError(f"thread {name} did not stop within {JOIN_S:g} s")
+
+    stack.callback(finish)
+
+
+def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> float:
+    """Poll until `predicate()` holds; the monotonic time it was seen to."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(POLL_S)
+    return time.monotonic()
+
+
+def _latencies_ms(runtime: Runtime, first: int, count: int) -> list[float]:
+    """The decision latencies of the `count` presentations after sample `first`,
+    in ms, sorted; waits until the loop has decided them all."""
+    samples = runtime.decision_latency_s
+    _wait_for(lambda: len(samples) >= first + count, f"{count} decisions")
+    return sorted(s * 1000 for s in list(samples)[first : first + count])
+
+
+def _present_idle(
+    runtime: Runtime, client: BenchClient, club: Club, rate: float, seed: int
+) -> list[float]:
+    """Decision latencies (ms, sorted) of `IDLE_S` seconds of presentations with
+    nothing else going on."""
+    first = len(runtime.decision_latency_s)
+    with Presenter(client, club, rate, seed) as presenter:
+        time.sleep(IDLE_S)
+    return _latencies_ms(runtime, first, presenter.sent)
+
+
+@dataclass
+class Results:
+    """Everything one run measured."""
+
+    records: int
+    pages: int
+    cold: Phase
+    cold_durable_s: float
+    command: Phase
+    command_ms: int
+    idle_ms: list[float]
+    during_ms: list[float]
+    deltas: int
+    delta_phase: Phase
+    hub_commit_s: float
+    memory_s: float
+
+    def figures(self) -> list[Figure]:
+        during, idle = self.during_ms, self.idle_ms
+        return [
+            Figure("sync_s", "full sync, command to done", self.command.wall_s, "s", 5),
+            Figure("cold_sync_s", "full sync, cold (boot, empty)", self.cold.wall_s, "s", None),
+            Figure(
+                "deltas_per_s",
+                "single-op deltas applied, durable",
+                self.deltas / self.delta_phase.wall_s,
+                "/s",
+                2000,
+                at_least=True,
+            ),
+            Figure("p50_during_sync_ms", "decision p50 during sync", _p(during, 0.5), "ms", None),
+            Figure("p99_during_sync_ms", "decision p99 during sync", _p(during, 0.99), "ms", 2),
+            Figure("p99_idle_ms", "decision p99, idle", _p(idle, 0.99), "ms", None),
+        ]
+
+
+def _p(sorted_ms: Sequence[float], fraction: float) -> float:
+    return percentile(sorted_ms, fraction) if sorted_ms else math.nan
+
+
+def run(tmp: Path, members: int, deltas: int, rate: float, seed: int) -> Results:
+    """Set everything up in `tmp`, measure, and stop everything again."""
+    with ExitStack() as stack:
+        broker = Broker(tmp / "broker", persistence=False)
+        broker.start()
+        stack.callback(broker.stop)
+        settings = BrokerSettings(broker.host, broker.port)
+        keys_dir = tmp / "keys"
+        write_new_key(keys_dir, CONTROLLER)
+        key = read_controller_key(keys_dir, CONTROLLER)
+
+        db = HubDB(tmp / "hub.sqlite3")
+        stack.callback(db.close)
+        load: list[WireOp] = [["put", kind, id, rec] for kind, id, rec in generate(members, seed)]
+        db.commit(load, replayable=False, now=int(time.time()))
+        records = len(load)
+        del load
+        hub = Hub(db, site=SITE, keys={})
+        hub_loop = HubLoop(
+            hub, data_file=None, keys_dir=keys_dir, settings=settings, client_id="alc-bench-hub"
+        )
+        _in_thread(stack, hub_loop.run, hub_loop.stop, "alc-bench-hub")
+        client = BenchClient(settings, key)
+        client.link.start()
+        stack.callback(client.link.stop)
+        if not (hub_loop.wait_connected(WAIT_S) and client.link.wait_connected(WAIT_S)):
+            raise BenchError(f"could not connect to mosquitto on port {broker.port}")
+
+        # The cold sync: until the controller holds the hub's dataset.
+        runtime = Runtime(_controller_config(tmp, keys_dir, broker))
+        meter = _Meter(broker)
+        _in_thread(stack, runtime.run, runtime.stop, "alc-bench-controller")
+        session = runtime.controller.session
+        want = (db.epoch, db.v, db.digest)
+        at = _wait_for(
+            lambda: (session.epoch, session.v, session.digest) == want,
+            "the controller's boot full sync",
+        )
+        cold = meter.stop(at)
+        _wait_for(lambda: runtime.storage.state()[:3] == want, "the snapshot on disk")
+        cold_durable_s = time.monotonic() - at + cold.wall_s
+        pages = math.ceil(records / hub.page_size)
+
+        club = Club(members, seed)
+        idle_ms = _present_idle(runtime, client, club, rate, seed)
+
+        # The command sync, with presentations all along.
+        command = build_command("sync", now=time.time(), ttl=int(WAIT_S))
+        first = len(runtime.decision_latency_s)
+        meter = _Meter(broker)
+        client.publish("cmd", command)
+        with Presenter(client, club, rate, seed + 1) as presenter:
+            at, reply = client.final_reply(command["id"], WAIT_S)
+        command_phase = meter.stop(at)
+        if reply["status"] != "done":
+            raise BenchError(f"the sync command ended {reply['status']}: {reply.get('detail')}")
+        during_ms = _latencies_ms(runtime, first, presenter.sent)
+        runtime.writer.flush()
+
+        delta_phase, hub_commit_s, memory_s = _deltas(broker, hub_loop, runtime, club, deltas, seed)
+        return Results(
+            records=records,
+            pages=pages,
+            cold=cold,
+            cold_durable_s=cold_durable_s,
+            command=command_phase,
+            command_ms=int(reply.get("ms", 0)),
+            idle_ms=idle_ms,
+            during_ms=during_ms,
+            deltas=deltas,
+            delta_phase=delta_phase,
+            hub_commit_s=hub_commit_s,
+            memory_s=memory_s,
+        )
+
+
+def _deltas(
+    broker: Broker, hub_loop: HubLoop, runtime: Runtime, club: Club, count: int, seed: int
+) -> tuple[Phase, float, float]:
+    """Send `count` single-op deltas through the hub. Returns the phase from the
+    first publish until the controller's file holds the last one, and when (seconds
+    after the first publish) the hub had committed them all and the controller had
+    applied them all in memory."""
+    rng = random.Random(seed + 2)
+    change_sets: list[list[WireOp]] = []
+    for _ in range(count):
+        i = rng.randrange(club.members)
+        rec = cbor2.dumps(club.member_body(i, rng))
+        change_sets.append([["put", "member", club.member_id(i), rec]])
+    session, storage = runtime.controller.session, runtime.storage
+    target = session.v + count
+    marks: dict[str, float] = {}
+
+    def job(sets: list[list[WireOp]], last: bool) -> Callable[[Hub, float], list[Outgoing]]:
+        def commit(hub: Hub, now: float) -> list[Outgoing]:
+            out = hub.commit_many(sets, now)
+            # Taken just before the hub loop publishes what this returns.
+            marks.setdefault("first", time.monotonic())
+            if last:
+                marks["hub"] = time.monotonic()
+            return out
+
+        return commit
+
+    meter = _Meter(broker)
+    for start in range(0, count, HUB_BATCH):
+        hub_loop.submit(job(change_sets[start : start + HUB_BATCH], start + HUB_BATCH >= count))
+    in_memory = _wait_for(lambda: session.v >= target, f"the controller to apply v{target}")
+    durable = _wait_for(lambda: storage.state().v >= target, f"the controller to store v{target}")
+    phase = meter.stop(durable)
+    # Measured from the first publish, not from the first commit.
+    phase.wall_s = durable - marks["first"]
+    return phase, marks["hub"] - marks["first"], in_memory - marks["first"]
+
+
+def bench_sync(argv: Sequence[str]) -> int:
+    """`alc bench sync`: full sync time, delta throughput, decision latency during sync."""
+    parser = argparse.ArgumentParser(
+        prog="alc bench sync",
+        description="full sync, deltas and decision latency end to end through mosquitto",
+    )
+    parser.add_argument("--members", type=positive, default=100_000, help="default 100000")
+    parser.add_argument("--deltas", type=positive, default=10_000, help="default 10000")
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="presentations per second (default 100)"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(list(argv))
+    if not args.rate > 0:
+        parser.error("--rate must be positive")
+    try:
+        with tempfile.TemporaryDirectory(prefix="alc-bench-sync-") as tmp:
+            results = run(Path(tmp), args.members, args.deltas, args.rate, args.seed)
+    except LocalError as exc:
+        print(f"alc bench sync: {exc}", file=sys.stderr)
+        return 1
+    figures = results.figures()
+    if args.json:
+        print(json.dumps({f.key: round(f.value, 3) for f in figures}))
+        return 0
+    _report(results, args.members, args.rate, args.seed)
+    print()
+    print(format_table(figures))
+    if args.members != 100_000 or args.deltas != 10_000 or args.rate != 100:
+        print("(the targets are for --members 100000 --deltas 10000 --rate 100)")
+    return 0
+
+
+def _report(r: Results, members: int, rate: float, seed: int) -> None:
+    print(
+        f"alc bench sync: {members:,} members, {r.records:,} records in {r.pages} snapshot "
+        f"pages, seed {seed}; hub, controller and mosquitto on one machine"
+    )
+    print(
+        f"cold full sync (empty controller, boot to done): {r.cold.wall_s:.2f} s, "
+        f"on disk after {r.cold_durable_s:.2f} s; "
+        f"{r.cold.describe()}"
+    )
+    print(
+        f"sync command, publish to done: {r.command.wall_s:.2f} s "
+        f"(controller's own count {r.command_ms} ms); {r.command.describe()}"
+    )
+    for what, ms in (("idle", r.idle_ms), ("during the sync command", r.during_ms)):
+        if ms:
+            print(
+                f"decisions {what}: {len(ms)} at {rate:g}/s, p50 {_p(ms, 0.5):.2f} ms, "
+                f"p99 {_p(ms, 0.99):.2f} ms, max {ms[-1]:.2f} ms"
+            )
+    print(
+        f"{r.deltas:,} deltas ({HUB_BATCH} per hub transaction): hub committed the last "
+        f"{r.hub_commit_s:.2f} s after the first publish, controller applied it in memory "
+        f"at {r.memory_s:.2f} s, on disk at {r.delta_phase.wall_s:.2f} s; "
+        f"{r.delta_phase.describe()}"
+    )
