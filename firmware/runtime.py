@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
-import json
 import logging
 import queue
 import secrets
@@ -314,8 +313,6 @@ class Runtime:
         if not events and not commands and not self.durable.busy():
             self._perform(controller, rest)
             return
-        for e in events:
-            events_log.info("%d %s %s", e.seq, e.type, json.dumps(e.body, default=_hex))
         debits = [d for a in actions if isinstance(a, AppendEvents) for d in a.debits]
         self.durable.submit(DurableStep(events, debits, commands, rest))
 
@@ -456,12 +453,6 @@ class Runtime:
         self.storage.close()
         self.events.storage.close()
         gc.enable()  # stopped in the middle of a build (see `_step`)
-
-
-def _hex(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    raise TypeError(type(value).__name__)
 
 
 def _save_snapshot(action: SaveSnapshot, last_full: float | None, storage: Storage) -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -25,6 +26,7 @@ from firmware.outbox_store import OutboxStore
 from firmware.storage import Storage
 
 log = logging.getLogger("alc.controller")
+events_log = logging.getLogger("alc.events")
 
 MAX_QUEUED_WRITES = 256
 MAX_DELTAS_PER_COMMIT = 1000
@@ -162,9 +164,20 @@ class DurableWriter:
                     # The disk refused (full, failing card): the actions still go
                     # ahead (a member is at the door), and the error is logged.
                     log.exception("could not make %d events durable", len(events))
+                else:
+                    # Logged once on disk, so the log never shows an event that
+                    # a power cut took back (its seq would be given out again).
+                    for e in events:
+                        events_log.info("%d %s %s", e.seq, e.type, json.dumps(e.body, default=_hex))
             for step in batch:
                 try:
                     self._done(step.then)
                 finally:
                     with self._lock:
                         self._pending -= 1
+
+
+def _hex(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(type(value).__name__)
