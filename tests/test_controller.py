@@ -369,3 +369,21 @@ def test_a_due_full_sync_waits_without_keeping_the_loop_busy() -> None:
     c.handle(sealed("data", gap), due - 5)
     c.handle(Tick(), due)
     assert c.next_deadline() == due + 5  # the gap's retry, not the overdue full sync
+
+
+def test_a_clock_far_off_the_hubs_is_reported_once_and_again_when_right() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+
+    def delta(v: int, hub_now: float) -> PayloadReceived:
+        ops = [["put", "member", f"m{v}", rec(name=str(v))]]
+        body = {"t": "delta", "epoch": "e1", "from": v, "to": v + 1, "ops": ops}
+        return sealed("data", {**body, "now": int(hub_now)})
+
+    assert system(c.handle(delta(3, T0 - 10), T0)) == []
+    out = c.handle(delta(4, T0 - 3600), T0 + 1)
+    assert logged(out, "system") == [{"what": "clock", "detail": "clock is +3601 s off the hub's"}]
+    assert c.state()["clock_ok"] is False
+    assert system(c.handle(delta(5, T0 - 3600), T0 + 2)) == []
+    out = c.handle(delta(6, T0 + 3), T0 + 3)
+    assert logged(out, "system") == [{"what": "clock", "detail": "clock agrees"}]

@@ -427,12 +427,12 @@ class Controller:
         try:
             if suffix == "data" and message.type == "delta":
                 delta = parse_delta(message.body)
-                self._note_hub_time(delta.now, now)
-                return self._from_session(self.session.delta(delta, now), now)
+                clock = self._note_hub_time(delta.now, now)
+                return clock + self._from_session(self.session.delta(delta, now), now)
             if suffix == "data" and message.type == "snap":
                 page = parse_snap(message.body)
-                self._note_hub_time(page.now, now)
-                return self._from_session(self.session.snap_page(page, now), now)
+                clock = self._note_hub_time(page.now, now)
+                return clock + self._from_session(self.session.snap_page(page, now), now)
             if suffix == "cmd" and message.type == "cmd":
                 return self._command(message.body, now)
             if suffix == "ack" and message.type == "ack":
@@ -510,9 +510,19 @@ class Controller:
     def _facility(actions: list[FacilityAction]) -> list[Action]:
         return [a if isinstance(a, Output) else LogEvent(a.type, a.body) for a in actions]
 
-    def _note_hub_time(self, hub_now: int | None, now: float) -> None:
-        if hub_now is not None:
-            self._clock_skew = now - hub_now
+    def _note_hub_time(self, hub_now: int | None, now: float) -> list[Action]:
+        """Compare our clock with the hub's; a `system`/`clock` event when it goes
+        wrong (schedules and bookings depend on it) and when it is right again."""
+        if hub_now is None:
+            return []
+        was_ok = self._clock_skew is None or abs(self._clock_skew) < CLOCK_SKEW_S
+        self._clock_skew = now - hub_now
+        ok = abs(self._clock_skew) < CLOCK_SKEW_S
+        if ok == was_ok:
+            return []
+        self._state_due = True
+        detail = f"clock is {self._clock_skew:+.0f} s off the hub's" if not ok else "clock agrees"
+        return [LogEvent("system", {"what": "clock", "detail": detail})]
 
     # --- commands -----------------------------------------------------------------
 
