@@ -2,14 +2,17 @@
 
     alc bench sync [--members 100000] [--deltas 10000] [--rate 100] [--seed S] [--json]
 
-Everything runs in this one process, each part in its own threads, talking through
-a throwaway mosquitto (`tools.broker`) on a free port:
+Three parts talk through a throwaway mosquitto (`tools.broker`) on a free port:
 
-- the reference hub (`Hub` in a `HubLoop`), its `HubDB` loaded directly with the
-  synthetic club of `tools.gen` as one change set (no data file);
-- a controller `Runtime` with the simulator backend and one reader at a door;
-- a bench client that sends commands and bench inputs, as `alc ctl` and the
-  simulator would.
+- the reference hub (`Hub` in a `HubLoop`), in a child process of its own (started
+  with "spawn": this process has threads), as on a real site where the hub is
+  another machine. Its `HubDB` is loaded directly with the synthetic club of
+  `tools.gen` as one change set (no data file). It takes orders on a pipe
+  (`HubProcess`): commit the deltas, stop;
+- in this process, a controller `Runtime` with the simulator backend and one
+  reader at a door;
+- and a bench client that sends commands and bench inputs, as `alc ctl` and the
+  simulator would. All timing is taken here.
 
 What it measures, in order:
 
@@ -30,9 +33,10 @@ What it measures, in order:
    first publish until the controller's durable stored version (its SQLite file)
    reaches the last one.
 
-The hub, the controller and the clients share one interpreter (and its GIL), which
-a real installation never does; the CPU time of this process and of mosquitto is
-printed for each phase. A benchmark, not a test: it prints what it measured and
+The controller and the bench clients share one interpreter (and its GIL); the hub
+has its own, so building and sealing snapshot pages does not hold up the
+controller's loop. The CPU time of this process, of the hub's and of mosquitto is
+printed for each phase (all on one machine). A benchmark, not a test: it prints what it measured and
 exits 0 whether the targets are met or not (1 if a step did not finish at all).
 """
 
@@ -41,16 +45,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import queue
 import random
+import signal
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +89,7 @@ IDLE_S = 1.0
 WAIT_S = 300.0  # for any one step: generous, the bench reports how long it took
 POLL_S = 0.002
 JOIN_S = 30.0
+KILL_S = 5.0  # after terminate(), before kill()
 
 
 class BenchError(LocalError):
@@ -103,31 +111,158 @@ def _cpu_of(pid: int | None) -> float:
 
 @dataclass
 class Phase:
-    """Wall and CPU time of one phase: this process (every thread) and mosquitto."""
+    """Wall and CPU time of one phase: this process (every thread), the hub's
+    process and mosquitto."""
 
     wall_s: float = 0.0
     cpu_s: float = 0.0
     broker_cpu_s: float = 0.0
+    hub_cpu_s: float = 0.0
 
     def describe(self) -> str:
-        return f"CPU {self.cpu_s:.2f} s here + {self.broker_cpu_s:.2f} s mosquitto"
+        return (
+            f"CPU {self.cpu_s:.2f} s here + {self.hub_cpu_s:.2f} s hub "
+            f"+ {self.broker_cpu_s:.2f} s mosquitto"
+        )
 
 
 class _Meter:
     """Measures one `Phase` from construction to `stop()`."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, hub: HubProcess) -> None:
         self._pid = broker.process.pid if broker.process else None
+        self._hub_pid = hub.pid
         self._t0 = time.monotonic()
         self._c0 = time.process_time()
         self._b0 = _cpu_of(self._pid)
+        self._h0 = _cpu_of(self._hub_pid)
 
     def stop(self, end: float | None = None) -> Phase:
         return Phase(
             (end if end is not None else time.monotonic()) - self._t0,
             time.process_time() - self._c0,
             _cpu_of(self._pid) - self._b0,
+            _cpu_of(self._hub_pid) - self._h0,
         )
+
+
+@dataclass(frozen=True)
+class HubSpec:
+    """What the hub process needs to set itself up (picklable, for "spawn")."""
+
+    db_path: str
+    keys_dir: str
+    host: str
+    port: int
+    members: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class HubReady:
+    """The hub process's first message: its dataset is loaded and it is connected."""
+
+    version: tuple[str, int, bytes]  # (epoch, v, digest)
+    records: int
+    page_size: int
+
+
+def _hub_child(conn: Connection, spec: HubSpec) -> None:
+    """Entry point of the hub process. Loads the club, serves it in a `HubLoop`,
+    sends `HubReady`, then obeys the parent: `("deltas", count)` commits `count`
+    single-op change sets and answers `("deltas", first, last)` (monotonic times
+    of the first publish and of the last commit; the clock is system-wide);
+    `("stop",)` or the parent's end of the pipe closing stops it. A failure is
+    answered `("error", text)`."""
+    # Ctrl-C reaches the whole process group; the parent decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with ExitStack() as stack:
+            db = HubDB(spec.db_path)
+            stack.callback(db.close)
+            load: list[WireOp] = [
+                ["put", kind, id, rec] for kind, id, rec in generate(spec.members, spec.seed)
+            ]
+            db.commit(load, replayable=False, now=int(time.time()))
+            records = len(load)
+            del load
+            hub = Hub(db, site=SITE, keys={})
+            hub_loop = HubLoop(
+                hub,
+                data_file=None,
+                keys_dir=Path(spec.keys_dir),
+                settings=BrokerSettings(spec.host, spec.port),
+                client_id="alc-bench-hub",
+            )
+            _in_thread(stack, hub_loop.run, hub_loop.stop, "alc-bench-hub")
+            if not hub_loop.wait_connected(WAIT_S):
+                raise BenchError(f"the hub could not connect to mosquitto on port {spec.port}")
+            conn.send(HubReady((db.epoch, db.v, db.digest), records, hub.page_size))
+            club = Club(spec.members, spec.seed)
+            while True:
+                try:
+                    order = conn.recv()
+                except EOFError:
+                    return  # the parent is gone
+                if order[0] == "deltas":
+                    first, last = _commit_deltas(hub_loop, club, order[1], spec.seed)
+                    conn.send(("deltas", first, last))
+                else:
+                    return
+    except Exception as exc:
+        with suppress(OSError):
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        conn.close()
+
+
+class HubProcess:
+    """The reference hub in a child process (`_hub_child`), driven over a pipe.
+    `stop()` always leaves the process joined: asked, then terminated, then killed."""
+
+    def __init__(self, spec: HubSpec) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe()
+        self._process = ctx.Process(
+            target=_hub_child, args=(child_conn, spec), name="alc-bench-hub", daemon=True
+        )
+        try:
+            self._process.start()
+        finally:
+            child_conn.close()  # the child holds its own copy
+        self.pid = self._process.pid
+
+    def send(self, *order: object) -> None:
+        self._conn.send(order)
+
+    def receive(self, what: str, timeout: float = WAIT_S) -> Any:
+        """The hub's next message; `BenchError` if it reports an error, exits or
+        says nothing for `timeout` seconds."""
+        if not self._conn.poll(timeout):
+            raise BenchError(f"timed out after {timeout:g} s waiting for the hub: {what}")
+        try:
+            message = self._conn.recv()
+        except EOFError:
+            self._process.join(JOIN_S)
+            raise BenchError(
+                f"the hub process exited (code {self._process.exitcode}) before {what}"
+            ) from None
+        if isinstance(message, tuple) and message[0] == "error":
+            raise BenchError(f"the hub failed before {what}: {message[1]}")
+        return message
+
+    def stop(self) -> None:
+        with suppress(OSError, ValueError):  # it is gone already
+            self._conn.send(("stop",))
+        self._process.join(JOIN_S)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(KILL_S)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
 
 
 class BenchClient:
@@ -332,29 +467,25 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int) -> Results
         write_new_key(keys_dir, CONTROLLER)
         key = read_controller_key(keys_dir, CONTROLLER)
 
-        db = HubDB(tmp / "hub.sqlite3")
-        stack.callback(db.close)
-        load: list[WireOp] = [["put", kind, id, rec] for kind, id, rec in generate(members, seed)]
-        db.commit(load, replayable=False, now=int(time.time()))
-        records = len(load)
-        del load
-        hub = Hub(db, site=SITE, keys={})
-        hub_loop = HubLoop(
-            hub, data_file=None, keys_dir=keys_dir, settings=settings, client_id="alc-bench-hub"
+        spec = HubSpec(
+            str(tmp / "hub.sqlite3"), str(keys_dir), broker.host, broker.port, members, seed
         )
-        _in_thread(stack, hub_loop.run, hub_loop.stop, "alc-bench-hub")
+        hub = HubProcess(spec)
+        stack.callback(hub.stop)
         client = BenchClient(settings, key)
         client.link.start()
         stack.callback(client.link.stop)
-        if not (hub_loop.wait_connected(WAIT_S) and client.link.wait_connected(WAIT_S)):
+        ready: HubReady = hub.receive("its dataset was loaded and it connected")
+        if not client.link.wait_connected(WAIT_S):
             raise BenchError(f"could not connect to mosquitto on port {broker.port}")
+        records = ready.records
 
         # The cold sync: until the controller holds the hub's dataset.
         runtime = Runtime(_controller_config(tmp, keys_dir, broker))
-        meter = _Meter(broker)
+        meter = _Meter(broker, hub)
         _in_thread(stack, runtime.run, runtime.stop, "alc-bench-controller")
         session = runtime.controller.session
-        want = (db.epoch, db.v, db.digest)
+        want = ready.version
         at = _wait_for(
             lambda: (session.epoch, session.v, session.digest) == want,
             "the controller's boot full sync",
@@ -362,7 +493,7 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int) -> Results
         cold = meter.stop(at)
         _wait_for(lambda: runtime.storage.state()[:3] == want, "the snapshot on disk")
         cold_durable_s = time.monotonic() - at + cold.wall_s
-        pages = math.ceil(records / hub.page_size)
+        pages = math.ceil(records / ready.page_size)
 
         club = Club(members, seed)
         idle_ms = _present_idle(runtime, client, club, rate, seed)
@@ -370,7 +501,7 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int) -> Results
         # The command sync, with presentations all along.
         command = build_command("sync", now=time.time(), ttl=int(WAIT_S))
         first = len(runtime.decision_latency_s)
-        meter = _Meter(broker)
+        meter = _Meter(broker, hub)
         client.publish("cmd", command)
         with Presenter(client, club, rate, seed + 1) as presenter:
             at, reply = client.final_reply(command["id"], WAIT_S)
@@ -380,7 +511,7 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int) -> Results
         during_ms = _latencies_ms(runtime, first, presenter.sent)
         runtime.writer.flush()
 
-        delta_phase, hub_commit_s, memory_s = _deltas(broker, hub_loop, runtime, club, deltas, seed)
+        delta_phase, hub_commit_s, memory_s = _deltas(broker, hub, runtime, deltas)
         return Results(
             records=records,
             pages=pages,
@@ -398,21 +529,38 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int) -> Results
 
 
 def _deltas(
-    broker: Broker, hub_loop: HubLoop, runtime: Runtime, club: Club, count: int, seed: int
+    broker: Broker, hub: HubProcess, runtime: Runtime, count: int
 ) -> tuple[Phase, float, float]:
-    """Send `count` single-op deltas through the hub. Returns the phase from the
-    first publish until the controller's file holds the last one, and when (seconds
-    after the first publish) the hub had committed them all and the controller had
-    applied them all in memory."""
+    """Have the hub process send `count` single-op deltas. Returns the phase from
+    the first publish until the controller's file holds the last one, and when
+    (seconds after the first publish) the hub had committed them all and the
+    controller had applied them all in memory."""
+    session, storage = runtime.controller.session, runtime.storage
+    target = session.v + count
+    meter = _Meter(broker, hub)
+    hub.send("deltas", count)
+    in_memory = _wait_for(lambda: session.v >= target, f"the controller to apply v{target}")
+    durable = _wait_for(lambda: storage.state().v >= target, f"the controller to store v{target}")
+    phase = meter.stop(durable)
+    _, first, last = hub.receive(f"it committed {count} deltas")
+    # Measured from the first publish, not from the first commit.
+    phase.wall_s = durable - first
+    return phase, last - first, in_memory - first
+
+
+def _commit_deltas(hub_loop: HubLoop, club: Club, count: int, seed: int) -> tuple[float, float]:
+    """In the hub process: commit `count` single-op change sets (an updated member
+    each), `HUB_BATCH` per transaction, through the hub loop, which publishes each
+    as a delta. Returns the monotonic times of the first publish and of the last
+    commit."""
     rng = random.Random(seed + 2)
     change_sets: list[list[WireOp]] = []
     for _ in range(count):
         i = rng.randrange(club.members)
         rec = cbor2.dumps(club.member_body(i, rng))
         change_sets.append([["put", "member", club.member_id(i), rec]])
-    session, storage = runtime.controller.session, runtime.storage
-    target = session.v + count
     marks: dict[str, float] = {}
+    done = threading.Event()
 
     def job(sets: list[list[WireOp]], last: bool) -> Callable[[Hub, float], list[Outgoing]]:
         def commit(hub: Hub, now: float) -> list[Outgoing]:
@@ -421,19 +569,16 @@ def _deltas(
             marks.setdefault("first", time.monotonic())
             if last:
                 marks["hub"] = time.monotonic()
+                done.set()
             return out
 
         return commit
 
-    meter = _Meter(broker)
     for start in range(0, count, HUB_BATCH):
         hub_loop.submit(job(change_sets[start : start + HUB_BATCH], start + HUB_BATCH >= count))
-    in_memory = _wait_for(lambda: session.v >= target, f"the controller to apply v{target}")
-    durable = _wait_for(lambda: storage.state().v >= target, f"the controller to store v{target}")
-    phase = meter.stop(durable)
-    # Measured from the first publish, not from the first commit.
-    phase.wall_s = durable - marks["first"]
-    return phase, marks["hub"] - marks["first"], in_memory - marks["first"]
+    if not done.wait(WAIT_S):
+        raise BenchError(f"the hub did not commit {count} deltas in {WAIT_S:g} s")
+    return marks["first"], marks["hub"]
 
 
 def bench_sync(argv: Sequence[str]) -> int:
@@ -473,7 +618,7 @@ def bench_sync(argv: Sequence[str]) -> int:
 def _report(r: Results, members: int, rate: float, seed: int) -> None:
     print(
         f"alc bench sync: {members:,} members, {r.records:,} records in {r.pages} snapshot "
-        f"pages, seed {seed}; hub, controller and mosquitto on one machine"
+        f"pages, seed {seed}; hub (own process), controller and mosquitto on one machine"
     )
     print(
         f"cold full sync (empty controller, boot to done): {r.cold.wall_s:.2f} s, "
