@@ -24,6 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware.core.decide import Target, decide
+from firmware.core.schedules import is_open
+from firmware.core.store import Store
 from tests.builders import rec, store_of
 
 T = TypeVar("T")
@@ -32,6 +34,24 @@ Outcome = tuple[bool, str, str | None, str | None, int]
 Club = dict[str, dict[str, dict[str, Any]]]  # kind -> id -> body, in record order
 
 # --- the reference -------------------------------------------------------------------
+
+
+def windows_open(schedule: dict[str, Any], zone: ZoneInfo, now: float) -> bool:
+    """A schedule body's windows, read on the site's wall clock."""
+    local = datetime.fromtimestamp(now, zone)
+    wall_minute = local.hour * 60 + local.minute
+    # A window belongs to the local date it starts on: today's, or yesterday's
+    # running past midnight. Measure the wall clock from that date's midnight.
+    for days_back in (0, 1):
+        start_date = local.date() - timedelta(days=days_back)
+        if start_date.isoformat() in schedule.get("except", []):
+            continue
+        minute = wall_minute + 1440 * days_back
+        for days, start_min, end_min in schedule.get("windows", []):
+            runs_that_day = days & (1 << start_date.weekday())
+            if runs_that_day and start_min <= minute < end_min:
+                return True
+    return False
 
 
 def reference(
@@ -63,21 +83,7 @@ def reference(
             return True
         if schedule_id not in schedules:
             return False
-        schedule = schedules[schedule_id]
-        local = datetime.fromtimestamp(now, zone)
-        wall_minute = local.hour * 60 + local.minute
-        # A window belongs to the local date it starts on: today's, or yesterday's
-        # running past midnight. Measure the wall clock from that date's midnight.
-        for days_back in (0, 1):
-            start_date = local.date() - timedelta(days=days_back)
-            if start_date.isoformat() in schedule.get("except", []):
-                continue
-            minute = wall_minute + 1440 * days_back
-            for days, start_min, end_min in schedule.get("windows", []):
-                runs_that_day = days & (1 << start_date.weekday())
-                if runs_that_day and start_min <= minute < end_min:
-                    return True
-        return False
+        return windows_open(schedules[schedule_id], zone, now)
 
     def booking_window(booking: dict[str, Any]) -> bool:
         return booking["start"] - pin_before <= now < booking["end"] + pin_after
@@ -250,6 +256,23 @@ class Scenario:
     interesting: list[int] = field(default_factory=list)
 
 
+def make_schedule(pick: Pick, base: int, max_windows: int = 3) -> dict[str, Any]:
+    """Windows mostly on half hours, some past midnight; closed days near `base`."""
+    windows = []
+    for _ in range(pick.integer(0, max_windows)):
+        start = pick.integer(0, 47) * 30 if pick.maybe(0.8) else pick.integer(0, 1439)
+        length = pick.integer(1, 48) * 30 if pick.maybe(0.8) else pick.integer(1, 1440)
+        windows.append([pick.integer(1, 127), start, start + length])
+    schedule: dict[str, Any] = {"windows": windows}
+    if pick.maybe(0.4):
+        base_day = datetime.fromtimestamp(base, UTC).date()
+        schedule["except"] = [
+            (base_day + timedelta(days=pick.integer(-3, 3))).isoformat()
+            for _ in range(pick.integer(1, 2))
+        ]
+    return schedule
+
+
 def make_club(pick: Pick) -> Scenario:
     base = int(pick.one(BASES).timestamp())
     interesting: list[int] = []
@@ -271,19 +294,7 @@ def make_club(pick: Pick) -> Scenario:
             site["pin_after_s"] = pick.one([0, 300, 900, 3600])
         bodies.append(("site", "site", site))
     for sid in pick.some(SCHEDULE_IDS, 0.7):
-        windows = []
-        for _ in range(pick.integer(0, 3)):
-            start = pick.integer(0, 47) * 30 if pick.maybe(0.8) else pick.integer(0, 1439)
-            length = pick.integer(1, 48) * 30 if pick.maybe(0.8) else pick.integer(1, 1440)
-            windows.append([pick.integer(1, 127), start, start + length])
-        schedule: dict[str, Any] = {"windows": windows}
-        if pick.maybe(0.4):
-            base_day = datetime.fromtimestamp(base, UTC).date()
-            schedule["except"] = [
-                (base_day + timedelta(days=pick.integer(-3, 3))).isoformat()
-                for _ in range(pick.integer(1, 2))
-            ]
-        bodies.append(("schedule", sid, schedule))
+        bodies.append(("schedule", sid, make_schedule(pick, base)))
     for did in pick.some(DOOR_IDS[:3], 0.8):
         door: dict[str, Any] = {}
         if pick.maybe():
@@ -396,7 +407,7 @@ def make_presentation(pick: Pick, scenario: Scenario) -> Presentation:
     return Presentation(target_kind, target_id, credkind, value, now, masters, pending)
 
 
-def check(store: Any, scenario: Scenario, p: Presentation) -> Outcome:
+def check(store: Store, scenario: Scenario, p: Presentation) -> Outcome:
     target = Target.door(p.target_id) if p.target_kind == "door" else Target.light(p.target_id)
     got = decide(
         store, target, p.credkind, p.value, p.now, masters=p.masters, pending_debits=p.pending
@@ -435,7 +446,7 @@ def scenarios(
     return scenario, drawn, draw(st.integers(0, 2**32 - 1))
 
 
-@settings(max_examples=500)
+@settings(max_examples=800)
 @given(scenarios())
 def test_decide_matches_reference(case: tuple[Scenario, list[Presentation], int]) -> None:
     scenario, drawn, seed = case
@@ -445,6 +456,48 @@ def test_decide_matches_reference(case: tuple[Scenario, list[Presentation], int]
     seeded = Pick(None, random.Random(seed))
     for _ in range(SEEDED_PER_CLUB):
         check(store, scenario, make_presentation(seeded, scenario))
+
+
+def window_edges(schedule: dict[str, Any], zone: ZoneInfo, base: int) -> list[float]:
+    """Every instant a window of `schedule` starts or ends on the local days around
+    `base` (both readings of a repeated wall-clock time), and a second either side."""
+    edges: list[float] = []
+    first = datetime.fromtimestamp(base, zone).date() - timedelta(days=3)
+    for day in range(7):
+        midnight = datetime.combine(first + timedelta(days=day), datetime.min.time())
+        for _days, start_min, end_min in schedule["windows"]:
+            for minute in (start_min, end_min):
+                wall = midnight + timedelta(minutes=minute)
+                for fold in (0, 1):
+                    t = wall.replace(tzinfo=zone, fold=fold).timestamp()
+                    edges += [t - 1, t, t + 1]
+    return edges
+
+
+@st.composite
+def schedule_cases(
+    draw: Callable[[st.SearchStrategy[Any]], Any],
+) -> tuple[str, int, dict[str, Any], int]:
+    pick = Pick(draw)
+    base = int(pick.one(BASES).timestamp())
+    return pick.one(ZONES), base, make_schedule(pick, base, 4), draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=1000)
+@given(schedule_cases())
+def test_is_open_matches_reference(case: tuple[str, int, dict[str, Any], int]) -> None:
+    """The schedule rules alone, at every window edge around a DST change."""
+    tz, base, body, seed = case
+    zone = ZoneInfo(tz)
+    schedule = store_of([("schedule", "s", rec(**body))]).schedules["s"]
+    rng = random.Random(seed)
+    instants = window_edges(body, zone, base)
+    instants += [base + rng.randint(-3 * 86400, 3 * 86400) for _ in range(100)]
+    for now in instants:
+        expected = windows_open(body, zone, now)
+        assert is_open(schedule, zone, now) == expected, (
+            f"{tz} {datetime.fromtimestamp(now, zone).isoformat()}: expected open={expected}"
+        )
 
 
 def test_random_clubs_reach_every_reason() -> None:

@@ -16,8 +16,9 @@ is empty and the hub has acknowledged its last seq. What must hold:
   none missing, none twice (its primary key would hide a second copy, so every
   batch it receives is also recorded, and no seq may ever arrive with two
   different contents);
-- every event the controller logged (each incarnation's log) is stored under its
-  seq with the very type and body it logged, and no seq was logged twice.
+- every event the controller logged and made durable (each incarnation's log, a
+  killed one's up to the last seq it left on disk) is stored under its seq with
+  the very type and body it logged, and no such seq was logged twice.
 
 Presentations published while the controller was down or cut off may never
 become events: they are inputs, not events. Nothing here asserts a time.
@@ -37,7 +38,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -67,12 +68,20 @@ SOAK_FAULTS = (*FAULTS, "partition")
 
 
 class ControllerProcess:
-    """`alc controller` as a child process; each start logs to its own file."""
+    """`alc controller` as a child process; each start logs to its own file.
 
-    def __init__(self, config: Path, logs: Path) -> None:
+    The runtime logs an event as it hands it to its writer, a moment before the
+    event is on disk; a SIGKILL in that moment leaves a logged event that never
+    was, and its seq is given out again. So each kill notes the last seq on disk
+    (`last_seq()`), and a killed incarnation's log counts only up to it."""
+
+    def __init__(self, config: Path, logs: Path, last_seq: Callable[[], int]) -> None:
         self.config = config
         self.logs: list[Path] = []
         self._dir = logs
+        self._last_seq = last_seq
+        self._durable_upto: dict[int, int] = {}  # incarnation -> last seq on disk at its kill
+        self.undone = 0  # events logged by a killed incarnation that never reached the disk
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -93,6 +102,7 @@ class ControllerProcess:
         if process is not None:
             process.kill()
             process.wait(JOIN_S)
+            self._durable_upto[len(self.logs) - 1] = self._last_seq()
 
     def stop(self) -> int:
         """SIGTERM and wait; the exit status."""
@@ -106,16 +116,22 @@ class ControllerProcess:
             process.wait()
             raise
 
+    def tail(self) -> str:
+        """The end of the current (or last) incarnation's log."""
+        return self.logs[-1].read_text(errors="replace")[-3000:] if self.logs else ""
+
     def check_running(self) -> None:
         """Fail at once (with its last words) if the process ended by itself."""
         if self.process is not None and self.process.poll() is not None:
-            tail = self.logs[-1].read_text(errors="replace")[-2000:]
-            pytest.fail(f"the controller exited with {self.process.returncode}:\n{tail}")
+            pytest.fail(f"the controller exited with {self.process.returncode}:\n{self.tail()}")
 
     def logged(self) -> list[tuple[int, str, Any]]:
-        """Every `(seq, type, body)` any incarnation logged, in log order."""
+        """Every `(seq, type, body)` an incarnation logged and made durable, in log
+        order."""
         out = []
-        for path in self.logs:
+        self.undone = 0
+        for incarnation, path in enumerate(self.logs):
+            upto = self._durable_upto.get(incarnation)
             lines = path.read_text(errors="replace").splitlines()
             for n, line in enumerate(lines):
                 _, found, message = line.partition(" alc.events INFO ")
@@ -123,10 +139,15 @@ class ControllerProcess:
                     continue
                 seq, type_, body = message.split(" ", 2)
                 try:
-                    out.append((int(seq), type_, json.loads(body)))
+                    entry = (int(seq), type_, json.loads(body))
                 except ValueError:
                     # SIGKILL may cut the very last line short; nothing else.
                     assert n == len(lines) - 1, f"{path.name}:{n + 1}: {line!r}"
+                    continue
+                if upto is not None and entry[0] > upto:
+                    self.undone += 1
+                else:
+                    out.append(entry)
         return out
 
 
@@ -196,6 +217,12 @@ class Sides:
         last = self.last_seq()
         return last > 0 and self.outbox() == 0 and self.acked() == last
 
+    def describe(self) -> str:
+        return (
+            f"controller last_seq {self.last_seq()}, outbox {self.outbox()}; "
+            f"hub acked up to {self.acked()}"
+        )
+
 
 class Received:
     """Every event the hub was handed, duplicates included: seq -> its encodings."""
@@ -221,15 +248,21 @@ class Received:
 
 
 class Faults:
-    """Applies one fault at a time; each leaves things working again when it returns."""
+    """Applies one fault at a time; each leaves things working again when it returns.
+
+    A broker that lost its sessions, or a controller started again, is back only
+    after paho's reconnect backoff (seconds); meanwhile no input becomes an event.
+    So after those the next fault waits until events are being logged again, and
+    strikes a controller at work rather than one still reconnecting."""
 
     def __init__(
-        self, rig: Rig, broker: Broker, proxy: Proxy, controller: ControllerProcess
+        self, rig: Rig, broker: Broker, proxy: Proxy, controller: ControllerProcess, sides: Sides
     ) -> None:
         self.rig = rig
         self.broker = broker
         self.proxy = proxy
         self.controller = controller
+        self.sides = sides
 
     def apply(self, fault: str, rng: random.Random) -> None:
         for_a_while = rng.uniform(0.2, 1.2)
@@ -265,6 +298,9 @@ class Faults:
         else:
             raise AssertionError(f"unknown fault {fault}")
         self.proxy.passing()
+        if fault in ("broker_kill", "controller_kill"):
+            before = self.sides.last_seq()
+            wait_for(lambda: self.sides.last_seq() > before + 10, "events to be logged again")
 
 
 def plan(seed: int, rng: random.Random, count: int, kinds: Sequence[str]) -> list[str]:
@@ -290,19 +326,24 @@ def run_with_faults(
     started = time.monotonic()
     rng = random.Random(seed)
     rig = Rig(broker, tmp, controller_port=proxy.port, extra=READERS)
-    controller = ControllerProcess(rig.config_path, tmp)
+    sides = Sides(rig)
+    controller = ControllerProcess(rig.config_path, tmp, sides.last_seq)
     producer: Producer | None = None
     try:
         write_atomically(rig.data_file, CLUB)
         rig.db = HubDB(tmp / "hub.sqlite3")
         received = Received(rig.db, monkeypatch)
         rig.start_hub()
-        sides = Sides(rig)
         controller.start()
-        wait_for(lambda: sides.acked() >= 1, "the controller's boot event to reach the hub")
+
+        def booted() -> bool:
+            controller.check_running()
+            return sides.acked() >= 1
+
+        wait_for(booted, "the controller's boot event to reach the hub")
 
         producer = Producer(rig, rng)
-        chaos = Faults(rig, broker, proxy, controller)
+        chaos = Faults(rig, broker, proxy, controller, sides)
         applied = []  # each fault with the last seq on disk when it struck
         for fault in plan(seed, rng, faults, kinds):
             time.sleep(rng.uniform(0.1, 0.8))
@@ -342,10 +383,17 @@ def run_with_faults(
         assert accesses > 0
         print(
             f"seed {seed}: {', '.join(applied)}; {last_seq} events ({accesses} access, "
-            f"{len(logged)} in the logs), {received.total - last_seq} received again, "
+            f"{len(logged)} in the logs, {controller.undone} logged but cut short by a kill), "
+            f"{received.total - last_seq} received again, "
             f"{len(controller.logs)} controller start(s), {proxy.accepted} connections; "
             f"faults {produced - started:.1f} s, settled {settled - produced:.1f} s"
         )
+    except (pytest.fail.Exception, AssertionError):
+        # What a timeout leaves to go on: where each side stands, the controller's
+        # last words (the run's directory may be gone by the time anyone looks).
+        print(f"seed {seed}: {sides.describe()}; proxy {proxy.mode}, {proxy.accepted} conn")
+        print(controller.tail())
+        raise
     finally:
         if producer is not None:
             producer.stop()
