@@ -31,19 +31,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.config import Config, parse_config
 from firmware.core.controller import PayloadReceived
 from firmware.core.errors import LocalError
 from firmware.mqtt import BrokerSettings
@@ -51,40 +48,29 @@ from firmware.runtime import DB_FILE, Runtime
 from firmware.storage import Storage
 from firmware.wire import seal
 from tools.bench import Figure, format_table, percentile, positive
+from tools.bench_rig import (
+    BASE,
+    CONTROLLER,
+    KNOWN_SHARE,
+    READER,
+    SITE,
+    BenchError,
+    controller_config,
+    cpu_of,
+    in_thread,
+    wait_for,
+)
 from tools.broker import Broker
 from tools.gen import Club, generate
 from tools.hub.changes import WireOp
 from tools.hub.db import HubDB
-from tools.hub.keys import key_path, read_controller_key, write_new_key
+from tools.hub.keys import read_controller_key, write_new_key
 from tools.hub.loop import HubLoop
 from tools.hub.server import Hub
 
-SITE = "bench"
-CONTROLLER = "c1"
-BASE = f"alc/{SITE}/{CONTROLLER}"
-READER = "door-reader"
-DOOR = "main-gate"  # a door of the generated club
-KNOWN_SHARE = 0.9
 DISTINCT_INPUTS = 1000  # sealed once, then cycled: sealing is the bench's cost, not ours
 WAIT_S = 600.0  # for any one step: generous, the bench reports how long it took
-POLL_S = 0.002
 JOIN_S = 60.0
-
-
-class BenchError(LocalError):
-    """A step of the benchmark did not finish."""
-
-
-def _cpu_of(pid: int | None) -> float:
-    """CPU seconds (user + system) used so far by process `pid` (Linux), 0 if unknown."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -123,55 +109,6 @@ class Results:
                 at_least=True,
             ),
         ]
-
-
-def _config(tmp: Path, keys_dir: Path, broker: Broker) -> Config:
-    return parse_config(
-        tmp / "controller.toml",
-        {
-            "controller": {
-                "site": SITE,
-                "id": CONTROLLER,
-                "data_dir": str(tmp / "controller"),
-                "key_file": str(key_path(keys_dir, CONTROLLER)),
-            },
-            "mqtt": {"host": broker.host, "port": broker.port},
-            "hal": {"backend": "sim"},
-            "readers": [{"id": READER, "door": DOOR}],
-        },
-    )
-
-
-def _in_thread(
-    stack: ExitStack, run: Callable[[], None], stop: Callable[[], None], name: str
-) -> Callable[[], None]:
-    """Run `run` in a thread; on unwinding `stack` (or calling the function this
-    returns, once), call `stop` and join it."""
-    thread = threading.Thread(target=run, name=name)
-    thread.start()
-    done = threading.Event()
-
-    def finish() -> None:
-        if done.is_set():
-            return
-        done.set()
-        stop()
-        thread.join(JOIN_S)
-        if thread.is_alive():
-            raise BenchError(f"thread {name} did not stop within {JOIN_S:g} s")
-
-    stack.callback(finish)
-    return finish
-
-
-def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> float:
-    """Poll until `predicate()` holds; the monotonic time it was seen to."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(POLL_S)
-    return time.monotonic()
 
 
 class _Outbox:
@@ -218,7 +155,7 @@ def run(tmp: Path, events: int, members: int, seed: int) -> Results:
         keys_dir = tmp / "keys"
         write_new_key(keys_dir, CONTROLLER)
         key = read_controller_key(keys_dir, CONTROLLER)
-        config = _config(tmp, keys_dir, broker)
+        config = controller_config(tmp, keys_dir, broker)
 
         # The same dataset on both sides: the controller is in sync from the start.
         db = HubDB(tmp / "hub.sqlite3")
@@ -238,13 +175,13 @@ def run(tmp: Path, events: int, members: int, seed: int) -> Results:
         inputs = _inputs(key, Club(members, seed), random.Random(seed), DISTINCT_INPUTS)
         runtime = Runtime(config)
         target = disk.last_seq() + 1 + events  # the boot event, then one per input
-        stop_offline = _in_thread(stack, runtime.run, runtime.stop, "alc-bench-offline")
+        stop_offline = in_thread(stack, runtime.run, runtime.stop, "alc-bench-offline")
         c0 = time.process_time()
         t0 = time.monotonic()
         for i in range(events):
             runtime.submit(inputs[i % DISTINCT_INPUTS])  # blocks while the queue is full
         dropped = runtime._dropped  # an input the loop left waiting over 1 s
-        logged_at = _wait_for(
+        logged_at = wait_for(
             lambda: disk.last_seq() >= target - dropped, f"{events} durable events"
         )
         log_s = logged_at - t0
@@ -259,20 +196,20 @@ def run(tmp: Path, events: int, members: int, seed: int) -> Results:
         hub_loop = HubLoop(
             hub, data_file=None, keys_dir=keys_dir, settings=settings, client_id="alc-bench-hub"
         )
-        stop_hub = _in_thread(stack, hub_loop.run, hub_loop.stop, "alc-bench-hub")
+        stop_hub = in_thread(stack, hub_loop.run, hub_loop.stop, "alc-bench-hub")
         if not hub_loop.wait_connected(WAIT_S):
             raise BenchError(f"the hub could not connect to mosquitto on port {broker.port}")
         runtime = Runtime(config)
         queued = disk.count() + 1  # and the boot event
         pid = broker.process.pid if broker.process else None
-        b0 = _cpu_of(pid)
+        b0 = cpu_of(pid)
         c0 = time.process_time()
         started = time.monotonic()
-        stop_online = _in_thread(stack, runtime.run, runtime.stop, "alc-bench-online")
-        up = _wait_for(lambda: runtime.link.connected, "the controller to connect")
-        emptied = _wait_for(disk.empty, f"the hub to acknowledge {queued} events")
+        stop_online = in_thread(stack, runtime.run, runtime.stop, "alc-bench-online")
+        up = wait_for(lambda: runtime.link.connected, "the controller to connect")
+        emptied = wait_for(disk.empty, f"the hub to acknowledge {queued} events")
         upload_cpu_s = time.process_time() - c0
-        broker_cpu_s = _cpu_of(pid) - b0
+        broker_cpu_s = cpu_of(pid) - b0
         stop_online()
         stop_hub()
         return Results(

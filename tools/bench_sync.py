@@ -47,7 +47,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import os
 import queue
 import random
 import signal
@@ -64,50 +63,37 @@ from typing import Any
 
 import cbor2
 
-from firmware.config import Config, parse_config
 from firmware.core.errors import LocalError, RemoteError
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
 from firmware.wire import seal, unseal
 from tools.bench import Figure, format_table, percentile, positive
+from tools.bench_rig import (
+    BASE,
+    CONTROLLER,
+    KNOWN_SHARE,
+    READER,
+    SITE,
+    BenchError,
+    controller_config,
+    cpu_of,
+    in_thread,
+    wait_for,
+)
 from tools.broker import Broker
 from tools.ctl import build_command
 from tools.gen import Club, generate
 from tools.hub.changes import WireOp
 from tools.hub.db import HubDB
-from tools.hub.keys import key_path, read_controller_key, write_new_key
+from tools.hub.keys import read_controller_key, write_new_key
 from tools.hub.loop import HubLoop
 from tools.hub.server import Hub, Outgoing
 
-SITE = "bench"
-CONTROLLER = "c1"
-BASE = f"alc/{SITE}/{CONTROLLER}"
-READER = "door-reader"
-DOOR = "main-gate"  # a door of the generated club
 HUB_BATCH = 250  # change sets per hub transaction while sending deltas
-KNOWN_SHARE = 0.9
 IDLE_S = 1.0
 WAIT_S = 300.0  # for any one step: generous, the bench reports how long it took
-POLL_S = 0.002
 JOIN_S = 30.0
 KILL_S = 5.0  # after terminate(), before kill()
-
-
-class BenchError(LocalError):
-    """A step of the benchmark did not finish."""
-
-
-def _cpu_of(pid: int | None) -> float:
-    """CPU seconds (user + system) used so far by process `pid` (Linux), 0 if unknown."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # utime and stime are fields 14 and 15 of stat(5); the split drops the first two.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -135,15 +121,15 @@ class _Meter:
         self._hub_pid = hub.pid
         self._t0 = time.monotonic()
         self._c0 = time.process_time()
-        self._b0 = _cpu_of(self._pid)
-        self._h0 = _cpu_of(self._hub_pid)
+        self._b0 = cpu_of(self._pid)
+        self._h0 = cpu_of(self._hub_pid)
 
     def stop(self, end: float | None = None) -> Phase:
         return Phase(
             (end if end is not None else time.monotonic()) - self._t0,
             time.process_time() - self._c0,
-            _cpu_of(self._pid) - self._b0,
-            _cpu_of(self._hub_pid) - self._h0,
+            cpu_of(self._pid) - self._b0,
+            cpu_of(self._hub_pid) - self._h0,
         )
 
 
@@ -195,7 +181,7 @@ def _hub_child(conn: Connection, spec: HubSpec) -> None:
                 settings=BrokerSettings(spec.host, spec.port),
                 client_id="alc-bench-hub",
             )
-            _in_thread(stack, hub_loop.run, hub_loop.stop, "alc-bench-hub")
+            in_thread(stack, hub_loop.run, hub_loop.stop, "alc-bench-hub")
             if not hub_loop.wait_connected(WAIT_S):
                 raise BenchError(f"the hub could not connect to mosquitto on port {spec.port}")
             conn.send(HubReady((db.epoch, db.v, db.digest), records, hub.page_size))
@@ -352,57 +338,11 @@ class Presenter:
         self.sent += 1
 
 
-def _controller_config(tmp: Path, keys_dir: Path, broker: Broker) -> Config:
-    return parse_config(
-        tmp / "controller.toml",
-        {
-            "controller": {
-                "site": SITE,
-                "id": CONTROLLER,
-                "data_dir": str(tmp / "controller"),
-                "key_file": str(key_path(keys_dir, CONTROLLER)),
-            },
-            "mqtt": {"host": broker.host, "port": broker.port},
-            "hal": {"backend": "sim"},
-            # Simulated pins and a loopback serial reader; presentations come on
-            # the bench topic, as the simulator's do.
-            "doors": [{"id": DOOR, "relay": 17, "fail": "secure"}],
-            "readers": [{"id": READER, "kind": "rdm6300", "port": "loop://", "door": DOOR}],
-        },
-    )
-
-
-def _in_thread(
-    stack: ExitStack, run: Callable[[], None], stop: Callable[[], None], name: str
-) -> None:
-    """Run `run` in a thread; on unwinding `stack`, call `stop` and join it."""
-    thread = threading.Thread(target=run, name=name)
-    thread.start()
-
-    def finish() -> None:
-        stop()
-        thread.join(JOIN_S)
-        if thread.is_alive():
-            raise BenchError(f"thread {name} did not stop within {JOIN_S:g} s")
-
-    stack.callback(finish)
-
-
-def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> float:
-    """Poll until `predicate()` holds; the monotonic time it was seen to."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(POLL_S)
-    return time.monotonic()
-
-
 def _latencies_ms(runtime: Runtime, first: int, count: int) -> list[float]:
     """The decision latencies of the `count` presentations after sample `first`,
     in ms, sorted; waits until the loop has decided them all."""
     samples = runtime.decision_latency_s
-    _wait_for(lambda: len(samples) >= first + count, f"{count} decisions")
+    wait_for(lambda: len(samples) >= first + count, f"{count} decisions")
     return sorted(s * 1000 for s in list(samples)[first : first + count])
 
 
@@ -482,17 +422,17 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int, syncs: int
         records = ready.records
 
         # The cold sync: until the controller holds the hub's dataset.
-        runtime = Runtime(_controller_config(tmp, keys_dir, broker))
+        runtime = Runtime(controller_config(tmp, keys_dir, broker))
         meter = _Meter(broker, hub)
-        _in_thread(stack, runtime.run, runtime.stop, "alc-bench-controller")
+        in_thread(stack, runtime.run, runtime.stop, "alc-bench-controller")
         session = runtime.controller.session
         want = ready.version
-        at = _wait_for(
+        at = wait_for(
             lambda: (session.epoch, session.v, session.digest) == want,
             "the controller's boot full sync",
         )
         cold = meter.stop(at)
-        _wait_for(lambda: runtime.storage.state()[:3] == want, "the snapshot on disk")
+        wait_for(lambda: runtime.storage.state()[:3] == want, "the snapshot on disk")
         cold_durable_s = time.monotonic() - at + cold.wall_s
         pages = math.ceil(records / ready.page_size)
 
@@ -548,8 +488,8 @@ def _deltas(
     target = session.v + count
     meter = _Meter(broker, hub)
     hub.send("deltas", count)
-    in_memory = _wait_for(lambda: session.v >= target, f"the controller to apply v{target}")
-    durable = _wait_for(lambda: storage.state().v >= target, f"the controller to store v{target}")
+    in_memory = wait_for(lambda: session.v >= target, f"the controller to apply v{target}")
+    durable = wait_for(lambda: storage.state().v >= target, f"the controller to store v{target}")
     phase = meter.stop(durable)
     _, first, last = hub.receive(f"it committed {count} deltas")
     # Measured from the first publish, not from the first commit.
