@@ -1,0 +1,167 @@
+"""The controller core's vocabulary: the plain events it takes in and the plain
+actions it hands back (DESIGN.md "The core is sans-I/O"). Frozen dataclasses, no
+behaviour; `firmware.core.controller` decides, the runtime carries out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from firmware.core.facility import Output
+from firmware.core.outbox import (
+    AppendEvents,
+    DeleteAcked,
+    DropEvents,
+    FoldEvents,
+    ForgetDebits,
+    SendEvents,
+)
+from firmware.core.sync import SaveDelta, SaveSnapshot
+
+# --- events in ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The broker session is up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The broker session dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadReceived:
+    """Raw bytes arrived on an MQTT topic."""
+
+    topic: str
+    payload: bytes
+    retained: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """A credential was presented at a reader."""
+
+    reader: str
+    credkind: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContactChanged:
+    """A door contact opened or closed."""
+
+    door: str
+    open: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RexPressed:
+    """A door's exit button was pressed."""
+
+    door: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderFault:
+    """A reader sent something that is not a credential (bad parity, noise...)."""
+
+    reader: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: run whatever timers are due."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageChecked:
+    """The daily check of the stored records ended: `intact` when they still hash
+    to the stored digest."""
+
+    intact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCounted:
+    """What the outbox on disk holds after acks, folds or drops."""
+
+    count: int
+    oldest: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventsRemoved:
+    """Events were folded (outbox over its bound) or dropped (purge with
+    `events: true`); `ranges` are their seqs, for the hub to skip."""
+
+    why: str  # "folded" | "dropped"
+    ranges: list[tuple[int, int]]
+
+
+Event: TypeAlias = (
+    Connected
+    | Disconnected
+    | PayloadReceived
+    | Presented
+    | ContactChanged
+    | RexPressed
+    | ReaderFault
+    | Tick
+    | StorageChecked
+    | OutboxCounted
+    | EventsRemoved
+)
+
+# --- actions out ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Seal `message` and publish it on `{base}/{suffix}`."""
+
+    suffix: str
+    message: dict[str, Any]
+    retain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RememberCommand:
+    """Record a command id durably until `exp`, before running it."""
+
+    id: str
+    exp: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckStorage:
+    """Rehash the stored records against the stored digest (and drop expired
+    command ids); answer with `StorageChecked`. Slow: off the loop."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """An event for the access and activity log (PROTOCOL.md s5)."""
+
+    type: str
+    body: dict[str, Any]
+
+
+Action: TypeAlias = (
+    Publish
+    | RememberCommand
+    | CheckStorage
+    | LogEvent
+    | SaveDelta
+    | SaveSnapshot
+    | AppendEvents
+    | SendEvents
+    | DeleteAcked
+    | ForgetDebits
+    | FoldEvents
+    | DropEvents
+    | Output
+)
