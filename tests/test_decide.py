@@ -353,3 +353,15 @@ def test_masters_pass_whatever_the_data_says() -> None:
         "master", None, 4
     )
     assert decide(store, DOOR("main"), "tag", "dd04", at("03:00")) == no("inactive", "dave")
+
+
+def test_credential_claimed_twice_belongs_to_the_later_member() -> None:
+    records = [
+        ("door", "main", rec()),
+        ("group", "g", rec(doors=["main"])),
+        ("member", "old", rec(creds=[["tag", "x1"]], groups=["g"])),
+        ("member", "new", rec(creds=[["tag", "x1"]], groups=["g"], extended=True)),
+    ]
+    built = Store.build(records)
+    assert [(c.loser, c.winner) for c in built.conflicts] == [("old", "new")]
+    assert decide(built.store, DOOR("main"), "tag", "x1", NOON) == yes("granted", "new", 30)
