@@ -16,7 +16,7 @@ from typing import Any
 import cbor2
 
 from firmware.core.outbox import DebitEntry, LoggedEvent
-from firmware.storage import Storage
+from firmware.storage import REMEMBER_COMMAND, Storage
 
 Range = tuple[int, int]
 
@@ -79,11 +79,7 @@ class OutboxStore:
             return
         rows = [(e.seq, e.time, e.type, cbor2.dumps(e.body)) for e in events]
         with self.storage.write("append events") as conn:
-            conn.executemany(
-                "INSERT INTO commands (id, exp) VALUES (?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET exp = max(exp, excluded.exp)",
-                commands,
-            )
+            conn.executemany(REMEMBER_COMMAND, commands)
             if not events:
                 return
             conn.executemany("INSERT INTO outbox (seq, time, type, body) VALUES (?, ?, ?, ?)", rows)

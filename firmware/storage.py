@@ -56,6 +56,12 @@ SCHEMA_VERSION = 2
 
 EMPTY_DIGEST = digest_bytes(0)
 
+REMEMBER_COMMAND = (
+    "INSERT INTO commands (id, exp) VALUES (?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET exp = max(exp, excluded.exp)"
+)
+"""Remember an executed command id until `exp`; a repeat never shortens `exp`."""
+
 # The WAL grows to the size of the largest transaction (a full sync) and is only
 # reused, not shrunk, afterwards; this caps what it keeps on the SD card.
 _JOURNAL_SIZE_LIMIT = 32 * 1024 * 1024
@@ -444,11 +450,7 @@ class Storage:
     def remember_command(self, id: str, exp: int) -> None:
         """Durably remember that command `id` was executed, until its `exp`."""
         with self._write("remember command") as conn:
-            conn.execute(
-                "INSERT INTO commands (id, exp) VALUES (?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET exp = max(exp, excluded.exp)",
-                (id, exp),
-            )
+            conn.execute(REMEMBER_COMMAND, (id, exp))
 
     def forget_expired(self, now: float) -> int:
         """Forget commands whose `exp` is before `now` (they are refused as expired

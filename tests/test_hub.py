@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -500,14 +501,19 @@ class TestController:
         return None
 
 
-def test_hub_against_mosquitto(broker: Broker, tmp_path: Path) -> None:
+@contextmanager
+def hub_and_controller(
+    broker: Broker, tmp_path: Path, data_text: str, *, page_size: int = 1000
+) -> Iterator[tuple[Path, TestController]]:
+    """The hub loop (in a thread) on `data_text`, and a stand-in controller `c1`;
+    both stopped, and the thread joined, on the way out."""
     keys = tmp_path / "keys"
     write_new_key(keys, "c1")
     key = read_controller_key(keys, "c1")
     data = tmp_path / "site.toml"
-    data.write_text(SITE_TOML)
+    data.write_text(data_text)
     db = HubDB(tmp_path / "hub.sqlite3")
-    hub = Hub(db, site=SITE, keys={}, page_size=2)
+    hub = Hub(db, site=SITE, keys={}, page_size=page_size)
     loop = HubLoop(
         hub,
         data_file=data,
@@ -521,7 +527,18 @@ def test_hub_against_mosquitto(broker: Broker, tmp_path: Path) -> None:
     try:
         assert loop.wait_connected(10)
         controller = TestController(broker, "c1", key)
+        yield data, controller
+    finally:
+        if controller is not None:
+            controller.link.stop()
+        loop.stop()
+        thread.join(30)
+        db.close()
+    assert not thread.is_alive()
 
+
+def test_hub_against_mosquitto(broker: Broker, tmp_path: Path) -> None:
+    with hub_and_controller(broker, tmp_path, SITE_TOML, page_size=2) as (data, controller):
         # Boot with no data: a full sync, asked again if the hub had not yet
         # subscribed when the first request went out.
         pages: dict[int, dict[str, Any]] = {}
@@ -552,10 +569,3 @@ def test_hub_against_mosquitto(broker: Broker, tmp_path: Path) -> None:
         controller.publish("events", events(1, 2))
         ack = controller.receive(30)
         assert ack is not None and (ack["t"], ack["upto"], ack["v"]) == ("ack", 2, v + 1)
-    finally:
-        if controller is not None:
-            controller.link.stop()
-        loop.stop()
-        thread.join(30)
-        db.close()
-    assert not thread.is_alive()

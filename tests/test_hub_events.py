@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,6 @@ import pytest
 
 from firmware.core.messages import parse_ack, parse_delta
 from firmware.core.model import Member, parse_record
-from firmware.mqtt import BrokerSettings
 from tests.broker import Broker
 from tests.test_hub import (
     KEY1,
@@ -29,7 +27,7 @@ from tests.test_hub import (
     NOW,
     SITE,
     SITE_TOML,
-    TestController,
+    hub_and_controller,
     independent_digest,
     opened,
     send,
@@ -37,9 +35,7 @@ from tests.test_hub import (
 )
 from tools.hub.datafile import parse_datafile
 from tools.hub.db import Event, HubDB
-from tools.hub.keys import read_controller_key, write_new_key
 from tools.hub.ledger import MAX_RANGES, problem
-from tools.hub.loop import HubLoop
 from tools.hub.server import Hub
 
 CREDIT_TOML = SITE_TOML.replace('name = "Ada"\n', 'name = "Ada"\ncredit = 1000\n')
@@ -452,26 +448,7 @@ def test_a_database_from_before_the_ledger_counts_its_stored_events(tmp_path: Pa
 
 
 def test_a_debit_through_mosquitto(broker: Broker, tmp_path: Path) -> None:
-    keys = tmp_path / "keys"
-    write_new_key(keys, "c1")
-    key = read_controller_key(keys, "c1")
-    data = tmp_path / "site.toml"
-    data.write_text(CREDIT_TOML)
-    db = HubDB(tmp_path / "hub.sqlite3")
-    hub = Hub(db, site=SITE, keys={})
-    loop = HubLoop(
-        hub,
-        data_file=data,
-        keys_dir=keys,
-        settings=BrokerSettings(broker.host, broker.port),
-        client_id="test-hub",
-    )
-    thread = threading.Thread(target=loop.run, name="hub")
-    thread.start()
-    controller = None
-    try:
-        assert loop.wait_connected(10)
-        controller = TestController(broker, "c1", key)
+    with hub_and_controller(broker, tmp_path, CREDIT_TOML) as (_data, controller):
         batch = {"t": "events", "batch": [access(1), debit(2, amount=250)]}
         delta: dict[str, Any] | None = None
         ack: dict[str, Any] | None = None
@@ -492,10 +469,3 @@ def test_a_debit_through_mosquitto(broker: Broker, tmp_path: Path) -> None:
         assert delta is not None and ack is not None
         assert (delta["from"], delta["to"]) == (1, 2)
         assert (parse_ack(ack).upto, parse_ack(ack).v) == (2, delta["to"])
-    finally:
-        if controller is not None:
-            controller.link.stop()
-        loop.stop()
-        thread.join(30)
-        db.close()
-    assert not thread.is_alive()
