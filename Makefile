@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 	@# mosquitto is the broker of the integration tests and the demo.
 	command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; }
+	@# Debian's chromium is the browser of the kiosk tests (Playwright drives it;
+	@# Playwright's own browser download is not used). Without it they skip.
+	test -x /usr/bin/chromium || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		echo "chromium could not be installed: the kiosk browser tests will skip"
 	touch $(STAMP)
 
 lint: setup

@@ -7,6 +7,7 @@ number's key must not silently leave a door unwired.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ class Config:
     lights: tuple[dict[str, Any], ...]
     readers: tuple[dict[str, Any], ...]
     kiosk_listen: str | None
+    kiosk_token: str | None = None
 
     @property
     def base_topic(self) -> str:
@@ -206,6 +208,56 @@ def _wiring(path: Path, name: str, raw: Any) -> tuple[dict[str, Any], ...]:
     return tuple(dict(entry) for entry in raw)
 
 
+KIOSK_TOKEN_MIN = 16
+
+
+def kiosk_address(listen: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) -> (host, port); raises ValueError."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdecimal():
+        raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
+    port = int(port_text)
+    if not 0 < port <= 65535:
+        raise ValueError(f"port must be 1 to 65535, got {port}")
+    return host.removeprefix("[").removesuffix("]"), port
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _kiosk(path: Path, raw: Any) -> tuple[str | None, str | None]:
+    """`[kiosk]`: `listen` (host:port; unset: no kiosk server) and `token`, which
+    every screen must present, required when `listen` is reachable from the LAN."""
+    s = _Section(path, "kiosk", raw)
+    listen = s.get("listen", str, None)
+    token = s.get("token", str, None)
+    s.done()
+    if token is not None and (len(token) < KIOSK_TOKEN_MIN or not token.isprintable()):
+        raise s.error("token", f"must be at least {KIOSK_TOKEN_MIN} printable characters")
+    if token is not None and not all(c.isalnum() or c in "-_.~" for c in token):
+        raise s.error("token", "may hold only letters, digits and - _ . ~ (it goes in a URL)")
+    if listen is None:
+        return None, token
+    try:
+        host, _port = kiosk_address(listen)
+    except ValueError as exc:
+        raise s.error("listen", f"{exc}, got {listen!r}") from None
+    if not is_loopback(host) and token is None:
+        raise s.error(
+            "token",
+            f"is required when listen ({listen}) is not loopback: screens on the LAN "
+            "must present it (set e.g. token = a random 32 characters)",
+        )
+    return listen, token
+
+
 def parse_config(path: Path, data: dict[str, Any]) -> Config:
     """Validate an already-parsed TOML document."""
     known = {"controller", "mqtt", "hal", "doors", "lights", "readers", "masters", "kiosk"}
@@ -215,9 +267,7 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
     hal = _Section(path, "hal", data.get("hal", {}))
     backend = hal.get("backend", str, "gpio")
     hal.done()
-    kiosk = _Section(path, "kiosk", data.get("kiosk", {}))
-    listen = kiosk.get("listen", str, None)
-    kiosk.done()
+    listen, token = _kiosk(path, data.get("kiosk", {}))
     return Config(
         path=path,
         controller=_controller(path, data.get("controller")),
@@ -228,6 +278,7 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
         lights=_wiring(path, "lights", data.get("lights", [])),
         readers=_wiring(path, "readers", data.get("readers", [])),
         kiosk_listen=listen,
+        kiosk_token=token,
     )
 
 

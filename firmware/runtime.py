@@ -1,8 +1,8 @@
 """The one event loop: events in, the core decides, actions out, sleep till the next timer.
 
 Shaped like ESPHome's `Application::loop()`. One thread owns the controller core.
-paho's network thread (and later the pin, serial and kiosk threads) only put
-events on one bounded queue. Slow disk writes go to one storage thread, in order,
+paho's network thread, the pin and serial threads and the kiosk server's threads
+only put events on one bounded queue. Slow disk writes go to one storage thread, in order,
 so a presentation never waits behind a full sync being written to SQLite.
 
 The queue hands out what a person is waiting for first: a credential presented at
@@ -16,7 +16,8 @@ transaction (group commit): a burst costs one flush per step, not one per
 presentation, and every action still follows the append of the events it reports.
 
 Threads, all stopped by `Runtime.stop()`: the loop (the caller's), paho's network
-thread, and the storage writer.
+thread, and the storage writer; with `[kiosk] listen`, the kiosk server and one
+thread per open request or screen (`firmware/kiosk/server.py`).
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware import wire
 from firmware.config import Config, ConfigError
@@ -68,7 +69,12 @@ from firmware.core.outbox import (
     Outbox,
     SendEvents,
 )
+from firmware.core.reception import Opened
+from firmware.core.steps import KioskAnswer, KioskSend
 from firmware.core.sync import SaveDelta, SaveSnapshot, SyncSession
+from firmware.decoder import Decoder
+from firmware.kiosk.server import KioskServer
+from firmware.members_first import MembersFirst
 from firmware.mqtt import BrokerSettings, Link, LinkDown, LinkEvent, LinkUp, Received, Will
 from firmware.outbox_store import OutboxStore
 from firmware.storage import Storage, load_store
@@ -81,6 +87,9 @@ from hal.events import ReaderFault as HalFault
 from hal.events import RexPressed as HalRex
 from hal.registry import create_backend
 
+if TYPE_CHECKING:
+    from sim.bench import BenchHands
+
 log = logging.getLogger("alc.controller")
 events_log = logging.getLogger("alc.events")
 
@@ -92,13 +101,15 @@ MAX_EVENTS_PER_STEP = 100
 URGENT, NORMAL = 0, 1  # queue priorities: a member at a reader, then everything else
 LATENCY_SAMPLES = 100_000
 SWITCH_INTERVAL_S = 0.0005
+STEP_RECORDS = 1000  # records the storage thread saves between two `step_aside`
 MAX_QUEUED_WRITES = 256
 IDLE_WAKE_S = 60.0  # with nothing scheduled, still wake once a minute
 DB_FILE = "alc.sqlite3"
 
 
 # (priority, arrival number, event or None to wake the loop, monotonic time queued)
-Queued = tuple[int, int, Event | None, float]
+Queued = tuple[int, int, Event | Opened | None, float]
+OutboxUpkeep = SendEvents | DeleteAcked | ForgetDebits | FoldEvents | DropEvents
 
 
 class Runtime:
@@ -119,14 +130,22 @@ class Runtime:
         self._bench = config.backend == "sim"
         self._bench_in = f"{self._base}/bench/in"
         self._stopping = threading.Event()
+        self._bulk = False  # a full sync arriving: the collector is off (`_collector`)
+        self.members_first = MembersFirst()
         self._dropped = 0
         data_dir = config.controller.data_dir
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalError(f"{config.path}: controller.data_dir: {exc}") from None
+        # The kiosk's port is taken now, so a port in use stops the start with a
+        # clear error before anything else is opened; it serves from `run`.
+        self.kiosk: KioskServer | None = None
+        if config.kiosk_listen is not None:
+            self.kiosk = KioskServer(config.kiosk_listen, config.kiosk_token, self.submit)
         # The HAL first: every output is in its safe state before anything else.
         self.hardware = self._hardware()
+        self._hands = self._bench_hands()
         # Two connections to one file: the dataset's (storage thread) and the
         # outbox's (event thread), whose writes go first at every transaction
         # boundary, so a member never waits behind a full sync being saved.
@@ -138,6 +157,12 @@ class Runtime:
         self.writer = StorageWriter(self.storage)
         self._resumed: deque[list[Action]] = deque()
         self.durable = DurableWriter(self.events, self._resume)
+        # Hub data is verified and decoded aside (see `decoder`); small messages
+        # (commands, acks, bench inputs) are opened on the loop as they come.
+        self._data_topic = f"{self._base}/data"
+        self.decoder = Decoder(
+            self.controller.reception.open, self.submit, self.members_first.step_aside
+        )
         offline = self._seal("state", {"t": "state", "online": False})
         suffixes = ("data", "cmd", "ack", "bench/in") if self._bench else ("data", "cmd", "ack")
         topics = [f"{self._base}/{s}" for s in suffixes]
@@ -213,19 +238,35 @@ class Runtime:
         elif isinstance(event, LinkDown):
             self.submit(Disconnected())
         elif isinstance(event, Received):
-            self.submit(PayloadReceived(event.topic, event.payload, event.retained))
+            hands = self._hands
+            if (
+                hands is not None
+                and event.topic == self._bench_in
+                and not event.retained
+                and hands.take(event.payload)
+            ):
+                return  # done on the simulated pins and ports: it comes back through the HAL
+            received = PayloadReceived(event.topic, event.payload, event.retained)
+            if event.topic == self._data_topic:
+                self.decoder.put(received)
+            else:
+                self.submit(received)
 
-    def submit(self, event: Event) -> None:
+    def submit(self, event: Event | Opened) -> None:
         """Queue an event for the loop (any thread). Drops, counted, when full.
         Presentations (and simulated reader inputs) go ahead of everything else."""
         urgent = isinstance(event, Presented) or (
             isinstance(event, PayloadReceived) and event.topic == self._bench_in
         )
         item = (URGENT if urgent else NORMAL, next(self._arrivals), event, time.monotonic())
+        if urgent:
+            self.members_first.queued()
         try:
             self._events.put(item, timeout=1.0)
         except queue.Full:
             self._dropped += 1
+            if urgent:
+                self.members_first.served()
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -239,6 +280,8 @@ class Runtime:
         if self.hardware is not None:
             self.hardware.start()
         self.link.start()
+        if self.kiosk is not None:
+            self.kiosk.start()
         try:
             while not self._stopping.is_set():
                 self._step()
@@ -256,19 +299,15 @@ class Runtime:
         controller = self.controller
         self._drain_resumed(controller)
         item: Queued
+        self._collector(controller)
         if controller.has_work():
-            # While a full sync is built aside, its fresh records would be rescanned
-            # by every full collection (tens of ms, holding the GIL, at 100,000
-            # members); the swap freezes them. Off only while building: any cyclic
-            # garbage made meanwhile is collected once it is over.
-            gc.disable()
             try:
                 item = self._events.get_nowait()
             except queue.Empty:
-                self._carry_out(controller, controller.work(self.clock()))
+                work = controller.work(self.clock(), yield_now=self.members_first.waiting)
+                self._carry_out(controller, work)
                 return
         else:
-            gc.enable()
             deadline = controller.next_deadline()
             wait = IDLE_WAKE_S if deadline is None else deadline - self.clock()
             try:
@@ -299,6 +338,25 @@ class Runtime:
             steps.append(actions)
         for actions in steps:
             self._carry_out(controller, actions)
+        served = sum(1 for priority, _, event, _ in items if priority == URGENT and event)
+        if served:
+            self.members_first.served(served)
+
+    def _collector(self, controller: Controller) -> None:
+        """Python's cyclic collector stays off while a full sync arrives and is
+        built: its fresh pages and records would be rescanned by every collection,
+        for tens of ms at 100,000 members, holding the interpreter lock while a
+        member waits at the door. Once it is over, what was made meanwhile (the new
+        dataset above all, which lives for hours) is frozen out of the collector's
+        reach, and the collector goes back on. The records hold no cycles, so a
+        dataset swapped out is still freed, by reference counting."""
+        bulk = controller.session.receiving()
+        if bulk and not self._bulk:
+            gc.disable()
+        elif self._bulk and not bulk:
+            gc.freeze()
+            gc.enable()
+        self._bulk = bulk
 
     def _carry_out(self, controller: Controller, actions: list[Action]) -> None:
         """Events and command ids first (durable, on the event thread), then the
@@ -337,27 +395,21 @@ class Runtime:
             elif isinstance(action, SaveDelta):
                 self.writer.submit(action)
             elif isinstance(action, SaveSnapshot):
-                # A new dataset was swapped in: keep the collector off it too.
-                gc.freeze()
                 last_full = controller.session.last_full
-                self.writer.submit(partial(_save_snapshot, action, last_full))
+                save = partial(_save_snapshot, action, last_full, self.members_first)
+                self.writer.submit(save)
             elif isinstance(action, CheckStorage):
                 self.writer.submit(self._check_storage)
             elif isinstance(action, Output):
                 self._output(action)
-            elif isinstance(action, SendEvents):
-                self._send_events(action)
-            elif isinstance(action, DeleteAcked):
-                self.events.acknowledge(action.upto, action.v)
-                self._count_outbox()
-            elif isinstance(action, ForgetDebits):
-                self.events.forget_debits(action.v)
-            elif isinstance(action, FoldEvents):
-                self.submit(EventsRemoved("folded", self.events.fold(action.count)))
-                self._count_outbox()
-            elif isinstance(action, DropEvents):
-                self.submit(EventsRemoved("dropped", self.events.drop(action.upto)))
-                self._count_outbox()
+            elif isinstance(action, KioskSend):
+                if self.kiosk is not None:
+                    self.kiosk.push(action.screen, action.kind, action.data)
+            elif isinstance(action, KioskAnswer):
+                if self.kiosk is not None:
+                    self.kiosk.answer(action.request, action.status, action.body)
+            elif isinstance(action, OutboxUpkeep):
+                self.durable.chore(partial(self._outbox_upkeep, action))
 
     def _hardware(self) -> Backend | None:
         """The configured HAL backend, outputs safe. The simulator may run with no
@@ -369,6 +421,19 @@ class Runtime:
                 raise
             log.warning("simulator without hardware wiring (%s): bench inputs only", exc)
             return None
+
+    def _bench_hands(self) -> BenchHands | None:
+        """On the simulator with wiring, bench inputs are carried out on its mock
+        pins and loopback ports (`sim.bench`); what they name without wiring, and
+        anything malformed, still goes to the core."""
+        if not self._bench or self.hardware is None:
+            return None
+        from hal.sim import SimBackend  # gpiozero only on the simulator
+        from sim.bench import BenchHands
+
+        if not isinstance(self.hardware, SimBackend):
+            return None
+        return BenchHands(self.hardware, self._key, self._kid, self._bench_in)
 
     def _from_hal(self, event: HalEvent) -> None:
         """HAL threads -> the loop's queue."""
@@ -402,13 +467,27 @@ class Runtime:
             bound=self.config.controller.outbox_max,
         )
 
-    def _count_outbox(self) -> None:
-        stats = self.events.stats()
+    def _outbox_upkeep(self, action: OutboxUpkeep, store: OutboxStore) -> None:
+        """On the event thread (`DurableWriter.chore`): the outbox's disk work, in
+        order with the events being written, never on the loop."""
+        if isinstance(action, SendEvents):
+            self._send_events(action, store)
+            return
+        if isinstance(action, DeleteAcked):
+            store.acknowledge(action.upto, action.v)
+        elif isinstance(action, ForgetDebits):
+            store.forget_debits(action.v)
+            return
+        elif isinstance(action, FoldEvents):
+            self.submit(EventsRemoved("folded", store.fold(action.count)))
+        else:
+            self.submit(EventsRemoved("dropped", store.drop(action.upto)))
+        stats = store.stats()
         self.submit(OutboxCounted(stats.count, stats.oldest))
 
-    def _send_events(self, action: SendEvents) -> None:
+    def _send_events(self, action: SendEvents, store: OutboxStore) -> None:
         """Publish events `after < seq <= upto`, split so no message passes the cap."""
-        rows = self.events.batch(action.after, action.upto)
+        rows = store.batch(action.after, action.upto)
         topic = f"{self._base}/events"
         start = 0
         while start < len(rows):
@@ -438,6 +517,8 @@ class Runtime:
         return wire.seal(self._key, self._kid, f"{self._base}/{suffix}", message)
 
     def _shutdown(self) -> None:
+        if self.kiosk is not None:
+            self.kiosk.stop()  # screens show "reconnecting" until we are back
         # A clean disconnect suppresses the will, so say "offline" ourselves first.
         if self.link.connected:
             state = self.controller.state(online=False)
@@ -447,16 +528,29 @@ class Runtime:
         self.durable.stop()
         self._resumed.clear()
         self.link.stop()
+        self.decoder.stop()  # after the link: nothing puts to it any more
         if self.hardware is not None:
             self.hardware.close()  # outputs back to their safe state
         self.writer.stop()
         self.storage.close()
         self.events.storage.close()
-        gc.enable()  # stopped in the middle of a build (see `_step`)
+        gc.enable()  # stopped in the middle of a full sync (see `_collector`)
 
 
-def _save_snapshot(action: SaveSnapshot, last_full: float | None, storage: Storage) -> None:
-    storage.save_snapshot(action.epoch, action.v, action.records, action.digest, last_full)
+def _save_snapshot(
+    action: SaveSnapshot, last_full: float | None, members: MembersFirst, storage: Storage
+) -> None:
+    records = _stepping_aside(action.records, members)
+    storage.save_snapshot(action.epoch, action.v, records, action.digest, last_full)
+
+
+def _stepping_aside(
+    records: list[tuple[str, str, bytes]], members: MembersFirst
+) -> Iterator[tuple[str, str, bytes]]:
+    """The records, with a pause for any member waiting every `STEP_RECORDS`."""
+    for start in range(0, len(records), STEP_RECORDS):
+        members.step_aside()
+        yield from records[start : start + STEP_RECORDS]
 
 
 def _has_access(actions: list[Action]) -> bool:

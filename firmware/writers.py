@@ -35,6 +35,9 @@ MAX_STEPS_PER_COMMIT = 500
 MAX_UNWRITTEN = 100_000  # events kept in memory while the disk refuses them
 
 Job = SaveDelta | Callable[[Storage], None]
+# Outbox upkeep (delete acknowledged rows, read a batch to upload, fold, drop)
+# runs on the event thread too: it touches the disk, and the loop never does.
+Chore = Callable[[OutboxStore], None]
 
 
 class StorageWriter:
@@ -114,7 +117,7 @@ class DurableWriter:
     def __init__(self, store: OutboxStore, done: Callable[[list[Any]], None]) -> None:
         self._store = store
         self._done = done
-        self._jobs: queue.Queue[DurableStep | None] = queue.Queue(MAX_QUEUED_STEPS)
+        self._jobs: queue.Queue[DurableStep | Chore | None] = queue.Queue(MAX_QUEUED_STEPS)
         self._pending = 0
         self._lock = threading.Lock()
         self._unwritten_events: list[LoggedEvent] = []
@@ -135,17 +138,26 @@ class DurableWriter:
             self._pending += 1
         self._jobs.put(step)
 
+    def chore(self, chore: Chore) -> None:
+        """Queue outbox upkeep, run on this thread after the steps queued before it
+        (blocks, as back-pressure, like `submit`)."""
+        self._jobs.put(chore)
+
     def stop(self) -> None:
         """Write what is queued, then end the thread."""
         self._jobs.put(None)
         self._thread.join()
 
     def _run(self) -> None:
+        carried: list[DurableStep | Chore | None] = []  # taken while batching, next
         stopping = False
         while not stopping:
-            first = self._jobs.get()
+            first = carried.pop() if carried else self._jobs.get()
             if first is None:
                 return
+            if not isinstance(first, DurableStep):
+                self._do(first)
+                continue
             batch = [first]
             while len(batch) < MAX_STEPS_PER_COMMIT:
                 try:
@@ -154,6 +166,9 @@ class DurableWriter:
                     break
                 if more is None:
                     stopping = True
+                    break
+                if not isinstance(more, DurableStep):
+                    carried.append(more)  # after this batch, in order
                     break
                 batch.append(more)
             # Whatever a refused write left over goes again, first: its seqs were
@@ -183,6 +198,13 @@ class DurableWriter:
                 finally:
                     with self._lock:
                         self._pending -= 1
+
+    def _do(self, chore: Chore) -> None:
+        try:
+            chore(self._store)
+        except Exception:
+            # Upkeep only: the rows stay and the next ack or upload retries them.
+            log.exception("outbox upkeep failed")
 
 
 def _hex(value: Any) -> Any:

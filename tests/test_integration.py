@@ -86,16 +86,16 @@ def events_of(caplog: pytest.LogCaptureFixture, type_: str, **match: Any) -> lis
 def gate_data(runtime: Runtime, monkeypatch: pytest.MonkeyPatch, hook: Any) -> None:
     """Route every payload the controller receives on `data` through `hook(body)`
     on paho's network thread first: it may block (hold the link) or return False
-    (lose the message). Set before the loop runs: the link delivers via `submit`."""
-    submit = runtime.submit
+    (lose the message). Set before the loop runs: the link hands `data` payloads to
+    the decoder thread through `decoder.put`."""
+    put = runtime.decoder.put
 
-    def gated(event: Any) -> None:
-        on_data = isinstance(event, PayloadReceived) and event.topic == f"{BASE}/data"
-        if on_data and not hook(peek(event.payload)["payload"]):
+    def gated(event: PayloadReceived) -> None:
+        if not hook(peek(event.payload)["payload"]):
             return  # lost on the way
-        submit(event)
+        put(event)
 
-    monkeypatch.setattr(runtime, "submit", gated)
+    monkeypatch.setattr(runtime.decoder, "put", gated)
 
 
 def start_synced(rig: Rig, text: str = CLUB, **hub: Any) -> None:

@@ -1,15 +1,22 @@
-"""`alc demo`: a small club on the simulator, end to end, in about a minute.
+"""`alc demo`: a small club on the simulator, end to end, narrated as it happens.
 
 Starts a throwaway mosquitto, the reference hub with a demo club (one front door,
-two courts, four members, one booking starting shortly), and a real controller on
-the simulator backend. Then members arrive: a tag at the door, an unknown card, a
-switched-off member, a booking's PIN, a court switched on with credit, the door
-held open, a change in the club's app (a new member) that reaches the controller
-as a delta, and a "Synchronise data". Every output the controller switches and
-every event the hub receives is printed as it happens.
+two courts, three members, one booking starting shortly), and a real controller
+on the simulator backend. Then, through the bench topics only (as `alc sim send`
+would): members let in and turned away with the reason, a court switched on with
+credit and its warning before off, a change in the club's app (a new member)
+arriving as a delta, "Synchronise data" with its progress, a booking PIN and the
+booking's lights with their warning, the door held open, and "Purge data" while
+the hub is away, with the events not yet uploaded kept and delivered after, and
+"Refresh kiosk screens", which reloads the kiosk page the demo opens in a
+headless Chromium (when one is installed; `make setup` installs Debian's).
+Every output the controller switches and every event the hub receives is printed
+as it happens.
 
-Nothing is left running afterwards, and nothing outside a temporary directory is
-written. Ctrl-C stops it early, cleanly.
+Then everything keeps running, with the `alc sim send` lines to drive it by hand,
+until Ctrl-C (`--once` ends after the scenario instead, for tests and CI).
+Ctrl-C stops every process and thread it started; nothing outside a temporary
+directory is written.
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import logging
 import queue
+import socket
+import sys
 import tempfile
 import threading
 import time
@@ -29,7 +39,8 @@ from firmware.config import load_config
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
 from firmware.wire import seal, unseal
-from tools.broker import Broker
+from sim.report import money
+from tools.broker import Broker, free_port
 from tools.ctl import Target, send_command
 from tools.hub.db import Event, HubDB
 from tools.hub.keys import read_controller_key, write_new_key
@@ -40,8 +51,12 @@ SITE, CONTROLLER = "demo", "ctl1"
 BASE = f"alc/{SITE}/{CONTROLLER}"
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+BOOKING_START_S, BOOKING_END_S, BOOKING_LAG_S = 18, 26, 5  # from the demo's start
+
+
 def club(now: int) -> str:
-    """The demo club's data file; the booking starts 20 s from `now`."""
+    """The demo club's data file; the booking starts `BOOKING_START_S` from `now`."""
     return f"""
 [site]
 name = "Demo Tennis Club"
@@ -97,8 +112,8 @@ credit = 200
 id = "b1"
 lights = ["court1"]
 doors = ["front"]
-start = {now + 20}
-end = {now + 32}
+start = {now + BOOKING_START_S}
+end = {now + BOOKING_END_S}
 member = "carla"
 pin = "2468"
 """
@@ -142,11 +157,37 @@ port = "/dev/ttyAMA0"
 door = "front"
 
 [[readers]]
+id = "front-keys"
+kind = "wiegand"
+d0 = 23
+d1 = 24
+door = "front"
+
+[[readers]]
 id = "court2-reader"
 kind = "rdm6300"
 port = "/dev/ttyUSB0"
 light = "court2"
+
+[[readers]]
+id = "kiosk"
+kind = "line"
+port = "/dev/ttyUSB1"
+kiosk = true
+
+[kiosk]
+listen = "127.0.0.1:{kiosk_port}"
 """
+
+
+def kiosk_port() -> int:
+    """8080, the kiosk's usual port, when it is free; else any free port."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", 8080))
+        except OSError:
+            return free_port()
+    return 8080
 
 
 class Show:
@@ -162,19 +203,29 @@ class Show:
 
 
 def describe(event: Event) -> str:
+    """One event the hub stored, in words."""
     body = event.body
     if event.type == "access":
-        verdict = "granted" if body.get("granted") else "denied"
+        verdict = "granted" if body.get("granted") else "turned away"
         where = body.get("door") or body.get("light")
         who = body.get("member") or f"...{body.get('value')}"
-        return f"access   {where}: {who} {verdict} ({body.get('reason')})"
+        reason = str(body.get("reason"))
+        why = f"{reason}: {REASONS[reason]}" if reason in REASONS else reason
+        return f"access   {where}: {who} {verdict} ({why})"
     if event.type == "debit":
         return (
-            f"debit    {body.get('member')} paid {body.get('amount')} for {body.get('light')},"
-            f" balance {body.get('balance')}"
+            f"debit    {body.get('member')} paid {money(body.get('amount'))} for "
+            f"{body.get('light')}, credit left {money(body.get('balance'))}"
         )
-    fields = " ".join(f"{k}={v}" for k, v in body.items() if v is not None)
+    fields = " ".join(f"{k}={_plain(k, v)}" for k, v in body.items() if v is not None)
     return f"{event.type:<8} {fields}"
+
+
+def _plain(key: str, value: object) -> object:
+    """`until` as a local clock time rather than Unix seconds."""
+    if key == "until" and isinstance(value, int):
+        return time.strftime("%H:%M:%S", time.localtime(value))
+    return value
 
 
 @contextlib.contextmanager
@@ -188,10 +239,29 @@ def running(target: Callable[[], None], stop: Callable[[], None], name: str) -> 
         thread.join(timeout=30)
 
 
+REASONS = {
+    "granted": "a member of a group that opens it, in its hours",
+    "booking": "the booking's PIN, within its time",
+    "master": "a master credential",
+    "unknown_credential": "nobody holds this credential",
+    "inactive": "membership switched off",
+    "not_yet_valid": "membership not started yet",
+    "expired": "membership ended",
+    "no_access": "no group of hers opens this",
+    "outside_schedule": "outside the hours",
+    "door_locked": "the door is in lockdown",
+    "insufficient_credit": "not enough credit for the court",
+    "pin_lockout": "too many wrong PINs",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `alc demo`."""
     parser = argparse.ArgumentParser(prog="alc demo", description=__doc__.split("\n\n")[0])
-    parser.parse_args(argv)
+    parser.add_argument(
+        "--once", action="store_true", help="end after the narrated scenario (tests and CI)"
+    )
+    ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     show = Show()
     with tempfile.TemporaryDirectory(prefix="alc-demo-") as tmp, Broker.temporary() as broker:
@@ -201,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_new_key(keys, CONTROLLER)
         key = read_controller_key(keys, CONTROLLER)
         data_file = root / "site.toml"
-        data_file.write_text(club(int(time.time())))
+        started = int(time.time())
+        data_file.write_text(club(started))
         (root / "data").mkdir()
         config_file = root / "controller.toml"
         config_file.write_text(
@@ -211,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 data=root / "data",
                 key=keys / f"{CONTROLLER}.key",
                 port=broker.port,
+                kiosk_port=kiosk_port(),
             )
         )
         settings = BrokerSettings("127.0.0.1", broker.port)
@@ -219,11 +291,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             for event in events:
                 show("hub", f"#{event.seq} {describe(event)}")
 
-        hub = Hub(HubDB(root / "hub.sqlite3"), site=SITE, keys={}, on_events=on_events)
-        hub_loop = HubLoop(hub, data_file=data_file, keys_dir=keys, settings=settings)
+        db = HubDB(root / "hub.sqlite3")
+        hub = Hub(db, site=SITE, keys={}, on_events=on_events)
+
+        def hub_loop() -> HubLoop:
+            # One fixed client id with a persistent session: while the hub is
+            # away, the broker keeps what the controller sends it.
+            return HubLoop(
+                hub, data_file=data_file, keys_dir=keys, settings=settings, client_id="alc-demo-hub"
+            )
+
+        hub_thread = Background(hub_loop(), "demo-hub")
         runtime = Runtime(load_config(config_file))
+        if runtime.kiosk is not None:
+            show("kiosk", f"the club's kiosk screen: open {runtime.kiosk.address} in a browser")
         outputs: queue.Queue[LinkEvent | None] = queue.Queue()
         bench = Link("alc-demo-bench", settings, outputs.put, subscriptions=[f"{BASE}/bench/out"])
+        target = Target(settings, "alc", SITE, CONTROLLER, key)
 
         def to_bench(message: dict[str, object]) -> None:
             topic = f"{BASE}/bench/in"
@@ -255,60 +339,182 @@ def main(argv: Sequence[str] | None = None) -> int:
         def wait(seconds: float) -> None:
             time.sleep(seconds)
 
+        def command(name: str, args: dict[str, object] | None = None) -> None:
+            send_command(target, name, args or {}, out=_Printer(show))
+
         with (
-            running(hub_loop.run, hub_loop.stop, "demo-hub"),
             running(runtime.run, runtime.stop, "demo-controller"),
             running(watch_outputs, stop_watch, "demo-outputs"),
+            kiosk_screen(runtime.kiosk.address if runtime.kiosk else None, show),
         ):
             bench.start()
-            bench.wait_connected(10)
-            hub_loop.wait_connected(10)
-            show("demo", "hub and controller running; the controller fetches the club's data")
-            deadline = time.monotonic() + 20
-            while runtime.controller.session.epoch is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            members, v = len(runtime.controller.store.members), runtime.controller.session.v
-            show("demo", f"controller has {members} members, data version {v}")
             try:
-                present("front-in", "tag", "0a1b2c3d4e", "Anna")
-                wait(1.0)
-                contact(True)
-                wait(0.5)
-                contact(False)
-                wait(1.5)
-                present("front-in", "card", "99999:00001", "A stranger")
-                wait(1.0)
-                present("front-in", "card", "33011:00119", "Ben (membership paused)")
-                wait(1.0)
-                present("court2-reader", "tag", "0a1b2c3d4e", "Anna")
-                wait(2.0)
-                present("court2-reader", "tag", "5f5f5f5f5f", "Carla (200 cents, court costs 400)")
-                wait(2.0)
-                show("app", "the club adds a new member, Dan, in its app")
-                dan = '[[member]]\nid = "dan"\ngroups = ["adults"]\ncreds = [["tag", "d4d4d4d4d4"]]'
-                data_file.write_text(data_file.read_text() + "\n" + dan + "\n")
-                wait(2.0)
-                present("front-in", "tag", "d4d4d4d4d4", "Dan")
-                wait(1.0)
-                show("technician", "Synchronise data (alc ctl sync)")
-                target = Target(settings, "alc", SITE, CONTROLLER, key)
-                send_command(target, "sync", {}, out=_Printer(show))
-                show(
-                    "demo", "the booking's lights come on 5 s before it starts, and warn before off"
-                )
-                present("front-in", "pin", "2468", "Carla with the booking PIN")
-                wait(1.0)
-                contact(True)
-                show("door", "...and the front door is left standing open")
-                wait(12.0)
-                contact(False)
-                wait(max(0.0, show.start + 60 - time.monotonic()))
+                bench.wait_connected(10)
+                hub_thread.loop.wait_connected(10)
+                show("demo", "hub and controller running; the controller fetches the club's data")
+                deadline = time.monotonic() + 20
+                while runtime.controller.session.epoch is None and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                members, v = len(runtime.controller.store.members), runtime.controller.session.v
+                show("demo", f"controller has {members} members, data version {v}")
+                lights_off = started + BOOKING_END_S + BOOKING_LAG_S
+                hubs = (hub_thread, hub_loop)
+                play(present, contact, command, wait, show, runtime, data_file, hubs, lights_off)
+                if not ns.once:
+                    hand_driving(show, config_file)
+                    wait_for_ctrl_c()
             except KeyboardInterrupt:
-                show("demo", "stopped")
+                show("demo", "stopping")
             finally:
                 bench.stop()
+                hub_thread.stop()
+        db.close()
         show("demo", "everything stopped")
     return 0
+
+
+@contextlib.contextmanager
+def kiosk_screen(address: str | None, show: Show) -> Iterator[None]:
+    """The club's wall screen: the kiosk page in a headless Chromium while the
+    demo runs, so "Refresh kiosk screens" has a screen to reload. Skipped, with a
+    note, where no Chromium or Playwright is installed."""
+    if address is None:
+        yield
+        return
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = True
+    else:
+        missing = not CHROMIUM.exists()
+    if missing:
+        show("kiosk", f"no headless screen here ({CHROMIUM} or Playwright missing)")
+        yield
+        return
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(address)
+            show("kiosk", "a headless Chromium shows the kiosk page, as a wall screen would")
+            yield
+        finally:
+            browser.close()
+
+
+class Background:
+    """The hub's loop in a thread, stoppable and restartable (a new loop each time)."""
+
+    def __init__(self, loop: HubLoop, name: str) -> None:
+        self.loop = loop
+        self.thread = threading.Thread(target=loop.run, name=name, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.loop.stop()
+        self.thread.join(timeout=30)
+
+
+def play(
+    present: Callable[[str, str, str, str], None],
+    contact: Callable[[bool], None],
+    command: Callable[..., None],
+    wait: Callable[[float], None],
+    show: Show,
+    runtime: Runtime,
+    data_file: Path,
+    hubs: tuple[Background, Callable[[], HubLoop]],
+    lights_off: float,
+) -> None:
+    """The narrated scenario: every input goes through the bench topics."""
+    show("demo", "members at the front door: let in, or turned away with the reason")
+    present("front-in", "tag", "0a1b2c3d4e", "Anna")
+    wait(1.0)
+    contact(True)
+    wait(0.5)
+    contact(False)
+    show("demo", "the door relocks as soon as it shuts")
+    wait(1.5)
+    present("front-keys", "card", "201:04321", "A stranger")
+    wait(1.0)
+    present("front-keys", "card", "33011:00119", "Ben (membership paused)")
+    wait(1.0)
+    show("demo", "a court for credit: 4.00 per 8 s block, warned 3 s before it goes off")
+    present("court2-reader", "tag", "5f5f5f5f5f", "Carla (2.00 of credit, the court costs 4.00)")
+    wait(1.0)
+    present("court2-reader", "tag", "0a1b2c3d4e", "Anna (10.00 of credit)")
+    wait(2.0)
+    show("app", "the club adds a new member, Dan, in its app")
+    before = runtime.controller.session.v
+    dan = '[[member]]\nid = "dan"\ngroups = ["adults"]\ncreds = [["tag", "d4d4d4d4d4"]]'
+    data_file.write_text(data_file.read_text() + "\n" + dan + "\n")
+    deadline = time.monotonic() + 10
+    while runtime.controller.session.v == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = runtime.controller.session.v
+    show("demo", f"the edit arrived as a delta: data version {before} -> {after}")
+    present("front-in", "tag", "d4d4d4d4d4", "Dan")
+    wait(1.0)
+    show("technician", "System > Maintenance > Synchronise data (alc ctl sync)")
+    command("sync")
+    show("demo", "Carla's booking on court 1: lights 5 s before it, a warning 4 s before off")
+    present("front-keys", "pin", "2468", "Carla with the booking PIN")
+    wait(1.0)
+    contact(True)
+    show("door", "...and the front door is left standing open")
+    wait(10.0)
+    contact(False)
+    wait(max(0.0, lights_off + 1 - time.time()))
+    hub_thread, new_hub = hubs
+    show("technician", "the hub goes away for a moment; members keep coming")
+    hub_thread.stop()
+    present("front-in", "tag", "0a1b2c3d4e", "Anna")
+    wait(1.0)
+    contact(True)
+    wait(0.5)
+    contact(False)
+    wait(1.0)
+    waiting = runtime.controller.outbox.count
+    show("demo", f"the controller holds {waiting} events the hub has not acknowledged")
+    show("technician", "System > Maintenance > Purge data (alc ctl purge), the hub comes back")
+    purge = threading.Thread(target=command, args=("purge",), name="demo-purge", daemon=True)
+    purge.start()
+    wait(2.0)
+    hub_thread.loop = new_hub()
+    hub_thread.thread = threading.Thread(target=hub_thread.loop.run, name="demo-hub", daemon=True)
+    hub_thread.thread.start()
+    purge.join(timeout=60)
+    wait(2.0)
+    show("demo", "purged and re-synced; the events kept on disk reached the hub (above)")
+    show("technician", "System > Maintenance > Refresh kiosk screens (alc ctl refresh-kiosks)")
+    command("refresh_kiosks")
+
+
+def hand_driving(show: Show, config_file: Path) -> None:
+    """Print how to drive the running demo from another terminal."""
+    send = f"{Path(sys.executable).with_name('alc')} sim send --config {config_file}"
+    inputs: list[dict[str, object]] = [
+        {"t": "present", "reader": "front-in", "credkind": "tag", "value": "0a1b2c3d4e"},
+        {"t": "contact", "door": "front", "open": True},
+        {"t": "contact", "door": "front", "open": False},
+        {"t": "rex", "door": "front"},
+        {"t": "present", "reader": "court2-reader", "credkind": "tag", "value": "0a1b2c3d4e"},
+    ]
+    show("demo", "everything keeps running; drive it from another terminal:")
+    for message in inputs:
+        show("demo", f"  {send} '{json.dumps(message)}'")
+    show("demo", "watch the outputs (door, lights, warn lamps) with:")
+    show("demo", f"  {Path(sys.executable).with_name('alc')} sim watch --config {config_file}")
+    show("demo", "Ctrl-C stops everything.")
+
+
+def wait_for_ctrl_c() -> None:
+    """Sleep until Ctrl-C (KeyboardInterrupt); nothing polls meanwhile."""
+    forever = threading.Event()
+    while not forever.wait(3600):
+        pass
 
 
 class _Printer(io.StringIO):

@@ -8,21 +8,22 @@ No sockets, pins, files or clocks in here, so tests run it in virtual time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from firmware import wire
 from firmware.core.decide import Decision, Target, decide
 from firmware.core.errors import RemoteError
 from firmware.core.facility import Facility, FacilityAction, Output, Reader
-from firmware.core.messages import Command, parse_ack, parse_command, parse_delta, parse_snap
+from firmware.core.kiosk import Kiosk
+from firmware.core.messages import Ack, Command, Delta, SnapPage, parse_command
 from firmware.core.model import CREDKINDS, MAX_VALUE_LEN
 from firmware.core.outbox import (
     AppendEvents,
     DropEvents,
     Outbox,
 )
+from firmware.core.reception import Opened, Reception
 from firmware.core.steps import (
     Action,
     CheckStorage,
@@ -31,6 +32,7 @@ from firmware.core.steps import (
     Disconnected,
     Event,
     EventsRemoved,
+    KioskRequest,
     LogEvent,
     OutboxCounted,
     PayloadReceived,
@@ -39,6 +41,8 @@ from firmware.core.steps import (
     ReaderFault,
     RememberCommand,
     RexPressed,
+    ScreenJoined,
+    ScreenLeft,
     StorageChecked,
     Tick,
 )
@@ -129,8 +133,6 @@ class Controller:
         real installation, where a reader is the only way to present a credential."""
         self.id = controller_id
         self._kid = controller_id.encode()
-        self._keys = {self._kid: key}
-        self._base = base_topic + "/"
         self.session = session
         self.boot_time = boot_time
         self.masters = masters
@@ -139,7 +141,8 @@ class Controller:
             readers=[Reader(id, target) for id, target in (readers or {}).items()], now=boot_time
         )
         self._executed: dict[str, int] = dict(executed or {})
-        self._suffixes = ("data", "cmd", "ack", "bench/in") if bench else ("data", "cmd", "ack")
+        suffixes = ("data", "cmd", "ack", "bench/in") if bench else ("data", "cmd", "ack")
+        self.reception = Reception(base_topic, {self._kid: key}, suffixes)
         # sync/purge commands waiting for the full sync they asked for; any full
         # sync that finishes after them answers them all.
         self._running: list[_Running] = []
@@ -151,17 +154,20 @@ class Controller:
         self.outbox = outbox if outbox is not None else Outbox()
         self._purge_wait: _PurgeWait | None = None
         self._known_v = session.v
+        self.kiosk = Kiosk()
 
     # --- the one entry point ------------------------------------------------------
 
-    def handle(self, event: Event, now: float) -> list[Action]:
+    def handle(self, event: Event | Opened, now: float) -> list[Action]:
         """Process one event at time `now`; never raises on bad input.
 
         Every event the step logs comes first, as one `AppendEvents`: the runtime
         makes it durable before it carries out anything the events describe."""
         actions: list[Action] = []
-        if isinstance(event, PayloadReceived):
+        if isinstance(event, Opened):
             actions += self._received(event, now)
+        elif isinstance(event, PayloadReceived):
+            actions += self._received(self.reception.open(event), now)
         elif isinstance(event, Presented):
             actions += self._presented(event, now)
         elif isinstance(event, ContactChanged | RexPressed | ReaderFault):
@@ -182,6 +188,13 @@ class Controller:
             actions += self.outbox.stats(event.count, event.oldest)
         elif isinstance(event, EventsRemoved):
             actions += self._events_removed(event, now)
+        elif isinstance(event, ScreenJoined):
+            actions += self.kiosk.joined(event.screen, self, now)
+        elif isinstance(event, ScreenLeft):
+            actions += self.kiosk.left(event.screen)
+        elif isinstance(event, KioskRequest):
+            actions += self.kiosk.request(event, self, now)
+        actions += self.kiosk.tick(self, now)
         actions += self._from_session(self.session.tick(now), now)
         actions += self._facility(self.facility.tick(self.store, now))
         actions += self._timers(now)
@@ -199,9 +212,11 @@ class Controller:
             actions += self._from_session(self.session.request_full("digest", now), now)
         return self._finish(actions, now)
 
-    def work(self, now: float) -> list[Action]:
-        """One slice of background work (building a full sync aside)."""
-        actions = self._from_session(self.session.work(now), now)
+    def work(self, now: float, *, yield_now: Callable[[], bool] | None = None) -> list[Action]:
+        """One slice of background work (building a full sync aside). `yield_now`
+        ends the slice early when it returns True: the runtime asks whether a
+        member waits for the loop."""
+        actions = self._from_session(self.session.work(now, yield_now=yield_now), now)
         return self._finish(actions + self._timers(now), now)
 
     def log(self, type: str, body: dict[str, Any], now: float) -> list[Action]:
@@ -233,6 +248,8 @@ class Controller:
             out += self.outbox.data_version(self.session.v)
         hurry = self._purge_wait is not None
         out += self.outbox.due(now, connected=self.session.connected, hurry=hurry)
+        # Last: the screens see credit with this step's debits already counted.
+        out += self.kiosk.updates(self, now)
         return out
 
     def has_work(self) -> bool:
@@ -257,6 +274,9 @@ class Controller:
             times.append(upload_at)
         if self._purge_wait is not None and not self._purge_wait.dropping:
             times.append(self._purge_wait.started + PURGE_UPLOAD_S)
+        kiosk_at = self.kiosk.next_deadline()
+        if kiosk_at is not None:
+            times.append(kiosk_at)
         return min(times) if times else None
 
     def state(self, online: bool = True) -> dict[str, Any]:
@@ -294,42 +314,41 @@ class Controller:
         """The live dataset."""
         return self.session.store
 
+    def credit(self, member: str) -> int:
+        """A member's effective credit: the hub's balance minus unreflected debits."""
+        record = self.store.members.get(member)
+        return self.outbox.effective(member, record.credit if record is not None else 0)
+
     # --- inputs -------------------------------------------------------------------
 
-    def _received(self, event: PayloadReceived, now: float) -> list[Action]:
-        if not event.topic.startswith(self._base):
-            return self._report("error", f"message on foreign topic {event.topic!r}", now)
-        suffix = event.topic[len(self._base) :]
-        if suffix not in self._suffixes:
+    def _received(self, opened: Opened | None, now: float) -> list[Action]:
+        """A received message, opened here or aside (see `reception`)."""
+        if opened is None:
             return []
-        if event.retained:
-            # A stale retained command must never fire at boot (PROTOCOL.md s1).
-            return self._report("error", f"retained message on {suffix} ignored", now)
+        if opened.problem is not None:
+            what, detail = opened.problem
+            return self._report(what, detail, now)
+        suffix, type, message = opened.suffix, opened.type, opened.message
         try:
-            message = wire.unseal(self._keys, event.topic, event.payload)
-        except wire.AuthError as exc:
-            return self._report("auth_failed", f"{suffix}: {exc}", now)
+            if isinstance(message, Delta):
+                clock = self._note_hub_time(message.now, now)
+                return clock + self._from_session(self.session.delta(message, now), now)
+            if isinstance(message, SnapPage):
+                clock = self._note_hub_time(message.now, now)
+                return clock + self._from_session(self.session.snap_page(message, now), now)
+            if isinstance(message, Ack):
+                acked = self.outbox.acked(message.upto, message.v, now)
+                # The hub sends the delta that books the debits before its ack: our
+                # data may already hold them, and they must not count twice.
+                reflected = self.outbox.data_version(self.session.v)
+                return [*acked, *reflected, *self._purge_uploaded(now)]
+            if suffix == "cmd" and type == "cmd" and isinstance(message, dict):
+                return self._command(message, now)
+            if suffix == "bench/in" and isinstance(message, dict):
+                return self._bench(type, message, now)
         except RemoteError as exc:
-            return self._report("error", f"{suffix}: {exc}", now)
-        try:
-            if suffix == "data" and message.type == "delta":
-                delta = parse_delta(message.body)
-                clock = self._note_hub_time(delta.now, now)
-                return clock + self._from_session(self.session.delta(delta, now), now)
-            if suffix == "data" and message.type == "snap":
-                page = parse_snap(message.body)
-                clock = self._note_hub_time(page.now, now)
-                return clock + self._from_session(self.session.snap_page(page, now), now)
-            if suffix == "cmd" and message.type == "cmd":
-                return self._command(message.body, now)
-            if suffix == "ack" and message.type == "ack":
-                ack = parse_ack(message.body)
-                return [*self.outbox.acked(ack.upto, ack.v, now), *self._purge_uploaded(now)]
-            if suffix == "bench/in":
-                return self._bench(message.type, message.body, now)
-        except RemoteError as exc:
-            return self._report("error", f"{suffix} {message.type}: {exc}", now)
-        return self._report("error", f"unexpected {message.type!r} on {suffix}", now)
+            return self._report("error", f"{suffix} {type}: {exc}", now)
+        return self._report("error", f"unexpected {type!r} on {suffix}", now)
 
     def _bench(self, type: str, body: dict[str, Any], now: float) -> list[Action]:
         """A simulated input from the bench topic (PROTOCOL.md s8)."""
@@ -381,13 +400,13 @@ class Controller:
         return self._report("error", f"reader {event.reader}: {event.detail}", now, key="reader")
 
     def _presented(self, event: Presented, now: float) -> list[Action]:
-        def credit(member: str) -> int:
-            record = self.store.members.get(member)
-            return self.outbox.effective(member, record.credit if record is not None else 0)
-
+        reader = self.facility.readers.get(event.reader)
+        if reader is not None and reader.target is None:
+            # The kiosk's own reader signs the member in on the kiosk screen.
+            return self.kiosk.presented(event.reader, event.credkind, event.value, self, now)
         try:
             done = self.facility.presented(
-                event.reader, event.credkind, event.value, now, self.decide, credit
+                event.reader, event.credkind, event.value, now, self.decide, self.credit
             )
         except RemoteError as exc:
             return self._report("error", str(exc), now, key="reader")
@@ -488,7 +507,7 @@ class Controller:
             state = "on" if on else "off"
             return [*self._facility(switched), self._reply(command.id, "done", f"{light} {state}")]
         if name == "refresh_kiosks":
-            return [self._reply(command.id, "failed", f"{name} is not available on this firmware")]
+            return self.kiosk.refresh(command.id, now)
         return self._refuse(command, f"unknown command {name!r}", now)
 
     def _purge_uploaded(self, now: float) -> list[Action]:

@@ -157,6 +157,12 @@ def decide(
     return Decision(True, GRANTED, member_id)
 
 
+def member_status(member: Member, now: float) -> str | None:
+    """Why `member` may not use anything at `now` (`inactive`, `not_yet_valid`,
+    `expired`), or None when their membership is valid."""
+    return _member_status(member, now)
+
+
 def _member_status(member: Member, now: float) -> str | None:
     if not member.active:
         return INACTIVE

@@ -31,6 +31,9 @@ from firmware.core.store import Store
 
 Decider = Callable[[Target, str, str, float], Decision]
 
+KIOSK_KEYPAD = "kiosk-screen"
+"""The reader id of the kiosk screens' on-screen keypads (PIN lockout, access log)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Output:
@@ -73,7 +76,8 @@ class Facility:
         self.readers = {r.id: r for r in readers}
         self.doors = Doors(doors, now)
         self.lights = Lights(lights, now)
-        self.pins = PinGuard(self.readers)
+        # The kiosk screens' on-screen keypads share one PIN lockout.
+        self.pins = PinGuard([*self.readers, KIOSK_KEYPAD])
         self._seen: tuple[int, bytes] | None = None
 
     # --- inputs ---------------------------------------------------------------------
@@ -100,7 +104,7 @@ class Facility:
             raise RemoteError(f"presentation at unknown reader {reader_id!r}")
         target = reader.target
         if target is None:
-            raise RemoteError(f"kiosk reader {reader_id!r}: check-in at a kiosk is not here yet")
+            raise RemoteError(f"kiosk reader {reader_id!r} signs members in on the kiosk screens")
         if credkind == "pin" and self.pins.locked_out(reader_id, now):
             decision = Decision(False, PIN_LOCKOUT)
         else:
@@ -110,6 +114,46 @@ class Facility:
                     self.pins.wrong_pin(reader_id, now)
                 else:
                     self.pins.correct(reader_id, now)
+        return self._act(reader_id, target, credkind, value, decision, now, credit)
+
+    def kiosk_use(
+        self,
+        reader_id: str,
+        light: str,
+        credkind: str,
+        value: str,
+        now: float,
+        decide: Decider,
+        credit: Callable[[str], int],
+        *,
+        reasons: tuple[str, ...],
+        blocks: int = 1,
+    ) -> tuple[Decision, list[FacilityAction]]:
+        """A member signed in at a kiosk uses light `light` (check-in or paid
+        activation of `blocks` blocks) with the credential they signed in with:
+        decided, logged and carried out as at a court reader, but only when the
+        decision's reason is one of `reasons` (a check-in must never turn into a
+        paid activation); otherwise nothing happens. No PIN lockout here: the PIN
+        was checked at sign-in."""
+        target = Target.light(light)
+        decision = decide(target, credkind, value, now)
+        if decision.granted and decision.reason not in reasons:
+            return decision, []
+        done = self._act(reader_id, target, credkind, value, decision, now, credit, blocks=blocks)
+        return decision, done
+
+    def _act(
+        self,
+        reader_id: str,
+        target: Target,
+        credkind: str,
+        value: str,
+        decision: Decision,
+        now: float,
+        credit: Callable[[str], int],
+        *,
+        blocks: int = 1,
+    ) -> list[FacilityAction]:
         actions: list[FacilityAction] = [
             Logged(
                 "access",
@@ -132,7 +176,8 @@ class Facility:
                 actions += self._doors(self.doors.granted(target.id, decision, now))
             return actions
         balance = credit(decision.member) if decision.member is not None else 0
-        return actions + self._lights(self.lights.presented(target.id, decision, now, balance))
+        lit = self.lights.presented(target.id, decision, now, balance, blocks=blocks)
+        return actions + self._lights(lit)
 
     def contact(self, door: str, open: bool, now: float) -> list[FacilityAction]:
         """A door contact changed."""

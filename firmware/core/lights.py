@@ -161,6 +161,21 @@ class Debit:
 LightAction: TypeAlias = SetOutput | LightEvent | Debit
 
 
+@dataclass(frozen=True, slots=True)
+class LightStatus:
+    """A read-only view of one circuit: lit or not, warning, when it goes off,
+    the reason that holds (`why`, `booking`), and the running paid activation."""
+
+    light: str
+    lit: bool
+    warning: bool
+    until: float | None
+    why: str | None
+    booking: str | None
+    activation_since: float | None
+    activation_until: float | None
+
+
 # --- internal state -------------------------------------------------------------------
 
 
@@ -300,13 +315,20 @@ class Lights:
         return actions
 
     def presented(
-        self, light_id: str, decision: Decision, now: float, effective_credit: int
+        self,
+        light_id: str,
+        decision: Decision,
+        now: float,
+        effective_credit: int,
+        *,
+        blocks: int = 1,
     ) -> list[LightAction]:
         """After `decide` granted a credential at light `light_id` (a court reader,
         or the kiosk naming one of the booking's lights): reason ``booking`` checks
         the booking in, ``granted`` self-activates (or extends) and pays from
-        `effective_credit`, ``master`` activates for free. Returns [] when nothing
-        changes (refused, denied, or a light not wired here)."""
+        `effective_credit`, ``master`` activates for free. `blocks` (the kiosk)
+        buys that many blocks at once: one debit of price x blocks, all or nothing.
+        Returns [] when nothing changes (refused, denied, or a light not wired here)."""
         self._now = now
         if not decision.granted:
             return []
@@ -314,8 +336,8 @@ class Lights:
             # For the booking, not the reader: any of its lights will do.
             return self._check_in(decision.booking, now)
         c = self._circuits.get(light_id)
-        if c is not None and decision.reason in (GRANTED, MASTER):
-            return self._activate(c, decision, now, effective_credit)
+        if c is not None and decision.reason in (GRANTED, MASTER) and blocks >= 1:
+            return self._activate(c, decision, now, effective_credit, blocks)
         return []
 
     def set_light(self, light_id: str, on: bool, s: float | None, now: float) -> list[LightAction]:
@@ -364,6 +386,37 @@ class Lights:
         """True while the circuit is lit for a reason (also during a warning flash)."""
         return self._circuits[light_id].lit
 
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The wired light ids, in config order."""
+        return tuple(self._circuits)
+
+    def status(self, light_id: str) -> LightStatus:
+        """What circuit `light_id` shows now (for the kiosk board)."""
+        c = self._circuits[light_id]
+        top = c.top if c.lit else None
+        act = c.activation if c.activation is not None and c.activation.end > self._now else None
+        return LightStatus(
+            c.id,
+            c.lit,
+            c.lit and c.warned_for is not None,
+            c.off_at if c.lit else None,
+            top.why if top is not None else None,
+            top.booking if top is not None else None,
+            act.start if act is not None else None,
+            act.end if act is not None else None,
+        )
+
+    def checked_in(self, booking_id: str) -> bool:
+        """True once booking `booking_id` is checked in (and the check-in still holds)."""
+        booking = self._bookings.get(booking_id)
+        at = self._checkins.get(booking_id)
+        return booking is not None and at is not None and self._checkin_valid(booking, at)
+
+    def checkin_window(self, booking: Booking) -> tuple[float, float]:
+        """When `booking` can be checked in: [start - checkin_before_s, end)."""
+        return (booking.start - self._checkin_before_s, float(booking.end))
+
     # --- check-in and activation ----------------------------------------------------
 
     def _checkin_valid(self, booking: Booking, at: float) -> bool:
@@ -390,7 +443,7 @@ class Lights:
         return actions
 
     def _activate(
-        self, c: _Circuit, decision: Decision, now: float, credit: int
+        self, c: _Circuit, decision: Decision, now: float, credit: int, blocks: int = 1
     ) -> list[LightAction]:
         actions = self._step(c, now)  # an activation that just ran out is over
         free = decision.reason == MASTER
@@ -398,16 +451,17 @@ class Lights:
         member = decision.member
         if light is None or (not free and member is None):
             return actions
-        price = 0 if free else light.price
+        price = 0 if free else light.price * blocks
         if credit < price:
             return actions
         act = c.activation
         if act is not None and act.end <= now:
             act = None  # ran out (maybe unnoticed, inside a longer lit run): start afresh
+        bought = light.block_s * blocks
         if act is None:
-            new = _Period(now, now + light.block_s, WHY_ACTIVATION, member)
+            new = _Period(now, now + bought, WHY_ACTIVATION, member)
         else:
-            new = _Period(act.start, act.end + light.block_s, WHY_ACTIVATION, act.member)
+            new = _Period(act.start, act.end + bought, WHY_ACTIVATION, act.member)
         if new.end - new.start > light.max_s:
             return actions
         before = _run_end(c.periods(), now)
@@ -417,7 +471,7 @@ class Lights:
             c.activation = old  # lit at least as long anyway: no time to sell
             return actions
         if price > 0 and member is not None:
-            actions.append(Debit(member, c.id, price, light.block_s, credit - price))
+            actions.append(Debit(member, c.id, price, bought, credit - price))
         was_lit = c.lit
         actions += self._step(c, now)
         if was_lit:

@@ -102,6 +102,32 @@ class EventsRemoved:
     ranges: list[tuple[int, int]]
 
 
+@dataclass(frozen=True, slots=True)
+class ScreenJoined:
+    """A kiosk screen opened its live stream (a page loaded or reconnected)."""
+
+    screen: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenLeft:
+    """A kiosk screen's live stream ended (page closed, reloading or cut off)."""
+
+    screen: str
+
+
+@dataclass(frozen=True, slots=True)
+class KioskRequest:
+    """A kiosk screen asks something (sign in, check in, quote, pay, sign out,
+    confirm a reload); answered with a `KioskAnswer` carrying the same `request`.
+    `args` are already checked for type and size by the kiosk server."""
+
+    request: int
+    screen: str
+    what: str
+    args: dict[str, Any]
+
+
 Event: TypeAlias = (
     Connected
     | Disconnected
@@ -114,6 +140,9 @@ Event: TypeAlias = (
     | StorageChecked
     | OutboxCounted
     | EventsRemoved
+    | ScreenJoined
+    | ScreenLeft
+    | KioskRequest
 )
 
 # --- actions out ----------------------------------------------------------------------
@@ -150,6 +179,27 @@ class LogEvent:
     body: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class KioskSend:
+    """Push one server-sent event to kiosk screen `screen` (None: to every screen):
+    `kind` is the SSE event name (`board`, `session`, `reload`), `data` its JSON."""
+
+    screen: str | None
+    kind: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class KioskAnswer:
+    """The answer to `KioskRequest` `request`: `status` is "ok", "refused" (a
+    wrong PIN, not enough credit...) or "bad" (a request that makes no sense);
+    `body` is its JSON (with an `error` text unless ok)."""
+
+    request: int
+    status: str
+    body: dict[str, Any]
+
+
 Action: TypeAlias = (
     Publish
     | RememberCommand
@@ -164,4 +214,6 @@ Action: TypeAlias = (
     | FoldEvents
     | DropEvents
     | Output
+    | KioskSend
+    | KioskAnswer
 )

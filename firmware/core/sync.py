@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TypeAlias
 
 from firmware.core.errors import RemoteError
@@ -28,6 +29,7 @@ GAP_RETRY_S = 10.0
 STALL_S = 30.0
 FULL_JITTER_S = 1800.0
 SLICE_RECORDS = 100
+PIECE_RECORDS = 10  # records built between two looks for a waiting member
 MAX_BUFFERED_DELTAS = 10_000
 MAX_SNAPSHOT_RECORDS = 5_000_000
 MAX_REPORTED = 20  # conflicts/rejections reported one by one; the rest are counted
@@ -111,6 +113,9 @@ class _FullSync:
     last_page_at: float = 0.0
     builder: StoreBuilder | None = None
     feed: Iterator[tuple[str, str, bytes]] | None = None
+    # The records in page order, gathered slice by slice as they are built, so
+    # the step that swaps the store in has no 100,000-record list to make.
+    fed: list[tuple[str, str, bytes]] = field(default_factory=list)
 
 
 class SyncSession:
@@ -171,6 +176,11 @@ class SyncSession:
     def has_work(self) -> bool:
         """True while a finished snapshot is being built aside (call `work`)."""
         return self._full is not None and self._full.feed is not None
+
+    def receiving(self) -> bool:
+        """True from the first page of a full sync until it is swapped in or given
+        up (a stalled one is restarted after `STALL_S`, so never for long)."""
+        return self._full is not None and self._full.sync is not None
 
     def next_deadline(self) -> float | None:
         """When `tick` next has something to do."""
@@ -303,15 +313,30 @@ class SyncSession:
             full.feed = (r for i in range(full.pages) for r in full.got[i])
         return [StateChanged()]
 
-    def work(self, now: float, budget: int = SLICE_RECORDS) -> list[SyncAction]:
-        """Build the next slice of a complete snapshot; swap it in when done."""
+    def work(
+        self,
+        now: float,
+        budget: int = SLICE_RECORDS,
+        *,
+        yield_now: Callable[[], bool] | None = None,
+    ) -> list[SyncAction]:
+        """Build the next slice (up to `budget` records) of a complete snapshot;
+        swap it in when done. `yield_now`, asked every `PIECE_RECORDS`, ends the
+        slice early when it returns True (a member is waiting for the loop)."""
         full = self._full
         if full is None or full.feed is None or full.builder is None:
             return []
-        chunk = [r for _, r in zip(range(budget), full.feed, strict=False)]
-        full.builder.feed(chunk)
-        if len(chunk) == budget:
-            return []
+        fed = 0
+        while True:
+            wanted = min(PIECE_RECORDS, budget - fed)
+            piece = list(islice(full.feed, wanted))
+            full.builder.feed(piece)
+            full.fed += piece
+            fed += len(piece)
+            if len(piece) < wanted or wanted == 0:
+                break  # the feed ran dry: finish below
+            if fed >= budget or (yield_now is not None and yield_now()):
+                return []
         built = full.builder.finish()
         self._full = None
         ms = int((now - full.started_at) * 1000)
@@ -328,7 +353,7 @@ class SyncSession:
         self._gap_to = None
         self.last_full = now
         self._next_full_at = self._schedule_after(now)
-        records = [r for i in range(full.pages) for r in full.got[i]]
+        records = full.fed
         actions.append(SaveSnapshot(full.epoch, full.v, records, full.digest))
         actions.append(SyncEvent("done", full.reason, len(records), ms))
         if built.rejected:

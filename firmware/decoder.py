@@ -1,0 +1,68 @@
+"""The decoder thread: hub data is verified and decoded here, not on the loop.
+
+A full sync arrives as pages of up to a thousand records each. Checking a page's
+MAC and decoding its CBOR takes about half a millisecond, several under load; on
+the loop, a member presenting a tag would wait behind it. So the network thread
+hands every payload on `data` to this thread, which opens it with the core's pure
+`Reception.open` and queues the parsed message for the loop. The network thread
+itself stays free to take the next message (a bench presentation, a command).
+
+Payloads keep their order (one thread, one FIFO). The queue is bounded: when the
+loop and this thread fall far behind, the network thread waits, and the broker
+holds the rest (MQTT flow control), rather than memory growing without end.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from firmware.core.reception import Opened
+from firmware.core.steps import PayloadReceived
+
+log = logging.getLogger("alc.controller")
+
+MAX_QUEUED_PAYLOADS = 64  # x 256 KiB cap per payload (PROTOCOL.md s2) = 16 MiB at most
+
+
+class Decoder:
+    """One thread that opens payloads in arrival order and hands them on."""
+
+    def __init__(
+        self,
+        open: Callable[[PayloadReceived], Opened | None],
+        deliver: Callable[[Opened], None],
+        step_aside: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`step_aside` is called before each payload: it may wait while a member
+        waits for the loop (see `members_first`)."""
+        self._open = open
+        self._deliver = deliver
+        self._step_aside = step_aside
+        self._payloads: queue.Queue[PayloadReceived | None] = queue.Queue(MAX_QUEUED_PAYLOADS)
+        self._thread = threading.Thread(target=self._run, name="alc-decoder", daemon=True)
+        self._thread.start()
+
+    def put(self, payload: PayloadReceived) -> None:
+        """Queue a payload (network thread); waits while the queue is full."""
+        self._payloads.put(payload)
+
+    def stop(self) -> None:
+        """Open what is queued, then end the thread."""
+        self._payloads.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (payload := self._payloads.get()) is not None:
+            self._step_aside()
+            try:
+                opened = self._open(payload)
+            except Exception:
+                # `open` reports bad input as a problem; an exception is our bug.
+                # Log it and go on: one payload must not stop every later one.
+                log.exception("could not open a payload on %s", payload.topic)
+                continue
+            if opened is not None:
+                self._deliver(opened)

@@ -1,0 +1,471 @@
+"""The kiosk's HTTP server: the page, its live stream, and its requests.
+
+An adapter like the MQTT link: it never touches the controller core. A page's
+stream opening or closing, and every request, become events submitted to the
+runtime's queue (`ScreenJoined`, `ScreenLeft`, `KioskRequest`); the core's
+`KioskSend` and `KioskAnswer` come back through `push` and `answer`. A request
+thread waits for its answer (at most `ANSWER_WAIT_S`), never for anything else.
+
+Endpoints (all JSON errors, `{"error": text}`):
+
+    GET  /                     the page (index.html), /kiosk.css, /kiosk.js
+    GET  /events?screen=ID     server-sent events: board, session, notice, reload, ping
+    POST /api/<what>           {"screen": ID, ...}: pin, sign_out, check_in, quote,
+                               activate, refreshed, touch
+
+With a token configured every request must carry it, as `?token=` (then the page
+gets it as a cookie) or as that cookie. Bounded: connections (`MAX_CONNECTIONS`),
+streams (`MAX_STREAMS`), each stream's queue (`STREAM_QUEUE`; a screen that falls
+that far behind is cut off and reconnects to a fresh board), request bodies
+(`MAX_BODY`) and requests waiting for the core (`MAX_WAITING`). `stop()` ends
+every stream and joins every thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import itertools
+import json
+import logging
+import queue
+import re
+import select
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from firmware.config import kiosk_address
+from firmware.core.errors import LocalError
+from firmware.core.steps import Event, KioskRequest, ScreenJoined, ScreenLeft
+
+log = logging.getLogger("alc.kiosk")
+
+MAX_CONNECTIONS = 32
+MAX_STREAMS = 8
+STREAM_QUEUE = 64
+MAX_BODY = 4096
+MAX_WAITING = 32
+ANSWER_WAIT_S = 5.0
+HEARTBEAT_S = 10.0  # a ping this often: a dead screen is noticed, and notices a dead link
+GONE_CHECK_S = 1.0  # how often a quiet stream checks that its screen is still there
+SOCKET_TIMEOUT_S = 5.0  # a client that stalls mid-request or mid-stream is dropped
+RETRY_MS = 2000
+COOKIE = "alc_kiosk"
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/kiosk.css": ("kiosk.css", "text/css; charset=utf-8"),
+    "/kiosk.js": ("kiosk.js", "text/javascript; charset=utf-8"),
+}
+_SCREEN = re.compile(r"[A-Za-z0-9_-]{8,64}")
+# Each request's fields and their types; anything else is refused.
+_FIELDS: dict[str, dict[str, type]] = {
+    "pin": {"pin": str},
+    "sign_out": {},
+    "touch": {},
+    "check_in": {"booking": str},
+    "quote": {"light": str, "blocks": int},
+    "activate": {"light": str, "blocks": int, "total": int},
+    "refreshed": {"refresh": str},
+}
+_STATUS = {
+    "ok": HTTPStatus.OK,
+    "refused": HTTPStatus.FORBIDDEN,
+    "bad": HTTPStatus.BAD_REQUEST,
+    "busy": HTTPStatus.SERVICE_UNAVAILABLE,
+}
+
+
+@dataclass(eq=False)
+class _Stream:
+    """One open event stream of one screen."""
+
+    screen: str
+    messages: queue.Queue[bytes | None] = field(default_factory=lambda: queue.Queue(STREAM_QUEUE))
+    current: bool = True  # False once a newer stream of the same screen took over
+
+    def close(self) -> None:
+        # Room for the sentinel is made if the queue is full: closing must not block.
+        while True:
+            try:
+                self.messages.put_nowait(None)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self.messages.get_nowait()
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A request thread waiting for the core's answer."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    status: str = "busy"
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    # Threads are joined at `server_close`, so none outlives `stop()`.
+    daemon_threads = False
+    block_on_close = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], kiosk: KioskServer) -> None:
+        self.kiosk = kiosk
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # too many at once: the browser retries
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class KioskServer:
+    """The kiosk web server of one controller; see the module docstring."""
+
+    def __init__(self, listen: str, token: str | None, submit: Callable[[Event], None]) -> None:
+        """Bind `listen` (host:port) now, so a port in use is a clear error at
+        start; serve from `start()`. Raises `LocalError`."""
+        try:
+            host, port = kiosk_address(listen)
+            self._httpd = _HTTPServer((host, port), self)
+        except (ValueError, OSError) as exc:
+            raise LocalError(f"kiosk: cannot listen on {listen}: {exc}") from None
+        self.host = host
+        self.port = int(self._httpd.server_address[1])
+        self.token = token
+        self.submit = submit
+        self._lock = threading.Lock()
+        self._streams: dict[str, _Stream] = {}
+        self._waiting: dict[int, _Waiting] = {}
+        self._ids = itertools.count(1)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        """The page's address (with the token when there is one)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        query = f"?token={self.token}" if self.token else ""
+        return f"http://{host}:{self.port}/{query}"
+
+    def start(self) -> None:
+        """Serve in a thread until `stop()`."""
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.5}, name="alc-kiosk"
+        )
+        self._thread.start()
+        log.info("kiosk screens: %s", self.address.split("?")[0])
+
+    def stop(self) -> None:
+        """End every stream and request, close the socket, join every thread."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+        with self._lock:
+            streams = list(self._streams.values())
+            waiting = list(self._waiting.values())
+        for stream in streams:
+            stream.close()
+        for w in waiting:
+            w.done.set()
+        self._httpd.server_close()
+
+    # --- from the loop ------------------------------------------------------------
+
+    def push(self, screen: str | None, kind: str, data: Any) -> None:
+        """Send one event to `screen`'s stream (None: every stream). Never blocks:
+        a screen whose queue is full is cut off (it reconnects to a fresh board)."""
+        message = _sse(kind, data)
+        with self._lock:
+            streams = [s for s in self._streams.values() if screen is None or s.screen == screen]
+        for stream in streams:
+            try:
+                stream.messages.put_nowait(message)
+            except queue.Full:
+                log.warning("kiosk screen %s is not keeping up: cut off", stream.screen)
+                stream.close()
+
+    def answer(self, request: int, status: str, body: dict[str, Any]) -> None:
+        """The core's answer to a request; wakes its thread."""
+        with self._lock:
+            waiting = self._waiting.get(request)
+        if waiting is not None:
+            waiting.status, waiting.body = status, body
+            waiting.done.set()
+
+    @property
+    def screens(self) -> int:
+        """How many screens have a stream open."""
+        with self._lock:
+            return len(self._streams)
+
+    # --- from request threads -----------------------------------------------------
+
+    def ask(self, screen: str, what: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Submit a request to the core and wait for its answer."""
+        waiting = _Waiting()
+        with self._lock:
+            if len(self._waiting) >= MAX_WAITING:
+                return "busy", {"error": "The controller is busy. Try again."}
+            request = next(self._ids)
+            self._waiting[request] = waiting
+        try:
+            self.submit(KioskRequest(request, screen, what, args))
+            if not waiting.done.wait(ANSWER_WAIT_S) or self._stopping.is_set():
+                return "busy", {"error": "The controller did not answer. Try again."}
+            return waiting.status, waiting.body
+        finally:
+            with self._lock:
+                del self._waiting[request]
+
+    def open_stream(self, screen: str) -> _Stream | None:
+        """A new stream for `screen`, replacing an older one of the same screen
+        (a reloaded page); None when `MAX_STREAMS` are open."""
+        with self._lock:
+            old = self._streams.get(screen)
+            if old is None and len(self._streams) >= MAX_STREAMS:
+                return None
+            stream = _Stream(screen)
+            self._streams[screen] = stream
+        if old is not None:
+            old.current = False
+            old.close()
+        return stream
+
+    def close_stream(self, stream: _Stream) -> bool:
+        """Forget a stream; True when the screen has no stream any more."""
+        with self._lock:
+            if self._streams.get(stream.screen) is stream:
+                del self._streams[stream.screen]
+                return True
+        return False
+
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    timeout = SOCKET_TIMEOUT_S
+    server_version = "alc-kiosk"
+    sys_version = ""
+    _cookie: str | None = None
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Malformed HTTP (the base class's errors) as JSON too, then hang up."""
+        self.close_connection = True
+        status = HTTPStatus(code)
+        self._json(status, {"error": message or status.phrase})
+
+    # --- dispatch -----------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if not self._authorised(url.query):
+            return
+        if url.path in STATIC:
+            self._static(*STATIC[url.path])
+        elif url.path == "/events":
+            screen = parse_qs(url.query).get("screen", [""])[0]
+            if not _SCREEN.fullmatch(screen):
+                self._json(
+                    HTTPStatus.BAD_REQUEST,
+                    {"error": "events needs ?screen=<8 to 64 of A-Z a-z 0-9 _ ->"},
+                )
+                return
+            self._stream(screen)
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {url.path}"})
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        if not self._authorised(url.query):
+            return
+        what = url.path.removeprefix("/api/")
+        if not url.path.startswith("/api/") or what not in _FIELDS:
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such request: {url.path}"})
+            return
+        body = self._body()
+        if body is None:
+            return
+        screen = body.pop("screen", None)
+        if not isinstance(screen, str) or not _SCREEN.fullmatch(screen):
+            self._json(
+                HTTPStatus.BAD_REQUEST, {"error": "'screen' must be 8 to 64 of A-Z a-z 0-9 _ -"}
+            )
+            return
+        fields = _FIELDS[what]
+        for key, value in body.items():
+            kind = fields.get(key)
+            if kind is None:
+                self._json(HTTPStatus.BAD_REQUEST, {"error": f"{what}: unknown field {key!r}"})
+                return
+            if type(value) is not kind or (isinstance(value, str) and len(value) > 64):
+                name = "text (at most 64 characters)" if kind is str else "an integer"
+                self._json(HTTPStatus.BAD_REQUEST, {"error": f"{what}: {key!r} must be {name}"})
+                return
+        status, answer = self.server.kiosk.ask(screen, what, body)
+        self._json(
+            _STATUS.get(status, HTTPStatus.INTERNAL_SERVER_ERROR), {"status": status, **answer}
+        )
+
+    def do_PUT(self) -> None:
+        self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "only GET and POST"})
+
+    do_DELETE = do_PATCH = do_PUT
+
+    # --- pieces -------------------------------------------------------------------
+
+    def _authorised(self, query: str) -> bool:
+        token = self.server.kiosk.token
+        if token is None:
+            # Loopback without a token: only pages that asked for this very
+            # address, so a web page elsewhere cannot reach in by DNS rebinding.
+            kiosk = self.server.kiosk
+            port, host = kiosk.port, kiosk.host
+            listening = f"[{host}]" if ":" in host else host
+            names = ("127.0.0.1", "localhost", "[::1]", listening)
+            allowed = {f"{name}:{port}".lower() for name in names}
+            if self.headers.get("Host", "").lower() in allowed:
+                return True
+            self._json(HTTPStatus.FORBIDDEN, {"error": "ask for this kiosk by its address"})
+            return False
+        given = parse_qs(query).get("token", [None])[0]
+        if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+            self._cookie = token  # remembered by the browser from here on
+            return True
+        try:
+            cookie = SimpleCookie(self.headers.get("Cookie", ""))
+        except CookieError:
+            cookie = SimpleCookie()
+        morsel = cookie.get(COOKIE)
+        if morsel is not None and hmac.compare_digest(morsel.value.encode(), token.encode()):
+            return True
+        self._json(HTTPStatus.UNAUTHORIZED, {"error": "this kiosk needs its token (?token=...)"})
+        return False
+
+    def _body(self) -> dict[str, Any] | None:
+        length_text = self.headers.get("Content-Length")
+        if length_text is None or not length_text.isdecimal():
+            self._json(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
+            return None
+        length = int(length_text)
+        if length > MAX_BODY:
+            self._json(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY} bytes"}
+            )
+            return None
+        kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send application/json"})
+            return None
+        try:
+            raw = self.rfile.read(length)
+            body = json.loads(raw.decode("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            self._json(HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"})
+            return None
+        if not isinstance(body, dict):
+            self._json(HTTPStatus.BAD_REQUEST, {"error": "body must be a JSON object"})
+            return None
+        return body
+
+    def _static(self, name: str, content_type: str) -> None:
+        data = resources.files("firmware.kiosk").joinpath("static", name).read_bytes()
+        self.send_response(HTTPStatus.OK)
+        self._common_headers(content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _json(self, status: HTTPStatus, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self._common_headers("application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _common_headers(self, content_type: str) -> None:
+        self.send_header("Content-Type", content_type)
+        # Always the latest page and data: "Refresh kiosk screens" relies on it.
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if self._cookie is not None:
+            self.send_header(
+                "Set-Cookie", f"{COOKIE}={self._cookie}; Path=/; HttpOnly; SameSite=Strict"
+            )
+
+    def _stream(self, screen: str) -> None:
+        kiosk = self.server.kiosk
+        stream = kiosk.open_stream(screen)
+        if stream is None:
+            self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "too many kiosk screens"})
+            return
+        try:
+            self.send_response(HTTPStatus.OK)
+            self._common_headers("text/event-stream")
+            self.end_headers()
+            self.wfile.write(f"retry: {RETRY_MS}\n\n".encode())
+            self.wfile.flush()
+            kiosk.submit(ScreenJoined(screen))
+            quiet = 0.0
+            while not kiosk.stopping():
+                try:
+                    message = stream.messages.get(timeout=GONE_CHECK_S)
+                except queue.Empty:
+                    if self._hung_up():
+                        break
+                    quiet += GONE_CHECK_S
+                    if quiet < HEARTBEAT_S:
+                        continue
+                    message = _sse("ping", {})
+                if message is None:
+                    break
+                quiet = 0.0
+                self.wfile.write(message)
+                self.wfile.flush()
+        except OSError:
+            pass  # the screen went away; it reconnects by itself
+        finally:
+            if kiosk.close_stream(stream) and stream.current:
+                kiosk.submit(ScreenLeft(screen))
+        self.close_connection = True
+
+    def _hung_up(self) -> bool:
+        """True when the screen closed its end: after its request a screen sends
+        nothing, so anything readable is the end of the connection."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        return bool(readable)
+
+
+def _sse(kind: str, data: Any) -> bytes:
+    # json.dumps escapes newlines, so one `data:` line always holds the whole message.
+    return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()

@@ -1,0 +1,48 @@
+"""Members first: background threads step aside while a member waits at a door.
+
+Python runs one thread at a time. While the decoder thread opens snapshot pages
+back to back, or the storage thread saves a full sync, the loop deciding for a
+member has to win the interpreter from them, and on a small board that costs
+milliseconds. So the loop says when presentations are queued, and the background
+threads wait between two pieces of their work (a page, a chunk of records) until
+the loop has served them. The wait is bounded: a reader that floods the loop
+slows a full sync down, but never stops it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+STEP_ASIDE_MAX_S = 0.05
+
+
+class MembersFirst:
+    """A count of presentations queued for the loop, and a way to wait for none."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._clear = threading.Event()
+        self._clear.set()
+
+    def queued(self) -> None:
+        """A presentation was queued for the loop (any thread)."""
+        with self._lock:
+            self._waiting += 1
+            self._clear.clear()
+
+    def served(self, count: int = 1) -> None:
+        """The loop took `count` queued presentations off its queue and decided."""
+        with self._lock:
+            self._waiting = max(0, self._waiting - count)
+            if self._waiting == 0:
+                self._clear.set()
+
+    def waiting(self) -> bool:
+        """True while a queued presentation waits for the loop. A plain read of
+        one int: cheap enough to ask between every few records of a build."""
+        return self._waiting > 0
+
+    def step_aside(self, timeout: float = STEP_ASIDE_MAX_S) -> None:
+        """Background thread: wait (at most `timeout`) until no member waits."""
+        self._clear.wait(timeout)

@@ -1,0 +1,223 @@
+"""`alc sim`: the controller without a Raspberry Pi.
+
+    alc sim --config controller.toml            bench mode: the real controller on
+                                                mock pins and loop:// readers
+    alc sim send --config controller.toml JSON  seal one bench input and publish it
+    alc sim watch --config controller.toml      print every bench output as it comes
+    alc sim run scenario.toml [--quiet]         a scenario in virtual time
+
+Bench mode runs exactly what `alc controller` runs, on a config whose `[hal]
+backend` is "sim"; anyone with the key drives it through `{base}/bench/in` and
+watches `{base}/bench/out` (docs/simulator.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from firmware.config import Config, load_config
+from firmware.core.errors import LocalError
+
+if TYPE_CHECKING:
+    from firmware.mqtt import BrokerSettings
+
+SEND_WAIT_S = 10.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `alc sim`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "run":
+        from sim.virtual import main as run_main  # the scenario runner needs no broker
+
+        return run_main(args[1:])
+    if args and args[0] == "send":
+        return send_main(args[1:])
+    if args and args[0] == "watch":
+        return watch_main(args[1:])
+    return bench_main(args)
+
+
+def sim_config(path: str) -> Config:
+    """Load controller.toml and refuse any backend but the simulator's."""
+    config = load_config(path)
+    if config.backend != "sim":
+        raise LocalError(
+            f'{config.path}: [hal] backend is "{config.backend}"; alc sim runs only a '
+            'config with backend = "sim" (alc controller runs the others)'
+        )
+    return config
+
+
+def bench_main(argv: Sequence[str]) -> int:
+    """`alc sim --config controller.toml`: run the controller on the simulator."""
+    parser = argparse.ArgumentParser(
+        prog="alc sim",
+        description="Run the controller on the simulator (bench mode). "
+        "`alc sim send` drives it, `alc sim run scenario.toml` plays a scenario.",
+    )
+    parser.add_argument("--config", required=True, help="controller.toml with backend = 'sim'")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    ns = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if ns.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        config = sim_config(ns.config)
+        from firmware.runtime import Runtime  # paho and sqlite only once the config is good
+
+        runtime = Runtime(config)
+    except LocalError as exc:
+        print(f"alc sim: {exc}", file=sys.stderr)
+        return 2
+    base = config.base_topic
+    print(f"bench inputs on {base}/bench/in, outputs on {base}/bench/out", flush=True)
+    print(
+        f"  alc sim send --config {ns.config} "
+        '\'{"t": "present", "reader": "<reader>", "credkind": "tag", "value": "<tag>"}\'',
+        flush=True,
+    )
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        runtime.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    runtime.run()
+    return 0
+
+
+def _settings(config: Config) -> BrokerSettings:
+    from firmware.mqtt import BrokerSettings
+
+    mqtt = config.mqtt
+    return BrokerSettings(
+        mqtt.host,
+        mqtt.port,
+        mqtt.username,
+        mqtt.password,
+        mqtt.tls,
+        str(mqtt.ca_file) if mqtt.ca_file else None,
+        str(mqtt.cert_file) if mqtt.cert_file else None,
+        str(mqtt.key_file) if mqtt.key_file else None,
+    )
+
+
+def watch_main(argv: Sequence[str]) -> int:
+    """`alc sim watch`: print the simulator's bench outputs, verified, until Ctrl-C
+    (or `--count` of them)."""
+    parser = argparse.ArgumentParser(
+        prog="alc sim watch", description="Print every bench output (PROTOCOL.md s8) as it comes."
+    )
+    parser.add_argument("--config", required=True, help="the simulator's controller.toml")
+    parser.add_argument("--count", type=int, help="stop after this many outputs")
+    ns = parser.parse_args(argv)
+    try:
+        config = sim_config(ns.config)
+        key = config.key()
+    except LocalError as exc:
+        print(f"alc sim watch: {exc}", file=sys.stderr)
+        return 2
+    import queue
+
+    from firmware import wire
+    from firmware.core.errors import RemoteError
+    from firmware.mqtt import Link, LinkEvent, Received
+
+    topic = f"{config.base_topic}/bench/out"
+    inbox: queue.Queue[LinkEvent] = queue.Queue(1000)
+    link = Link(
+        f"alc-sim-watch-{config.controller.id}",
+        _settings(config),
+        inbox.put,
+        subscriptions=[topic],
+        persistent=False,
+    )
+    link.start()
+    seen = 0
+    try:
+        if not link.wait_connected(SEND_WAIT_S):
+            where = f"{config.mqtt.host}:{config.mqtt.port}"
+            print(f"alc sim watch: cannot reach the broker at {where}", file=sys.stderr)
+            return 2
+        print(f"watching {topic} (Ctrl-C stops)", flush=True)
+        while ns.count is None or seen < ns.count:
+            event = inbox.get()
+            if not isinstance(event, Received):
+                continue
+            try:
+                body = wire.unseal({config.controller.id.encode(): key}, topic, event.payload).body
+            except RemoteError as exc:
+                print(f"unverified message dropped: {exc}", flush=True)
+                continue
+            seen += 1
+            state = "ON" if body.get("on") else "off"
+            when = body.get("time")
+            clock = time.strftime("%H:%M:%S", time.localtime(when)) if type(when) is int else "?"
+            print(f"{clock}  {body.get('name')} {state}", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        link.stop()
+    return 0
+
+
+def send_main(argv: Sequence[str]) -> int:
+    """`alc sim send`: seal one bench input with the controller's key and publish it."""
+    parser = argparse.ArgumentParser(
+        prog="alc sim send",
+        description="Publish one bench input (PROTOCOL.md s8), sealed with the controller's "
+        "key, as mosquitto_pub would if it could MAC.",
+    )
+    parser.add_argument("--config", required=True, help="the simulator's controller.toml")
+    parser.add_argument("message", help='JSON, e.g. \'{"t": "rex", "door": "front"}\'')
+    ns = parser.parse_args(argv)
+    try:
+        config = sim_config(ns.config)
+        key = config.key()
+        message = json.loads(ns.message)
+        if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+            raise LocalError('the message must be a JSON object with a text "t"')
+    except json.JSONDecodeError as exc:
+        print(f"alc sim send: the message is not JSON: {exc}", file=sys.stderr)
+        return 2
+    except LocalError as exc:
+        print(f"alc sim send: {exc}", file=sys.stderr)
+        return 2
+    from firmware import wire
+    from firmware.mqtt import Link
+
+    topic = f"{config.base_topic}/bench/in"
+    try:
+        payload = wire.seal(key, config.controller.id.encode(), topic, message)
+    except LocalError as exc:
+        print(f"alc sim send: {exc}", file=sys.stderr)
+        return 2
+    mqtt = config.mqtt
+    link = Link(
+        f"alc-sim-send-{config.controller.id}", _settings(config), lambda _e: None, persistent=False
+    )
+    link.start()
+    try:
+        if not link.wait_connected(SEND_WAIT_S):
+            where = f"{mqtt.host}:{mqtt.port}"
+            print(f"alc sim send: cannot reach the broker at {where}", file=sys.stderr)
+            return 2
+        link.publish(topic, payload)
+    finally:
+        link.stop()  # waits for the publish to go out (see firmware.mqtt.Link.stop)
+    print(f"sent to {topic}: {json.dumps(message)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
