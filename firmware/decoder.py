@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from firmware.core.reception import Opened
 from firmware.core.steps import PayloadReceived
+from firmware.members_first import background_thread
 
 log = logging.getLogger("alc.controller")
 
@@ -55,6 +56,7 @@ class Decoder:
         self._thread.join()
 
     def _run(self) -> None:
+        background_thread()
         while (payload := self._payloads.get()) is not None:
             self._step_aside()
             try:

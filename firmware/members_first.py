@@ -11,9 +11,12 @@ slows a full sync down, but never stops it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 
 STEP_ASIDE_MAX_S = 0.05
+BACKGROUND_NICE = 10
 
 
 class MembersFirst:
@@ -46,3 +49,14 @@ class MembersFirst:
     def step_aside(self, timeout: float = STEP_ASIDE_MAX_S) -> None:
         """Background thread: wait (at most `timeout`) until no member waits."""
         self._clear.wait(timeout)
+
+
+def background_thread() -> None:
+    """Call first thing in a background thread (decoding, saving a full sync):
+    the kernel then runs it at a lower priority than the loop, so on a busy
+    two-core board the loop gets a core (and the interpreter) first. Lowering a
+    thread's own priority needs no privilege; on a system without per-thread
+    priorities (not Linux) this does nothing."""
+    with contextlib.suppress(AttributeError, OSError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE)

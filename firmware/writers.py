@@ -22,6 +22,7 @@ from typing import Any
 
 from firmware.core.outbox import DebitEntry, LoggedEvent
 from firmware.core.sync import SaveDelta
+from firmware.members_first import background_thread
 from firmware.outbox_store import OutboxStore
 from firmware.storage import Storage
 
@@ -68,6 +69,9 @@ class StorageWriter:
         self._thread.join()
 
     def _run(self) -> None:
+        # Saving a full sync is background work: the loop and the event thread,
+        # which a member waits for, go first (see `members_first`).
+        background_thread()
         carried: list[Job | None] = []  # a job taken while batching, run next
         while True:
             job = carried.pop() if carried else self._jobs.get()
