@@ -21,6 +21,7 @@ Three outcomes:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ log = logging.getLogger("alc.bench")
 REPORT_EVERY_S = 60.0  # one log line per kind of refusal a minute, like the core's reports
 MAX_KEYS = 64
 KEYS = frozenset("0123456789*#")
+_DIGITS = re.compile(r"[0-9]+")
+_HEX_TAG = re.compile(r"[0-9A-Fa-f]{10}")
+_CARD = re.compile(r"[0-9]+(:[0-9]+)?")
 
 
 class Refused(Exception):
@@ -177,22 +181,25 @@ class BenchHands:
             raise Refused(
                 f"reader {spec.id} ({kind}) reads {' and '.join(allowed)}s, not {credkind}s"
             )
+        # Checked in full before anything reaches the hardware: an input the
+        # reader could never send must not end up as a reader fault or as keys
+        # half typed (Python's int() and isdecimal() also take non-ASCII digits).
         if kind == "rdm6300":
-            try:
-                rdm6300.encode(value)
-            except ValueError:
-                raise Refused(f"reader {spec.id}: an RDM6300 tag is 10 hex digits") from None
+            if not _HEX_TAG.fullmatch(value):
+                raise Refused(f"reader {spec.id}: an RDM6300 tag is 10 hex digits")
         elif kind == "wiegand" and credkind == "card":
             try:
+                if not _CARD.fullmatch(value):
+                    raise ValueError(value)
                 wiegand.encode_card(value)
             except ValueError:
                 raise Refused(
                     f"reader {spec.id}: a Wiegand card is 'facility:card' or plain digits"
                 ) from None
-        elif kind == "line" and not value.isprintable():
-            raise Refused(f"reader {spec.id}: a scanned value is printable text")
-        if credkind == "pin" and not value.isdecimal():
-            raise Refused(f"reader {spec.id}: a PIN is digits")
+        elif kind == "line" and not (value.isascii() and value.isprintable()):
+            raise Refused(f"reader {spec.id}: a scanned value is printable ASCII text")
+        if credkind == "pin" and not _DIGITS.fullmatch(value):
+            raise Refused(f"reader {spec.id}: a PIN is digits 0-9")
         self.sim.present(spec.id, credkind, value)
 
     def _keys_at(self, spec: ReaderSpec, keys: str) -> None:

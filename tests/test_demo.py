@@ -6,6 +6,7 @@ command and this is the same code."""
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -38,6 +39,8 @@ def test_the_demo_plays_its_story_and_stops_everything(
         "everything stopped",
     ):
         assert line in out, line
+    # Issue 7's "Done means": the demo prints the kiosk address.
+    assert re.search(r"kiosk screen: open http://127\.0\.0\.1:\d+/ in a browser", out), out
     if demo.CHROMIUM.exists():  # the demo's headless wall screen
         assert "done: 1 screen reloaded and confirmed" in out
     # The events logged while the hub was away reached it once it was back.

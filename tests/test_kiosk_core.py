@@ -288,6 +288,33 @@ def test_paid_activation_quotes_then_debits_price_times_blocks_once() -> None:
     assert answer.status == "bad"
 
 
+def test_a_confirm_sent_twice_debits_once() -> None:
+    """Review finding: a repeated `activate` (a double tap, or the page retrying
+    after "the controller did not answer" while the first one went through)
+    bought the blocks again. A confirm now uses up the quote it confirms."""
+    c = make()
+    c.handle(ScreenJoined(A), T0)
+    ask(c, A, "pin", T0, pin="4711")
+    answer, _ = ask(c, A, "quote", T0 + 1, light="c1", blocks=1)
+    assert answer.status == "ok" and answer.body["quote"]["total"] == 400
+    first, out = ask(c, A, "activate", T0 + 2, light="c1", blocks=1, total=400)
+    assert first.status == "ok" and [d["amount"] for d in logged(out, "debit")] == [400]
+    again, out = ask(c, A, "activate", T0 + 2, light="c1", blocks=1, total=400)
+    assert again.status == "refused" and logged(out, "debit") == []
+    assert "price" in again.body["error"]
+    assert c.credit("m1") == 600
+    # A confirm without a quote the member saw buys nothing either.
+    c.handle(ScreenJoined(B), T0 + 3)
+    ask(c, B, "pin", T0 + 3, pin="4711")
+    answer, out = ask(c, B, "activate", T0 + 4, light="c1", blocks=1, total=400)
+    assert answer.status == "refused" and logged(out, "debit") == []
+    # A new quote, confirmed, buys again (a second purchase on purpose).
+    ask(c, B, "quote", T0 + 5, light="c1", blocks=1)
+    answer, out = ask(c, B, "activate", T0 + 6, light="c1", blocks=1, total=400)
+    assert answer.status == "ok" and [d["amount"] for d in logged(out, "debit")] == [400]
+    assert c.credit("m1") == 200
+
+
 def test_a_tag_at_the_kiosk_reader_signs_in_on_the_screens() -> None:
     c = make()
     c.handle(ScreenJoined(A), T0)
@@ -393,9 +420,9 @@ class KioskMachine(RuleBasedStateMachine):
     def pin(self, screen: str, pin: str) -> None:
         answer, out = ask(self.c, screen, "pin", self.now, pin=pin)
         self.step(out)
+        self.last_request[screen] = self.now  # at least as late as the session's own
         if answer.status == "ok":
             event("signed in by PIN")
-            self.last_request[screen] = self.now
             assert pin == "4711"
 
     @rule(value=st.sampled_from(["a1", "b2", "zz"]))
@@ -418,8 +445,7 @@ class KioskMachine(RuleBasedStateMachine):
         total = quote.body["quote"]["total"] if "quote" in quote.body else 0
         answer, out = ask(self.c, screen, what, self.now, light=light, blocks=blocks, total=total)
         self.step(out)
-        if answer.status == "ok" or quote.status == "ok":
-            self.last_request[screen] = self.now
+        self.last_request[screen] = self.now
         if not pay:
             assert logged(out, "debit") == []
 
@@ -442,7 +468,9 @@ class KioskMachine(RuleBasedStateMachine):
             member = self.c.kiosk.signed_in(screen)
             if member is not None:
                 assert screen in self.c.kiosk.screens
-                assert self.now - self.last_request.get(screen, -1e18) < IDLE_S + 400
+                # Every request a signed-in screen makes is noted above, so a
+                # session still there after IDLE_S without one is a session kept too long.
+                assert self.now - self.last_request.get(screen, -1e18) < IDLE_S
 
     @invariant()
     def credit_is_never_spent_twice_or_below_zero(self) -> None:

@@ -283,3 +283,48 @@ def test_alc_sim_refuses_a_config_that_is_not_the_simulator(
     assert sim_main.main(["--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and 'backend is "gpio"' in err
+
+
+def test_bench_inputs_a_reader_could_never_send_are_refused_before_the_hardware() -> None:
+    """Review finding: non-ASCII digits (which Python's int() and isdecimal()
+    accept) used to reach the simulated hardware: half a PIN typed on the
+    Wiegand keypad before a KeyError escaped `take`, or reader faults on the
+    RDM6300, keypad and line readers. Each is now one refusal, nothing driven,
+    and the next good input reads exactly as sent."""
+    import tomllib
+
+    from hal.events import ContactChanged, CredentialRead, HalEvent
+    from hal.wiring import parse_wiring
+    from sim.bench import BenchHands
+
+    tables = tomllib.loads(WIRING)
+    wiring = parse_wiring(
+        Path("bench.toml"),
+        doors=tables["doors"],
+        lights=tables["lights"],
+        readers=tables["readers"],
+    )
+    seen: list[HalEvent] = []
+    sim = SimBackend(wiring, seen.append)
+    sim.start()
+    try:
+        key, kid, topic = b"k" * 32, CONTROLLER.encode(), f"{BASE}/bench/in"
+        hands = BenchHands(sim, key, kid, topic)
+        bad = [
+            {"reader": "front-keys", "credkind": "pin", "value": "12\u0663"},  # Arabic-Indic 3
+            {"reader": "front-keys", "credkind": "card", "value": "\u0661\u0662"},
+            {"reader": "front-in", "credkind": "tag", "value": "0000 0000a1"},
+            {"reader": "front-pad", "credkind": "pin", "value": "\u0661\u0662"},
+            {"reader": "court1-in", "credkind": "tag", "value": "\u00e9t\u00e9"},
+        ]
+        for body in bad:
+            payload = seal(key, kid, topic, {"t": "present", **body})
+            assert hands.take(payload) is True, body  # handled here, never raised
+        assert hands.refused == len(bad)
+        good = {"t": "present", "reader": "front-keys", "credkind": "pin", "value": ADA_PIN}
+        assert hands.take(seal(key, kid, topic, good)) is True
+        wait_for(lambda: any(isinstance(e, CredentialRead) for e in seen), "the good PIN")
+        reads = [e for e in seen if not isinstance(e, ContactChanged)]
+        assert reads == [CredentialRead("front-keys", "pin", ADA_PIN)], reads
+    finally:
+        sim.close()

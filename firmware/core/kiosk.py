@@ -102,6 +102,9 @@ class _Session:
     reader: str
     last: float
     view: dict[str, Any] | None = None
+    # The last price quote shown: a confirm uses it up, so a confirm sent twice
+    # (a double tap, a retry after a slow answer) never buys twice.
+    quote: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -317,10 +320,17 @@ class Kiosk:
         if credit < total:
             return [_answer(req, REFUSED, "Not enough credit.", quote=quote)]
         if req.what == "quote":
+            session.quote = quote
             return [_answer(req, OK, quote=quote)]
-        if req.args.get("total") != total:
-            # The price or the blocks changed since the quote the member saw.
+        shown = session.quote
+        if (
+            shown is None
+            or (shown["light"], shown["blocks"], shown["total"]) != (light, blocks, total)
+            or req.args.get("total") != total
+        ):
+            # No quote, a used one, or the price or blocks changed since it was shown.
             return [_answer(req, REFUSED, "The price has changed: check it again.", quote=quote)]
+        session.quote = None
         _, done = club.facility.kiosk_use(
             session.reader,
             light,
