@@ -16,10 +16,13 @@ import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+if TYPE_CHECKING:
+    from firmware.config import MqttSection
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,21 @@ class BrokerSettings:
     cert_file: str | None = None
     key_file: str | None = None
     keepalive_s: int = 30
+
+    @classmethod
+    def of(cls, section: MqttSection) -> BrokerSettings:
+        """The settings of controller.toml's `[mqtt]` section."""
+        return cls(
+            section.host,
+            section.port,
+            section.username,
+            section.password,
+            section.tls,
+            str(section.ca_file) if section.ca_file else None,
+            str(section.cert_file) if section.cert_file else None,
+            str(section.key_file) if section.key_file else None,
+            section.keepalive_s,
+        )
 
 
 class Link:

@@ -166,20 +166,9 @@ class Runtime:
         offline = self._seal("state", {"t": "state", "online": False})
         suffixes = ("data", "cmd", "ack", "bench/in") if self._bench else ("data", "cmd", "ack")
         topics = [f"{self._base}/{s}" for s in suffixes]
-        mqtt = config.mqtt
         self.link = Link(
             f"alc-{config.controller.site}-{config.controller.id}",
-            BrokerSettings(
-                mqtt.host,
-                mqtt.port,
-                mqtt.username,
-                mqtt.password,
-                mqtt.tls,
-                str(mqtt.ca_file) if mqtt.ca_file else None,
-                str(mqtt.cert_file) if mqtt.cert_file else None,
-                str(mqtt.key_file) if mqtt.key_file else None,
-                mqtt.keepalive_s,
-            ),
+            BrokerSettings.of(config.mqtt),
             self._from_link,
             subscriptions=topics,
             will=Will(f"{self._base}/state", offline),

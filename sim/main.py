@@ -15,19 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import signal
 import sys
 import time
 from collections.abc import Sequence
-from types import FrameType
-from typing import TYPE_CHECKING
 
 from firmware.config import Config, load_config
 from firmware.core.errors import LocalError
-
-if TYPE_CHECKING:
-    from firmware.mqtt import BrokerSettings
+from firmware.serve import serve
 
 SEND_WAIT_S = 10.0
 
@@ -67,49 +61,17 @@ def bench_main(argv: Sequence[str]) -> int:
     parser.add_argument("--config", required=True, help="controller.toml with backend = 'sim'")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     ns = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if ns.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    try:
-        config = sim_config(ns.config)
-        from firmware.runtime import Runtime  # paho and sqlite only once the config is good
 
-        runtime = Runtime(config)
-    except LocalError as exc:
-        print(f"alc sim: {exc}", file=sys.stderr)
-        return 2
-    base = config.base_topic
-    print(f"bench inputs on {base}/bench/in, outputs on {base}/bench/out", flush=True)
-    print(
-        f"  alc sim send --config {ns.config} "
-        '\'{"t": "present", "reader": "<reader>", "credkind": "tag", "value": "<tag>"}\'',
-        flush=True,
-    )
+    def started(config: Config) -> None:
+        base = config.base_topic
+        print(f"bench inputs on {base}/bench/in, outputs on {base}/bench/out", flush=True)
+        print(
+            f"  alc sim send --config {ns.config} "
+            '\'{"t": "present", "reader": "<reader>", "credkind": "tag", "value": "<tag>"}\'',
+            flush=True,
+        )
 
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        runtime.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    runtime.run()
-    return 0
-
-
-def _settings(config: Config) -> BrokerSettings:
-    from firmware.mqtt import BrokerSettings
-
-    mqtt = config.mqtt
-    return BrokerSettings(
-        mqtt.host,
-        mqtt.port,
-        mqtt.username,
-        mqtt.password,
-        mqtt.tls,
-        str(mqtt.ca_file) if mqtt.ca_file else None,
-        str(mqtt.cert_file) if mqtt.cert_file else None,
-        str(mqtt.key_file) if mqtt.key_file else None,
-    )
+    return serve("alc sim", lambda: sim_config(ns.config), verbose=ns.verbose, started=started)
 
 
 def watch_main(argv: Sequence[str]) -> int:
@@ -131,13 +93,13 @@ def watch_main(argv: Sequence[str]) -> int:
 
     from firmware import wire
     from firmware.core.errors import RemoteError
-    from firmware.mqtt import Link, LinkEvent, Received
+    from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 
     topic = f"{config.base_topic}/bench/out"
     inbox: queue.Queue[LinkEvent] = queue.Queue(1000)
     link = Link(
         f"alc-sim-watch-{config.controller.id}",
-        _settings(config),
+        BrokerSettings.of(config.mqtt),
         inbox.put,
         subscriptions=[topic],
         persistent=False,
@@ -194,7 +156,7 @@ def send_main(argv: Sequence[str]) -> int:
         print(f"alc sim send: {exc}", file=sys.stderr)
         return 2
     from firmware import wire
-    from firmware.mqtt import Link
+    from firmware.mqtt import BrokerSettings, Link
 
     topic = f"{config.base_topic}/bench/in"
     try:
@@ -204,7 +166,10 @@ def send_main(argv: Sequence[str]) -> int:
         return 2
     mqtt = config.mqtt
     link = Link(
-        f"alc-sim-send-{config.controller.id}", _settings(config), lambda _e: None, persistent=False
+        f"alc-sim-send-{config.controller.id}",
+        BrokerSettings.of(config.mqtt),
+        lambda _e: None,
+        persistent=False,
     )
     link.start()
     try:
