@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[gpio,test]"
 	@# mosquitto is the broker of the integration tests and the demo.
-	command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
-		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; }
+	@# mosquitto_pub (mosquitto-clients) drives the running demo by hand.
+	{ command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto; } && command -v mosquitto_pub >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; }
 	@# Debian's chromium is the browser of the kiosk tests (Playwright drives it;
 	@# Playwright's own browser download is not used). Without it they skip.
 	test -x /usr/bin/chromium || \

@@ -30,7 +30,7 @@ from typing import Any
 from firmware import wire
 from firmware.core.errors import RemoteError
 from firmware.core.model import CREDKINDS, MAX_VALUE_LEN
-from hal import rdm6300, wiegand
+from hal import wiegand
 from hal.sim import SimBackend
 from hal.wiring import ReaderSpec
 

@@ -64,6 +64,8 @@ class Checker:
         self.violations: list[Violation] = []
         self._on_violation = on_violation
         self._lit: set[str] = set()
+        self._on: set[str] = set()  # `light:`/`warn:` outputs switched on and not yet off
+        self._stuck: set[str] = set()  # of those, the ones already reported
         self._checked_in: set[str] = set()  # bookings presented (check-in) so far
         self.logged: dict[int, LoggedEvent] = {}
         self.dropped: list[tuple[int, int]] = []
@@ -189,8 +191,23 @@ class Checker:
                 self.fail(now, "light", f"light {light} on for {why!r} with no reason for it")
         for output in outputs:
             kind, _, light = output.name.partition(":")
-            if kind in ("light", "warn") and output.on and light not in self._lit:
+            if kind not in ("light", "warn"):
+                continue
+            if not output.on:
+                self._on.discard(output.name)
+                self._stuck.discard(output.name)
+                continue
+            self._on.add(output.name)
+            if light not in self._lit:
                 self.fail(now, "light", f"{output.name} switched on while the circuit is not lit")
+                self._stuck.add(output.name)
+        # A state, not only a switch: an output left on after its circuit went
+        # off (its `off` event without the output following) is a light on
+        # without a reason just the same. Reported once until it goes off.
+        for name in sorted(self._on - self._stuck):
+            if name.partition(":")[2] not in self._lit:
+                self.fail(now, "light", f"{name} still on after its circuit went off")
+                self._stuck.add(name)
 
     def _credit(self, now: float, events: list[LoggedEvent], controller: Controller) -> None:
         for event in events:

@@ -46,7 +46,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from firmware.config import Config, ConfigError, parse_config
 from firmware.core.errors import LocalError
-from firmware.core.model import CREDKINDS
+from firmware.core.model import CREDKINDS, KNOWN_KINDS
 from hal.wiring import wiring_from_config
 from tools.hub.datafile import DataFileError, Dataset, parse_document
 
@@ -201,9 +201,17 @@ def load_scenario(path: Path | str) -> Scenario:
     scenario = Scenario(path, name, tz, start, end, seed, records, controller, wiring, steps)
     try:
         config = scenario.config(path.parent)
-        wiring_from_config(config)  # the pins and ports a Pi would need, checked alike
+        wired = wiring_from_config(config)  # the pins and ports a Pi would need, checked alike
     except ConfigError as exc:
         raise ScenarioError(str(exc)) from None
+    outputs = sorted(o.name for o in wired.outputs)
+    for step in steps:
+        # A misspelt output would force nothing, and the run would "pass" a tamper.
+        if step.action == "tamper" and step.target == "output" and step.args["name"] not in outputs:
+            raise ScenarioError(
+                f"{path}: step {step.index}.name: no output {step.args['name']!r} in the "
+                f"wiring ({', '.join(outputs) or 'none'})"
+            )
     return scenario
 
 
@@ -340,6 +348,10 @@ def _check_step(action: str, target: Any, args: dict[str, Any], where: str, cloc
 
     if action in ("present", "contact", "rex", "put", "del"):
         need(isinstance(target, str) and bool(target), action, "must be a non-empty name")
+    if action in ("put", "del"):
+        # The hub's data file takes kinds it does not know (for newer controllers);
+        # in a scenario an unknown kind is a typo that would silently change nothing.
+        need(target in KNOWN_KINDS, action, f"must be one of {', '.join(sorted(KNOWN_KINDS))}")
     if action == "present":
         credkind = args.setdefault("credkind", "tag")
         need(credkind in CREDKINDS, "credkind", f"must be one of {', '.join(CREDKINDS)}")

@@ -199,6 +199,25 @@ def test_wrong_pins_lock_the_keypad_out_even_for_a_right_one() -> None:
     assert answer.status == "ok"
 
 
+def test_wrong_pins_spread_over_screens_share_one_lockout() -> None:
+    """Guessing PINs on several screens, or on a screen id made up for the
+    purpose (anyone can open a stream), counts toward the same lockout."""
+    c = make()
+    fresh = "screen-fresh-0009"
+    for screen in (A, B, fresh):
+        c.handle(ScreenJoined(screen), T0)
+    for i, screen in enumerate((A, B, A, B, fresh)):
+        answer, _ = ask(c, screen, "pin", T0 + i, pin=f"000{i}")
+        assert answer.status == "refused" and "not known" in answer.body["error"]
+    for screen in (A, B, fresh):
+        answer, _ = ask(c, screen, "pin", T0 + 6, pin="4711")
+        assert answer.status == "refused" and "Too many wrong PINs" in answer.body["error"]
+    c.handle(ScreenLeft(fresh), T0 + 7)
+    c.handle(ScreenJoined(fresh), T0 + 8)  # a new stream does not start afresh
+    answer, _ = ask(c, fresh, "pin", T0 + 9, pin="4711")
+    assert answer.status == "refused" and c.kiosk.signed_in(fresh) is None
+
+
 def test_a_booking_pin_is_not_a_wrong_pin_at_the_kiosk() -> None:
     c = make()
     c.handle(ScreenJoined(A), T0)
@@ -315,18 +334,30 @@ def test_a_confirm_sent_twice_debits_once() -> None:
     assert c.credit("m1") == 200
 
 
-def test_a_tag_at_the_kiosk_reader_signs_in_on_the_screens() -> None:
+def test_a_tag_at_the_kiosk_reader_signs_in_on_the_screen_beside_it() -> None:
     c = make()
-    c.handle(ScreenJoined(A), T0)
-    c.handle(ScreenJoined(B), T0)
+    c.handle(ScreenJoined(A, local=True), T0)  # the controller's own touchscreen
+    c.handle(ScreenJoined(B), T0)  # a screen elsewhere on the LAN
     out = c.handle(Presented("kiosk", "tag", "a1"), T0 + 1)
-    assert [v["first_name"] for v in sent(out, "session", A) + sent(out, "session", B)] == [
-        "Ada",
-        "Ada",
-    ]
+    assert [v["first_name"] for v in sent(out, "session", A)] == ["Ada"]
+    assert sent(out, "session", B) == []
+    assert c.kiosk.signed_in(A) == "m1" and c.kiosk.signed_in(B) is None
     out = c.handle(Presented("kiosk", "tag", "zz"), T0 + 2)
     assert sent(out, "notice") == [{"error": "That tag is not known here."}]
     assert logged(out, "access")[0]["reason"] == "unknown_credential"
+
+
+def test_a_tag_at_the_kiosk_reader_never_signs_in_on_lan_screens_it_cannot_tell_apart() -> None:
+    c = make()
+    c.handle(ScreenJoined(A), T0)
+    out = c.handle(Presented("kiosk", "tag", "a1"), T0 + 1)
+    assert c.kiosk.signed_in(A) == "m1"  # the only screen: the reader stands at it
+    c.handle(ScreenJoined(B), T0 + 2)
+    c.handle(Presented("kiosk", "tag", "a1"), T0 + 3)
+    out = c.handle(Presented("kiosk", "tag", "a1"), T0 + 5)
+    assert c.kiosk.signed_in(B) is None
+    assert sent(out, "session", B) == [] and sent(out, "session", A) == []
+    assert sent(out, "notice") == [{"error": "Sign in with your PIN on the screen."}]
 
 
 def test_refresh_counts_the_screens_that_reloaded_and_confirmed() -> None:
@@ -446,8 +477,11 @@ class KioskMachine(RuleBasedStateMachine):
         answer, out = ask(self.c, screen, what, self.now, light=light, blocks=blocks, total=total)
         self.step(out)
         self.last_request[screen] = self.now
-        if not pay:
-            assert logged(out, "debit") == []
+        amounts = [d["amount"] for d in logged(out, "debit")]
+        if pay and answer.status == "ok":
+            assert amounts == ([total] if total > 0 else [])  # price x blocks, once
+        else:
+            assert amounts == []
 
     @rule(screen=st.sampled_from(SCREENS))
     def sign_out(self, screen: str) -> None:

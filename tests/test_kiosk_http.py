@@ -92,6 +92,12 @@ BAD_REQUESTS: list[tuple[str, Any, dict[str, str], int, str]] = [
     ("/api/pin", {"screen": SCREEN, "pin": "12ab"}, {}, 400, "digits"),
     ("/api/pin", {"screen": SCREEN, "who": "me"}, {}, 400, "unknown field 'who'"),
     ("/api/quote", {"screen": SCREEN, "light": "court1", "blocks": "2"}, {}, 400, "integer"),
+    # JSON's true and 2.0 are not the integer 2 (Python's bool is an int: not here).
+    ("/api/quote", {"screen": SCREEN, "light": "court1", "blocks": True}, {}, 400, "integer"),
+    ("/api/quote", {"screen": SCREEN, "light": "court1", "blocks": 2.0}, {}, 400, "integer"),
+    ("/api/activate", b'{"screen": "%s", "total": NaN}' % SCREEN.encode(), {}, 400, "integer"),
+    ("/api/pin", b"[" * 2000 + b"]" * 2000, {}, 400, "not JSON"),  # nested too deep
+    ("/api/pin", {"screen": SCREEN, "pin": "1" * 33}, {}, 400, "1 to 32 digits"),
     ("/api/launch", {"screen": SCREEN}, {}, 404, "no such request"),
     ("/api/pin", {"screen": SCREEN}, {"Content-Type": "text/plain"}, 415, "application/json"),
     ("/api/pin", b"x" * 5000, {}, 413, "over 4096"),

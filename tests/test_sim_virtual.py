@@ -260,6 +260,16 @@ expect = "granted"
             '[[step]]\nat = "Mon 09:00"\npresent = "court-9"\nvalue = "1"\n',
             "step 1.present: no reader 'court-9' in the wiring",
         ),
+        # Typos that used to run and "pass" while doing nothing:
+        (
+            '[[step]]\nat = "Mon 09:00"\nput = "memebr"\nid = "x"\nbody = {}\n',
+            "step 1.put: must be one of booking, door",
+        ),
+        ('[[step]]\nat = "Mon 09:00"\ndel = "bookings"\nid = "x"\n', "step 1.del: must be one"),
+        (
+            '[[step]]\nat = "Mon 09:00"\ntamper = "output"\nname = "door:back"\non = true\n',
+            "step 1.name: no output 'door:back' in the wiring (door:front",
+        ),
     ],
 )
 def test_bad_scenarios_are_one_clear_line(
@@ -293,6 +303,40 @@ def test_the_checker_fails_on_a_negative_debit() -> None:
     body = {"member": "ann", "light": "court1", "amount": 400, "seconds": 1800, "balance": -100}
     checker.step(10.0, Cause(), [LoggedEvent(1, 10, "debit", body)], [], controller)
     assert [(v.rule, v.detail) for v in checker.violations] == [("credit", "ann debited to -100")]
+
+
+def test_the_checker_fails_on_a_light_left_on_after_its_off_event() -> None:
+    """Review finding: the light rule looked only at outputs switching on, so an
+    output left on after its circuit's `off` event (a light burning with no
+    reason) went unnoticed. It is a state rule now, reported once."""
+    from firmware.core.controller import Controller
+    from firmware.core.facility import Output
+    from firmware.core.outbox import LoggedEvent
+    from firmware.core.sync import SyncSession
+
+    session = SyncSession(store_of([]), None, 0, now=0.0, new_id=lambda: "x")
+    controller = Controller(
+        controller_id="c", key=bytes(32), base_topic="alc/s/c", session=session, boot_time=0.0
+    )
+    checker = Checker()
+    command = {"cmd": "set_light", "args": {"light": "court1", "on": True}}
+    on = {"light": "court1", "what": "on", "why": "remote", "booking": None}
+    checker.step(
+        10.0,
+        Cause(command=command),
+        [LoggedEvent(1, 10, "light", on)],
+        [Output("light:court1", True)],
+        controller,
+    )
+    assert checker.violations == []
+    off = {**on, "what": "off"}
+    checker.step(20.0, Cause(), [LoggedEvent(2, 20, "light", off)], [], controller)
+    checker.step(30.0, Cause(), [], [], controller)  # still on: not reported again
+    assert [(v.time, v.rule, v.detail) for v in checker.violations] == [
+        (20.0, "light", "light:court1 still on after its circuit went off")
+    ]
+    checker.step(40.0, Cause(), [], [Output("light:court1", False)], controller)
+    assert len(checker.violations) == 1
 
 
 def test_a_debit_the_hub_booked_before_its_ack_counts_once(tmp_path: Path) -> None:

@@ -361,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hubs = (hub_thread, hub_loop)
                 play(present, contact, command, wait, show, runtime, data_file, hubs, lights_off)
                 if not ns.once:
-                    hand_driving(show, config_file)
+                    hand_driving(show, config_file, broker.port, key, root / "bench-in")
                     wait_for_ctrl_c()
             except KeyboardInterrupt:
                 show("demo", "stopping")
@@ -492,19 +492,38 @@ def play(
     command("refresh_kiosks")
 
 
-def hand_driving(show: Show, config_file: Path) -> None:
-    """Print how to drive the running demo from another terminal."""
-    send = f"{Path(sys.executable).with_name('alc')} sim send --config {config_file}"
-    inputs: list[dict[str, object]] = [
-        {"t": "present", "reader": "front-in", "credkind": "tag", "value": "0a1b2c3d4e"},
-        {"t": "contact", "door": "front", "open": True},
-        {"t": "contact", "door": "front", "open": False},
-        {"t": "rex", "door": "front"},
-        {"t": "present", "reader": "court2-reader", "credkind": "tag", "value": "0a1b2c3d4e"},
+def hand_driving(
+    show: Callable[[str, str], None],
+    config_file: Path,
+    port: int,
+    key: bytes,
+    folder: Path,
+    base: str = BASE,
+) -> None:
+    """Print how to drive the running demo from another terminal: `mosquitto_pub`
+    lines with ready-sealed bench inputs (bench topics are MACed, so a plain JSON
+    payload is refused; a sealed one may be sent again and again), and the
+    `alc sim send` line that seals any other input."""
+    alc = Path(sys.executable).with_name("alc")
+    send = f"{alc} sim send --config {config_file}"
+    inputs: list[tuple[str, str, dict[str, object]]] = [
+        ("anna-at-front", "Anna's tag at the front door", _present("front-in", "0a1b2c3d4e")),
+        ("door-open", "the front door opens", {"t": "contact", "door": "front", "open": True}),
+        ("door-shut", "the front door shuts", {"t": "contact", "door": "front", "open": False}),
+        ("exit-button", "the exit button", {"t": "rex", "door": "front"}),
+        ("anna-at-court2", "Anna's tag at court 2 (paid)", _present("court2-reader", "0a1b2c3d4e")),
     ]
+    topic = f"{base}/bench/in"
+    kid = base.rsplit("/", 1)[-1].encode()
+    folder.mkdir(parents=True, exist_ok=True)
     show("demo", "everything keeps running; drive it from another terminal:")
-    for message in inputs:
-        show("demo", f"  {send} '{json.dumps(message)}'")
+    for name, what, message in inputs:
+        sealed = folder / f"{name}.cbor"
+        sealed.write_bytes(seal(key, kid, topic, message))
+        show("demo", f"  # {what}")
+        show("demo", f"  mosquitto_pub -h 127.0.0.1 -p {port} -t {topic} -f {sealed}")
+    show("demo", "or any bench input (PROTOCOL.md s8), sealed for you:")
+    show("demo", f"  {send} '{json.dumps(inputs[0][2])}'")
     show("demo", "watch the outputs (door, lights, warn lamps) with:")
     show("demo", f"  {Path(sys.executable).with_name('alc')} sim watch --config {config_file}")
     show("demo", "Ctrl-C stops everything.")
@@ -538,3 +557,7 @@ class _Printer(io.StringIO):
 
     def isatty(self) -> bool:
         return False
+
+
+def _present(reader: str, tag: str) -> dict[str, object]:
+    return {"t": "present", "reader": reader, "credkind": "tag", "value": tag}

@@ -120,6 +120,7 @@ class Kiosk:
 
     def __init__(self) -> None:
         self._screens: dict[str, float] = {}
+        self._local: set[str] = set()  # screens on the controller itself
         self._sessions: dict[str, _Session] = {}
         self._refreshes: list[_Refresh] = []
         self._board: dict[str, Any] | None = None
@@ -139,12 +140,17 @@ class Kiosk:
 
     # --- screens ------------------------------------------------------------------
 
-    def joined(self, screen: str, club: Club, now: float) -> list[Action]:
+    def joined(self, screen: str, club: Club, now: float, *, local: bool = False) -> list[Action]:
         """A screen's stream opened: it gets the board and a signed-out session
-        (a page that loads shows nobody, also after a reload)."""
+        (a page that loads shows nobody, also after a reload). `local`: it runs
+        on the controller itself, beside the kiosk's reader."""
         if screen not in self._screens and len(self._screens) >= MAX_SCREENS:
             return []
         self._screens[screen] = now
+        if local:
+            self._local.add(screen)
+        else:
+            self._local.discard(screen)
         self._sessions.pop(screen, None)
         board, _ = board_of(club.store, club.facility, now)
         return [KioskSend(screen, "board", board), KioskSend(screen, "session", None)]
@@ -152,6 +158,7 @@ class Kiosk:
     def left(self, screen: str) -> list[Action]:
         """A screen's stream ended: its session ends with it."""
         self._screens.pop(screen, None)
+        self._local.discard(screen)
         self._sessions.pop(screen, None)
         return []
 
@@ -188,8 +195,17 @@ class Kiosk:
         self, reader: str, credkind: str, value: str, club: Club, now: float
     ) -> list[Action]:
         """A tag, card or PIN at the kiosk's own reader: sign the member in on
-        every connected screen (the reader stands at the screen)."""
-        actions, error = self._sign_in(list(self._screens), reader, credkind, value, club, now)
+        the screen the reader stands at. That is the controller's own screen (a
+        local one); with none, the only screen connected. Never on a screen
+        elsewhere on the LAN beside others: the member's name and credit would
+        show, and could be spent, where they are not standing."""
+        screens = [s for s in self._screens if s in self._local]
+        if not screens and len(self._screens) == 1:
+            screens = list(self._screens)
+        if not screens and self._screens:
+            note = {"error": "Sign in with your PIN on the screen."}
+            return [KioskSend(None, "notice", note)]
+        actions, error = self._sign_in(screens, reader, credkind, value, club, now)
         if error is not None:
             # Nobody typed anything on a screen, so say it there.
             actions.append(KioskSend(None, "notice", {"error": error}))

@@ -104,9 +104,12 @@ class EventsRemoved:
 
 @dataclass(frozen=True, slots=True)
 class ScreenJoined:
-    """A kiosk screen opened its live stream (a page loaded or reconnected)."""
+    """A kiosk screen opened its live stream (a page loaded or reconnected).
+    `local`: the page runs on the controller itself (a loopback client), the
+    touchscreen beside the kiosk's reader."""
 
     screen: str
+    local: bool = False
 
 
 @dataclass(frozen=True, slots=True)

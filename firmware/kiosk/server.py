@@ -435,7 +435,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(f"retry: {RETRY_MS}\n\n".encode())
             self.wfile.flush()
-            kiosk.submit(ScreenJoined(screen))
+            local = self.client_address[0] in ("127.0.0.1", "::1")
+            kiosk.submit(ScreenJoined(screen, local=local))
             quiet = 0.0
             while not kiosk.stopping():
                 try:
