@@ -216,6 +216,32 @@ def test_a_port_in_use_is_a_clear_error(broker: Broker, tmp_path: Path) -> None:
             pass  # never reached; kiosk_rig checks that nothing was left running
 
 
+def test_a_request_head_trickling_in_is_cut_off(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client sending its headers a byte at a time (each within the socket
+    timeout) would hold a connection slot for ever; the head has a deadline."""
+    monkeypatch.setattr(kiosk_server, "HEAD_DEADLINE_S", 1.0)
+    with kiosk_rig(broker, tmp_path) as (_rig, base):
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            raw.settimeout(0.25)
+            raw.sendall(b"GET / HTTP/1.1\r\n")
+            cut_off = False
+            for _ in range(200):  # up to ~50 s of trickling: far past the deadline
+                try:
+                    raw.sendall(b"X-Slow: 1\r\n")
+                    cut_off = raw.recv(1) == b""
+                except TimeoutError:
+                    continue
+                except OSError:
+                    cut_off = True
+                if cut_off:
+                    break
+            assert cut_off, "the server kept a trickling request open"
+        assert get(base + "/")[0] == 200  # and it still serves
+
+
 def _read_all(raw: socket.socket) -> bytes:
     raw.settimeout(20)
     data = b""

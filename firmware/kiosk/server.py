@@ -33,6 +33,7 @@ import re
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -57,6 +58,10 @@ ANSWER_WAIT_S = 5.0
 HEARTBEAT_S = 10.0  # a ping this often: a dead screen is noticed, and notices a dead link
 GONE_CHECK_S = 1.0  # how often a quiet stream checks that its screen is still there
 SOCKET_TIMEOUT_S = 5.0  # a client that stalls mid-request or mid-stream is dropped
+# A request's line and headers must be in within this, however slowly they
+# trickle (a byte every few seconds would never trip the socket timeout and
+# could hold every connection slot, shutting the real screens out).
+HEAD_DEADLINE_S = 10.0
 RETRY_MS = 2000
 COOKIE = "alc_kiosk"
 STATIC = {
@@ -121,6 +126,9 @@ class _HTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], kiosk: KioskServer) -> None:
         self.kiosk = kiosk
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        # Connections whose request head is still coming in, and since when.
+        self._heads: dict[socket.socket, float] = {}
+        self._heads_lock = threading.Lock()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -140,6 +148,26 @@ class _HTTPServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def head_started(self, connection: socket.socket) -> None:
+        with self._heads_lock:
+            self._heads[connection] = time.monotonic()
+
+    def head_done(self, connection: socket.socket) -> None:
+        with self._heads_lock:
+            self._heads.pop(connection, None)
+
+    def service_actions(self) -> None:
+        """Between polls of `serve_forever` (every half second): hang up on
+        requests whose head is late (`HEAD_DEADLINE_S`)."""
+        now = time.monotonic()
+        with self._heads_lock:
+            late = [c for c, since in self._heads.items() if now - since > HEAD_DEADLINE_S]
+            for connection in late:
+                del self._heads[connection]
+        for connection in late:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class KioskServer:
@@ -274,6 +302,19 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "alc-kiosk"
     sys_version = ""
     _cookie: str | None = None
+
+    def handle_one_request(self) -> None:
+        self.server.head_started(self.connection)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.head_done(self.connection)
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()
+        finally:
+            self.server.head_done(self.connection)  # the head is in (or refused)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
