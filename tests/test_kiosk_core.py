@@ -347,6 +347,25 @@ def test_a_tag_at_the_kiosk_reader_signs_in_on_the_screen_beside_it() -> None:
     assert logged(out, "access")[0]["reason"] == "unknown_credential"
 
 
+def test_a_screen_whose_leaving_was_never_heard_is_forgotten_at_the_next_join() -> None:
+    c = make()
+    c.handle(ScreenJoined(A), T0)
+    c.handle(Presented("kiosk", "tag", "a1"), T0 + 1)
+    assert c.kiosk.signed_in(A) == "m1"
+    # A's stream ended but its ScreenLeft never reached the loop; B's join says
+    # which streams are really open.
+    c.handle(ScreenJoined(B, open=frozenset({B}), generation=3), T0 + 2)
+    assert c.kiosk.screens == (B,)
+    assert c.kiosk.signed_in(A) is None  # A's session went with it
+    # Two joins that overtook each other: C's list (newer) already names D;
+    # D's older list, without C, must not make the loop forget C.
+    c.handle(
+        ScreenJoined("screen-c", open=frozenset({B, "screen-c", "screen-d"}), generation=6), T0 + 3
+    )
+    c.handle(ScreenJoined("screen-d", open=frozenset({B, "screen-d"}), generation=5), T0 + 3)
+    assert set(c.kiosk.screens) == {B, "screen-c", "screen-d"}
+
+
 def test_a_tag_at_the_kiosk_reader_never_signs_in_on_lan_screens_it_cannot_tell_apart() -> None:
     c = make()
     c.handle(ScreenJoined(A), T0)

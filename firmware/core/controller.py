@@ -189,7 +189,14 @@ class Controller:
         elif isinstance(event, EventsRemoved):
             actions += self._events_removed(event, now)
         elif isinstance(event, ScreenJoined):
-            actions += self.kiosk.joined(event.screen, self, now, local=event.local)
+            actions += self.kiosk.joined(
+                event.screen,
+                self,
+                now,
+                local=event.local,
+                open=event.open,
+                generation=event.generation,
+            )
         elif isinstance(event, ScreenLeft):
             actions += self.kiosk.left(event.screen)
         elif isinstance(event, KioskRequest):

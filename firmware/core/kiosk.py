@@ -121,6 +121,7 @@ class Kiosk:
     def __init__(self) -> None:
         self._screens: dict[str, float] = {}
         self._local: set[str] = set()  # screens on the controller itself
+        self._generation = 0  # of the newest list of open screens heard
         self._sessions: dict[str, _Session] = {}
         self._refreshes: list[_Refresh] = []
         self._board: dict[str, Any] | None = None
@@ -140,10 +141,25 @@ class Kiosk:
 
     # --- screens ------------------------------------------------------------------
 
-    def joined(self, screen: str, club: Club, now: float, *, local: bool = False) -> list[Action]:
+    def joined(
+        self,
+        screen: str,
+        club: Club,
+        now: float,
+        *,
+        local: bool = False,
+        open: frozenset[str] | None = None,
+        generation: int = 0,
+    ) -> list[Action]:
         """A screen's stream opened: it gets the board and a signed-out session
         (a page that loads shows nobody, also after a reload). `local`: it runs
-        on the controller itself, beside the kiosk's reader."""
+        on the controller itself, beside the kiosk's reader. `open`: every
+        screen the server has a stream for (as of its list's `generation`); any
+        other one left unheard."""
+        if open is not None and generation > self._generation:
+            self._generation = generation
+            for gone in [s for s in self._screens if s not in open and s != screen]:
+                self.left(gone)
         if screen not in self._screens and len(self._screens) >= MAX_SCREENS:
             return []
         self._screens[screen] = now

@@ -110,6 +110,12 @@ class ScreenJoined:
 
     screen: str
     local: bool = False
+    # Every screen with a stream open at that moment, this one included, as of
+    # the server's `generation` of its list of streams: the loop forgets any
+    # other (its `ScreenLeft` may have been dropped from a full queue), unless a
+    # newer list already came. None: not known (tests).
+    open: frozenset[str] | None = None
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,6 +187,7 @@ class KioskServer:
         self.submit = submit
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
+        self._generation = 0  # of `_streams`, see `open_screens`
         self._waiting: dict[int, _Waiting] = {}
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
@@ -251,6 +252,13 @@ class KioskServer:
         with self._lock:
             return len(self._streams)
 
+    def open_screens(self) -> tuple[int, frozenset[str]]:
+        """The screens with a stream open, and the generation of that list (it
+        grows with every change, so the loop can tell an old list from a new one
+        when two joins overtake each other on their way)."""
+        with self._lock:
+            return self._generation, frozenset(self._streams)
+
     # --- from request threads -----------------------------------------------------
 
     def ask(self, screen: str, what: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -279,6 +287,7 @@ class KioskServer:
                 return None
             stream = _Stream(screen)
             self._streams[screen] = stream
+            self._generation += 1
         if old is not None:
             old.current = False
             old.close()
@@ -289,6 +298,7 @@ class KioskServer:
         with self._lock:
             if self._streams.get(stream.screen) is stream:
                 del self._streams[stream.screen]
+                self._generation += 1
                 return True
         return False
 
@@ -477,7 +487,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"retry: {RETRY_MS}\n\n".encode())
             self.wfile.flush()
             local = self.client_address[0] in ("127.0.0.1", "::1")
-            kiosk.submit(ScreenJoined(screen, local=local))
+            generation, open = kiosk.open_screens()
+            kiosk.submit(ScreenJoined(screen, local, open, generation))
             quiet = 0.0
             while not kiosk.stopping():
                 try:
