@@ -24,6 +24,9 @@ class ConfigError(LocalError):
     """controller.toml (or a file it names) is missing, unreadable or wrong."""
 
 
+LOOP_PRIORITIES = ("normal", "high", "realtime")
+
+
 @dataclass(frozen=True, slots=True)
 class ControllerSection:
     """`[controller]`: who this controller is and where it keeps its data."""
@@ -35,6 +38,9 @@ class ControllerSection:
     outage_s: int = 600
     full_sync_every_s: int = 43200
     outbox_max: int = 1_000_000
+    # The loop's kernel scheduling: "normal", "high" (nice -10) or "realtime"
+    # (SCHED_FIFO); the last two need CAP_SYS_NICE (see docs/operations.md).
+    loop_priority: str = "high"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +157,11 @@ def _controller(path: Path, raw: Any) -> ControllerSection:
         outage_s=s.get("outage_s", int, 600, low=1),
         full_sync_every_s=s.get("full_sync_every_s", int, 43200, low=60),
         outbox_max=s.get("outbox_max", int, 1_000_000, low=100),
+        loop_priority=s.get("loop_priority", str, "high"),
     )
+    if section.loop_priority not in LOOP_PRIORITIES:
+        choices = ", ".join(repr(p) for p in LOOP_PRIORITIES)
+        raise s.error("loop_priority", f"must be one of {choices}, got {section.loop_priority!r}")
     s.done()
     return section
 

@@ -74,7 +74,7 @@ from firmware.core.steps import KioskAnswer, KioskSend
 from firmware.core.sync import SaveDelta, SaveSnapshot, SyncSession
 from firmware.decoder import Decoder
 from firmware.kiosk.server import KioskServer
-from firmware.members_first import MembersFirst
+from firmware.members_first import MembersFirst, member_thread
 from firmware.mqtt import BrokerSettings, Link, LinkDown, LinkEvent, LinkUp, Received, Will
 from firmware.outbox_store import OutboxStore
 from firmware.storage import Storage, load_store
@@ -132,6 +132,7 @@ class Runtime:
         self._stopping = threading.Event()
         self._bulk = False  # a full sync arriving: the collector is off (`_collector`)
         self.members_first = MembersFirst()
+        self.loop_priority = "normal"  # what `run` could get (`member_thread`)
         self._dropped = 0
         data_dir = config.controller.data_dir
         try:
@@ -265,6 +266,14 @@ class Runtime:
         # a presentation would wait that long behind the storage or network thread.
         # The loop is the thread a member waits for; make the hand-over quicker.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        wanted = self.config.controller.loop_priority
+        self.loop_priority = member_thread(wanted)
+        if self.loop_priority != wanted:
+            log.warning(
+                "loop priority %s, not %s: no CAP_SYS_NICE (docs/operations.md)",
+                self.loop_priority,
+                wanted,
+            )
         self._carry_out(self.controller, self._boot_actions)
         if self.hardware is not None:
             self.hardware.start()
@@ -531,6 +540,12 @@ def _save_snapshot(
 ) -> None:
     records = _stepping_aside(action.records, members)
     storage.save_snapshot(action.epoch, action.v, records, action.digest, last_full)
+    # Let go of the records a piece at a time: freeing 100,000 of them at once is
+    # one long stretch of C holding the interpreter lock, which the loop, and a
+    # member at the door, would wait out.
+    while action.records:
+        members.step_aside()
+        del action.records[-STEP_RECORDS:]
 
 
 def _stepping_aside(

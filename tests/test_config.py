@@ -31,6 +31,7 @@ def test_example_config_loads() -> None:
     assert config.masters == {("tag", "0000000000")}
     assert config.doors[0]["id"] == "front"
     assert config.controller.outage_s == 600
+    assert config.controller.loop_priority == "realtime"
 
 
 def test_minimal_config_has_defaults_and_relative_paths(tmp_path: Path) -> None:
@@ -39,6 +40,7 @@ def test_minimal_config_has_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert config.controller.data_dir == tmp_path / "data"
     assert config.backend == "gpio"
     assert config.masters == frozenset()
+    assert config.controller.loop_priority == "high"
 
 
 @pytest.mark.parametrize(
@@ -48,6 +50,7 @@ def test_minimal_config_has_defaults_and_relative_paths(tmp_path: Path) -> None:
         (MINIMAL.replace('id = "ctl1"\n', ""), "controller.id"),
         (MINIMAL + "outage_s = -1\n", "controller.outage_s"),
         (MINIMAL + "colour = 1\n", "controller.colour"),
+        (MINIMAL + 'loop_priority = "urgent"\n', "controller.loop_priority"),
         (MINIMAL + "[mqtt]\nport = 70000\n", "mqtt.port"),
         (MINIMAL + '[mqtt]\nport = "1883"\n', "mqtt.port"),
         (MINIMAL + '[[masters]]\ncredkind = "face"\nvalue = "x"\n', "masters[0].credkind"),

@@ -47,7 +47,8 @@ def cpu_of(pid: int | None) -> float:
 
 def controller_config(tmp: Path, keys_dir: Path, broker: Broker) -> Config:
     """The benched controller: on the simulator, one door with a reader whose
-    presentations come on the bench topic, as the simulator's do."""
+    presentations come on the bench topic, as the simulator's do. Its loop runs
+    at "realtime" priority where allowed, as deploy/ sets it up on a Pi."""
     return parse_config(
         tmp / "controller.toml",
         {
@@ -56,6 +57,7 @@ def controller_config(tmp: Path, keys_dir: Path, broker: Broker) -> Config:
                 "id": CONTROLLER,
                 "data_dir": str(tmp / "controller"),
                 "key_file": str(key_path(keys_dir, CONTROLLER)),
+                "loop_priority": "realtime",
             },
             "mqtt": {"host": broker.host, "port": broker.port},
             "hal": {"backend": "sim"},

@@ -1,6 +1,6 @@
 """`alc bench sync`: the sync path end to end, through a real mosquitto on loopback.
 
-    alc bench sync [--members 100000] [--deltas 10000] [--rate 100] [--syncs 5] [--seed S] [--json]
+    alc bench sync [--members 100000] [--deltas 10000] [--rate 100] [--syncs 20] [--seed S] [--json]
 
 Three parts talk through a throwaway mosquitto (`tools.broker`) on a free port:
 
@@ -19,7 +19,7 @@ What it measures, in order:
 1. `cold_sync_s`: the controller starts with no data; from `run()` until it holds
    the hub's dataset (the new dataset swapped in). The record-by-record build.
 2. `sync_s`: a `sync` command, from publishing it until the `done` reply arrives
-   (the median of `--syncs` commands, 5 by default; latencies pooled over all).
+   (the median of `--syncs` commands, 20 by default; latencies pooled over all).
    The dataset is unchanged since the cold sync, so the controller re-fetches and
    re-hashes every record but reuses each one it already holds
    (`StoreBuilder(previous=...)`), as in the twice-daily full sync.
@@ -373,6 +373,7 @@ class Results:
     delta_phase: Phase
     hub_commit_s: float
     memory_s: float
+    loop_priority: str  # what the controller's loop ran at (`members_first`)
 
     def figures(self) -> list[Figure]:
         during, idle = self.during_ms, self.idle_ms
@@ -474,6 +475,7 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int, syncs: int
             delta_phase=delta_phase,
             hub_commit_s=hub_commit_s,
             memory_s=memory_s,
+            loop_priority=runtime.loop_priority,
         )
 
 
@@ -542,7 +544,7 @@ def bench_sync(argv: Sequence[str]) -> int:
         "--rate", type=float, default=100.0, help="presentations per second (default 100)"
     )
     parser.add_argument(
-        "--syncs", type=positive, default=5, help="sync commands to time (default 5)"
+        "--syncs", type=positive, default=20, help="sync commands to time (default 20)"
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -570,7 +572,8 @@ def bench_sync(argv: Sequence[str]) -> int:
 def _report(r: Results, members: int, rate: float, seed: int) -> None:
     print(
         f"alc bench sync: {members:,} members, {r.records:,} records in {r.pages} snapshot "
-        f"pages, seed {seed}; hub (own process), controller and mosquitto on one machine"
+        f"pages, seed {seed}; hub (own process), controller and mosquitto on one machine; "
+        f"controller loop at {r.loop_priority} priority"
     )
     print(
         f"cold full sync (empty controller, boot to done): {r.cold.wall_s:.2f} s, "

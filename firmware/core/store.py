@@ -204,6 +204,38 @@ class Store:
             "booking": self.bookings,
         }
 
+    def retire(self) -> list[dict[Any, Any]]:
+        """Every dict of this store, the large inner ones first, for the caller
+        to empty a slice at a time once the store is no longer used (see
+        `SyncSession`): emptied at once, 100,000 members are one long stretch
+        of C holding the interpreter lock."""
+        inner: list[dict[Any, Any]] = [
+            *self.credentials.values(),
+            *self.door_groups.values(),
+            *self.light_groups.values(),
+            *self.bookings_by_pin.values(),
+            *self.bookings_by_member.values(),
+            *self.bookings_by_light.values(),
+            *self.bookings_by_door.values(),
+        ]
+        outer: list[dict[Any, Any]] = [
+            self.credentials,
+            self.door_groups,
+            self.light_groups,
+            self.bookings_by_pin,
+            self.bookings_by_member,
+            self.bookings_by_light,
+            self.bookings_by_door,
+            self.members,
+            self.groups,
+            self.schedules,
+            self.doors,
+            self.lights,
+            self.bookings,
+            self.others,
+        ]
+        return [*inner, *outer]
+
     # --- reading ------------------------------------------------------------------
 
     @property

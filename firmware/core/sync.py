@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from firmware.core.errors import RemoteError
 from firmware.core.messages import Delta, SnapPage
@@ -29,6 +29,7 @@ GAP_RETRY_S = 10.0
 STALL_S = 30.0
 FULL_JITTER_S = 1800.0
 SLICE_RECORDS = 100
+RETIRE_PER_RECORD = 20  # dict entries let go of in the time one record is built
 PIECE_RECORDS = 10  # records built between two looks for a waiting member
 MAX_BUFFERED_DELTAS = 10_000
 MAX_SNAPSHOT_RECORDS = 5_000_000
@@ -149,6 +150,8 @@ class SyncSession:
         self._booted = False
         self._full: _FullSync | None = None
         self._buffer: list[Delta] = []
+        # Dicts of stores swapped out, emptied by `work` (the last one first).
+        self._retired: list[dict[Any, Any]] = []
         self._gap_to: int | None = None
         self._gap_asked_at: float | None = None
         self._applied: deque[str] = deque(maxlen=16)
@@ -174,8 +177,25 @@ class SyncSession:
         return self._full.reason if self._full is not None else None
 
     def has_work(self) -> bool:
-        """True while a finished snapshot is being built aside (call `work`)."""
-        return self._full is not None and self._full.feed is not None
+        """True while a finished snapshot is being built aside, or a replaced
+        store is being let go of (call `work`)."""
+        return bool(self._retired) or (self._full is not None and self._full.feed is not None)
+
+    def _retire(self, store: Store) -> None:
+        """A store swapped out: `work` empties it a slice at a time."""
+        self._retired += reversed(store.retire())  # inner dicts end up last: first
+
+    def _let_go(self, budget: int) -> None:
+        """Empty up to `budget` entries of retired stores' dicts."""
+        retired = self._retired
+        while budget > 0 and retired:
+            table = retired[-1]
+            take = min(budget, len(table))
+            for _ in range(take):
+                table.popitem()
+            budget -= take
+            if not table:
+                retired.pop()
 
     def receiving(self) -> bool:
         """True from the first page of a full sync until it is swapped in or given
@@ -227,6 +247,7 @@ class SyncSession:
 
     def purge(self, now: float) -> list[SyncAction]:
         """Wipe the dataset from memory and disk, then fetch it again."""
+        self._retire(self.store)
         self.store = Store()
         self.epoch = None
         self.v = 0
@@ -323,6 +344,9 @@ class SyncSession:
         """Build the next slice (up to `budget` records) of a complete snapshot;
         swap it in when done. `yield_now`, asked every `PIECE_RECORDS`, ends the
         slice early when it returns True (a member is waiting for the loop)."""
+        if self._retired:
+            self._let_go(budget * RETIRE_PER_RECORD)
+            return []
         full = self._full
         if full is None or full.feed is None or full.builder is None:
             return []
@@ -347,6 +371,7 @@ class SyncSession:
             actions.append(StateChanged())
             return actions
         assert full.sync is not None
+        self._retire(self.store)
         self.store = built.store
         self.epoch, self.v = full.epoch, full.v
         self._applied.append(full.sync)
