@@ -226,12 +226,7 @@ class Store:
             self.bookings_by_member,
             self.bookings_by_light,
             self.bookings_by_door,
-            self.members,
-            self.groups,
-            self.schedules,
-            self.doors,
-            self.lights,
-            self.bookings,
+            *self._tables.values(),
             self.others,
         ]
         return [*inner, *outer]
@@ -274,14 +269,7 @@ class Store:
     def recomputed_digest(self) -> bytes:
         """The digest summed afresh from every record's part (a self-check)."""
         total = self._site_part
-        for table in (
-            self.members,
-            self.groups,
-            self.schedules,
-            self.doors,
-            self.lights,
-            self.bookings,
-        ):
+        for table in self._tables.values():
             for record in table.values():
                 total += record.part
         total += sum(r.part for r in self.others.values())
