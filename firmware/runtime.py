@@ -132,7 +132,8 @@ class Runtime:
         self._stopping = threading.Event()
         self._bulk = False  # a full sync arriving: the collector is off (`_collector`)
         self.members_first = MembersFirst()
-        self.loop_priority = "normal"  # what `run` could get (`member_thread`)
+        # What `run` could get (`member_thread`); None until the loop is running.
+        self.loop_priority: str | None = None
         self._dropped = 0
         data_dir = config.controller.data_dir
         try:
@@ -266,20 +267,21 @@ class Runtime:
         # a presentation would wait that long behind the storage or network thread.
         # The loop is the thread a member waits for; make the hand-over quicker.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
-        wanted = self.config.controller.loop_priority
-        self.loop_priority = member_thread(wanted)
-        if self.loop_priority != wanted:
-            log.warning(
-                "loop priority %s, not %s: no CAP_SYS_NICE (docs/operations.md)",
-                self.loop_priority,
-                wanted,
-            )
         self._carry_out(self.controller, self._boot_actions)
         if self.hardware is not None:
             self.hardware.start()
         self.link.start()
         if self.kiosk is not None:
             self.kiosk.start()
+        # Raised only now: a thread inherits its creator's priority, and the
+        # reader, network and kiosk threads started above are not the loop.
+        wanted = self.config.controller.loop_priority
+        got = member_thread(wanted)
+        if got != wanted:
+            log.warning(
+                "loop priority %s, not %s: no CAP_SYS_NICE (docs/operations.md)", got, wanted
+            )
+        self.loop_priority = got
         try:
             while not self._stopping.is_set():
                 self._step()

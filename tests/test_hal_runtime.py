@@ -11,6 +11,7 @@ assertion is about time.
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import threading
@@ -24,6 +25,7 @@ import pytest
 
 from firmware.config import load_config
 from firmware.core.model import digest_bytes, digest_part
+from firmware.members_first import BACKGROUND_NICE, HIGH_NICE
 from firmware.outbox_store import OutboxStore
 from firmware.runtime import DB_FILE, Runtime
 from firmware.storage import Storage
@@ -217,3 +219,38 @@ def test_the_sim_hardware_drives_the_real_runtime(config_path: Path, outbox: Out
     ]
     rows = outbox.batch(0, 99)
     assert rows[0][2:] == ["system", {"what": "boot", "detail": "alc 0.1.0"}]
+
+
+def test_only_the_loop_thread_runs_at_the_loop_priority(config_path: Path) -> None:
+    """The loop raises its own priority once the reader, network and kiosk threads
+    are started (threads inherit their creator's), and background threads lower
+    theirs; where no priority may be raised, nothing is."""
+    config_path.write_text(
+        config_path.read_text().replace("[controller]\n", '[controller]\nloop_priority = "high"\n')
+    )
+    runtime = Runtime(load_config(config_path))
+    loop = threading.Thread(target=runtime.run, name="test-loop", daemon=True)
+    loop.start()
+    try:
+        wait_for("the loop to take its priority", lambda: runtime.loop_priority is not None)
+        wait_for(
+            "the reader thread", lambda: any("reader" in t.name for t in threading.enumerate())
+        )
+        nice = {
+            t.name: os.getpriority(os.PRIO_PROCESS, t.native_id)
+            for t in threading.enumerate()
+            if t.native_id is not None and t.is_alive()
+        }
+        base = nice[threading.current_thread().name]
+        raised = runtime.loop_priority == "high"
+        assert nice["test-loop"] == (base - HIGH_NICE if raised else base)
+        for name in ("alc-decoder", "alc-storage"):
+            assert nice[name] == min(base + BACKGROUND_NICE, 19), name
+        others = [n for n in nice if n not in ("test-loop", "alc-decoder", "alc-storage")]
+        assert any(n.startswith("paho") for n in others) and any("reader" in n for n in others)
+        for name in others:
+            assert nice[name] == base, name
+    finally:
+        runtime.stop()
+        loop.join(WAIT_S)
+    assert not loop.is_alive()

@@ -475,7 +475,7 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int, syncs: int
             delta_phase=delta_phase,
             hub_commit_s=hub_commit_s,
             memory_s=memory_s,
-            loop_priority=runtime.loop_priority,
+            loop_priority=runtime.loop_priority or "normal",
         )
 
 
