@@ -332,6 +332,16 @@ def test_state_with_a_wrong_digest_gets_a_snapshot_at_most_every_30_s(hub: Hub) 
     assert {b["t"] for _, b in again} == {"snap"}
 
 
+def test_state_with_events_waiting_gets_an_ack_of_what_the_hub_has(hub: Hub) -> None:
+    hub.update(records(), NOW)
+    batch = [[seq, 1_700_000_000, "access", {"door": "front"}] for seq in (1, 2)]
+    send(hub, "c1", "events", {"t": "events", "batch": batch}, NOW + 1)
+    out = send(hub, "c1", "state", state(hub, outbox=3), NOW + 60)
+    assert out == [(topic("c1", "ack"), {"t": "ack", "upto": 2, "v": hub.v})]
+    assert send(hub, "c1", "state", state(hub, outbox=0), NOW + 61) == []
+    assert send(hub, "c1", "state", state(hub, outbox=3, online=False), NOW + 62) == []
+
+
 def test_state_of_another_epoch_gets_a_snapshot(hub: Hub) -> None:
     hub.update(records(), NOW)
     out = send(hub, "c2", "state", state(hub, epoch="old", v=9), NOW + 60)

@@ -23,7 +23,8 @@ from typing import Any
 import cbor2
 import pytest
 
-from firmware.core.controller import PayloadReceived
+from firmware.core import outbox as outbox_module
+from firmware.core.controller import PayloadReceived, Presented
 from firmware.core.decide import Target
 from firmware.mqtt import BrokerSettings
 from firmware.runtime import DB_FILE, Runtime
@@ -341,6 +342,38 @@ def test_a_broker_restart_in_the_middle_of_a_snapshot(
         ("started", "command"),
         ("done", "command"),
     ]
+
+
+def test_events_lost_in_a_broker_restart_go_again_once_the_hub_is_back(
+    broker: Broker, rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch sent while the hub is away, then lost with the broker's memory, is
+    sent again when the hub comes back and acks the controller's `state`, not
+    after the ack timeout (switched off here, so only that ack can bring it)."""
+    start_synced(rig)
+    runtime = rig.runtime
+    assert runtime is not None
+    outbox = runtime.controller.outbox
+    monkeypatch.setattr(outbox_module, "ACK_TIMEOUT_S", 3600.0)
+    # Acks of earlier states may have nudged it moments ago; that limit has its
+    # own test (tests/test_outbox.py).
+    monkeypatch.setattr(outbox_module, "NUDGE_EVERY_S", 0.0)
+    rig.stop_hub()
+    runtime.submit(Presented("nowhere", "tag", "00000000a1"))  # logs a system error
+    wait_for(
+        lambda: outbox.last_seq > outbox.acked_upto and outbox.sent_upto == outbox.last_seq,
+        "the event to be sent with no hub to take it",
+    )
+    lost = outbox.last_seq
+    broker.restart(signal.SIGKILL)  # and what the broker held for the hub with it
+    wait_for(lambda: not runtime.link.connected, "the controller to lose the broker")
+    wait_for(lambda: runtime.link.connected, "the controller to reconnect")
+    # It sends the batch again on reconnecting: still nobody there to take it.
+    wait_for(lambda: outbox.sent_upto == outbox.last_seq, "the resend into the void")
+    time.sleep(0.5)  # let that publish leave before the hub subscribes
+    assert outbox.acked_upto < lost
+    rig.start_hub()
+    wait_for(lambda: outbox.acked_upto >= lost, "the hub to acknowledge the lost event")
 
 
 def test_a_lost_delta_is_recovered_from_the_gap(

@@ -8,6 +8,7 @@ from firmware.core.outbox import (
     ACK_TIMEOUT_S,
     BATCH_EVENTS,
     MAX_AGE_S,
+    NUDGE_EVERY_S,
     WINDOW_EVENTS,
     DebitEntry,
     DeleteAcked,
@@ -70,6 +71,27 @@ def test_reconnect_and_a_silent_hub_both_resend_from_the_last_ack() -> None:
     assert box.due(1.0, connected=True) == [SendEvents(1, 3)]
     assert box.due(2.0, connected=True) == []
     assert box.due(1.0 + ACK_TIMEOUT_S, connected=True) == [SendEvents(1, 3)]
+
+
+def test_an_ack_that_moves_nothing_while_events_are_in_flight_resends_them_once() -> None:
+    box = Outbox()
+    logged(box, 5)
+    assert box.due(0.0, connected=True) == [SendEvents(0, 5)]
+    assert box.acked(2, 0, now=1.0) == [DeleteAcked(2, 0)]
+    # The hub answers our state with an ack that moves nothing: 3..5 were lost
+    # (a broker restart, say). They go again at once, not after the ack timeout.
+    assert box.acked(2, 0, now=2.0) == []
+    assert box.due(2.0, connected=True) == [SendEvents(2, 5)]
+    # At most once per NUDGE_EVERY_S: a hub that keeps acking the same seq
+    # cannot make the controller resend in a loop.
+    assert box.acked(2, 0, now=3.0) == []
+    assert box.due(3.0, connected=True) == []
+    assert box.acked(2, 0, now=2.0 + NUDGE_EVERY_S) == []
+    assert box.due(2.0 + NUDGE_EVERY_S, connected=True) == [SendEvents(2, 5)]
+    # Nothing in flight: an ack that moves nothing changes nothing.
+    assert box.acked(5, 0, now=40.0) == [DeleteAcked(5, 0)]
+    assert box.acked(5, 0, now=99.0) == []
+    assert box.due(99.0, connected=True) == []
 
 
 def test_acks_are_monotonic_and_bounded_by_what_was_logged() -> None:

@@ -22,6 +22,13 @@ BATCH_EVENTS = 500  # per `events` message (the runtime splits further by bytes)
 MAX_AGE_S = 0.5  # an event waits at most this long for company before it is sent
 WINDOW_EVENTS = 5000  # sent but not yet acknowledged, at most
 ACK_TIMEOUT_S = 30.0  # no ack this long after a send: send again from the last ack
+# An ack that moves nothing while events are in flight says the hub is there but
+# has not got them (the hub acks a controller's `state` for that reason, e.g.
+# after a broker restart lost a batch): send again at once. At most this often,
+# so a hub that keeps acking the same seq costs one resend per interval, not a
+# loop at network speed; an ack racing a batch still on its way costs one
+# duplicate, which the hub ignores.
+NUDGE_EVERY_S = 2.0
 OUTBOX_BOUND = 1_000_000
 
 
@@ -113,6 +120,7 @@ class Outbox:
     _sent_at: float | None = None
     _last_send: float = -1e18
     _fold_asked: bool = False
+    _nudged_at: float = -1e18
 
     def __post_init__(self) -> None:
         self.sent_upto = self.acked_upto
@@ -220,6 +228,12 @@ class Outbox:
         hub working through a long backlog is not a silent one)."""
         upto = min(upto, self.last_seq)  # an ack for seqs we never sent is bogus
         if upto <= self.acked_upto:
+            in_flight = self.sent_upto > self.acked_upto
+            if in_flight and now is not None and now - self._nudged_at >= NUDGE_EVERY_S:
+                # The hub is there and lacks what we sent: it was lost on the way.
+                self._nudged_at = now
+                self.sent_upto = self.acked_upto
+                self._sent_at = None
             return []
         self.acked_upto = upto
         self.sent_upto = max(self.sent_upto, upto)

@@ -249,7 +249,16 @@ class Hub:
         online = self._online(view)
         if online != was_online:
             log.info("controller %s is %s", controller, "online" if online else "offline")
-        return self._reconcile(controller, view, now)
+        out = self._reconcile(controller, view, now)
+        waiting = body.get("outbox")
+        if online and type(waiting) is int and waiting > 0:
+            # It holds events not acknowledged yet. Say how far we have them: if
+            # a batch was lost (a broker restart before we had subscribed again),
+            # an ack that moves nothing makes it send again at once rather than
+            # after its 30 s ack timeout (docs/protocol.md, "Reference hub").
+            ack = {"t": "ack", "upto": self.db.acked(controller), "v": self.v}
+            out.append(self._seal(controller, "ack", ack))
+        return out
 
     def _reconcile(self, controller: str, view: ControllerView, now: float) -> list[Outgoing]:
         """Push deltas or a snapshot if the controller's last state disagrees."""
