@@ -283,8 +283,9 @@ class Faults:
         elif fault == "broker_kill":
             # A killed broker forgets every session and subscription. Were the
             # controller back before the hub, the batches it resends would reach
-            # no subscriber and wait for the 30 s ack timeout: correct, but slow
-            # for a test. So the controller stays cut off until the hub is back.
+            # no subscriber, and go again only once the hub acks its state (see
+            # test_integration's broker restart test). The controller stays cut
+            # off until the hub is back, so these runs test the rest.
             self.proxy.reset()
             self.broker.restart(signal.SIGKILL)
             assert self.rig.hub_loop is not None
