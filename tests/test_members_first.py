@@ -61,7 +61,16 @@ def test_step_aside_waits_while_a_member_waits_and_not_after() -> None:
 def test_step_aside_is_bounded() -> None:
     members = MembersFirst()
     members.queued()  # never served: a flooding reader
-    members.step_aside(timeout=0.01)  # returns all the same
+    done = threading.Event()
+
+    def background() -> None:
+        members.step_aside(timeout=0.01)  # returns all the same
+        done.set()
+
+    thread = threading.Thread(target=background)
+    thread.start()
+    thread.join(10)
+    assert done.is_set() and members.waiting()
 
 
 def test_a_background_thread_runs_at_a_lower_priority() -> None:

@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def present(reader: str, credkind: str, value: str, who: str) -> None:
             show("member", f"{who} presents {credkind} {value} at {reader}")
-            to_bench({"t": "present", "reader": reader, "credkind": credkind, "value": value})
+            to_bench(_present(reader, value, credkind))
 
         def contact(open: bool) -> None:
             show("door", "front door opened" if open else "front door closed")
@@ -559,5 +559,6 @@ class _Printer(io.StringIO):
         return False
 
 
-def _present(reader: str, tag: str) -> dict[str, object]:
-    return {"t": "present", "reader": reader, "credkind": "tag", "value": tag}
+def _present(reader: str, value: str, credkind: str = "tag") -> dict[str, object]:
+    """A bench input: `value` held to `reader` (PROTOCOL.md s8)."""
+    return {"t": "present", "reader": reader, "credkind": credkind, "value": value}

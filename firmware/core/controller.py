@@ -132,7 +132,6 @@ class Controller:
         `bench` accepts the simulator's bench inputs (PROTOCOL.md s8); never on a
         real installation, where a reader is the only way to present a credential."""
         self.id = controller_id
-        self._kid = controller_id.encode()
         self.session = session
         self.boot_time = boot_time
         self.masters = masters
@@ -142,7 +141,7 @@ class Controller:
         )
         self._executed: dict[str, int] = dict(executed or {})
         suffixes = ("data", "cmd", "ack", "bench/in") if bench else ("data", "cmd", "ack")
-        self.reception = Reception(base_topic, {self._kid: key}, suffixes)
+        self.reception = Reception(base_topic, {controller_id.encode(): key}, suffixes)
         # sync/purge commands waiting for the full sync they asked for; any full
         # sync that finishes after them answers them all.
         self._running: list[_Running] = []
