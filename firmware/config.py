@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.core.errors import LocalError
-from firmware.core.model import CREDKINDS
+from firmware.core.limits import CREDKINDS
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

@@ -37,8 +37,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from firmware import wire
+from firmware.collector import BulkCollector
 from firmware.config import Config, ConfigError
+from firmware.core import wire
 from firmware.core.controller import (
     Action,
     CheckStorage,
@@ -130,7 +131,7 @@ class Runtime:
         self._bench = config.backend == "sim"
         self._bench_in = f"{self._base}/bench/in"
         self._stopping = threading.Event()
-        self._bulk = False  # a full sync arriving: the collector is off (`_collector`)
+        self._collector = BulkCollector()  # off while a full sync arrives
         self.members_first = MembersFirst()
         # What `run` could get (`member_thread`); None until the loop is running.
         self.loop_priority: str | None = None
@@ -299,7 +300,7 @@ class Runtime:
         controller = self.controller
         self._drain_resumed(controller)
         item: Queued
-        self._collector(controller)
+        self._collector.follow(controller.session.receiving())
         if controller.has_work():
             try:
                 item = self._events.get_nowait()
@@ -341,22 +342,6 @@ class Runtime:
         served = sum(1 for priority, _, event, _ in items if priority == URGENT and event)
         if served:
             self.members_first.served(served)
-
-    def _collector(self, controller: Controller) -> None:
-        """Python's cyclic collector stays off while a full sync arrives and is
-        built: its fresh pages and records would be rescanned by every collection,
-        for tens of ms at 100,000 members, holding the interpreter lock while a
-        member waits at the door. Once it is over, what was made meanwhile (the new
-        dataset above all, which lives for hours) is frozen out of the collector's
-        reach, and the collector goes back on. The records hold no cycles, so a
-        dataset swapped out is still freed, by reference counting."""
-        bulk = controller.session.receiving()
-        if bulk and not self._bulk:
-            gc.disable()
-        elif self._bulk and not bulk:
-            gc.freeze()
-            gc.enable()
-        self._bulk = bulk
 
     def _carry_out(self, controller: Controller, actions: list[Action]) -> None:
         """Events and command ids first (durable, on the event thread), then the
@@ -534,7 +519,7 @@ class Runtime:
         self.writer.stop()
         self.storage.close()
         self.events.storage.close()
-        gc.enable()  # stopped in the middle of a full sync (see `_collector`)
+        self._collector.release()  # stopped in the middle of a full sync
 
 
 def _save_snapshot(

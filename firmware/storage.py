@@ -43,6 +43,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
+from firmware.collector import collector_paused
 from firmware.core.errors import LocalError
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.store import Built, Delete, Op, Put, Store, StoreBuilder
@@ -568,6 +569,6 @@ def load_store(storage: Storage) -> Loaded:
     and calls for a full sync with reason `digest`.
     """
     builder = StoreBuilder()
-    with storage.reading() as (state, rows):
+    with storage.reading() as (state, rows), collector_paused():
         builder.feed(rows)
     return Loaded(builder.finish(), state)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from firmware.core.model import CREDKINDS, MAX_VALUE_LEN
+from firmware.core.limits import CREDKINDS, MAX_VALUE_LEN
 
 MAX_DETAIL_LEN = 200  # a fault detail is a log line, not a dump
 

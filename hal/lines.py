@@ -12,7 +12,7 @@ spaces are ignored; any other byte is a `Fault`.
 
 from __future__ import annotations
 
-from firmware.core.model import MAX_VALUE_LEN
+from firmware.core.limits import MAX_VALUE_LEN
 from hal.frames import KEYS, Credential, Decoded, Fault, Key
 
 _ENDS = frozenset(b"\r\n")

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from firmware import wire
+from firmware.core import wire
 from firmware.core.errors import RemoteError
-from firmware.core.model import CREDKINDS, MAX_VALUE_LEN
+from firmware.core.limits import CREDKINDS, MAX_VALUE_LEN
 from hal import wiegand
 from hal.sim import SimBackend
 from hal.wiring import ReaderSpec

@@ -91,7 +91,7 @@ def watch_main(argv: Sequence[str]) -> int:
         return 2
     import queue
 
-    from firmware import wire
+    from firmware.core import wire
     from firmware.core.errors import RemoteError
     from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 
@@ -155,7 +155,7 @@ def send_main(argv: Sequence[str]) -> int:
     except LocalError as exc:
         print(f"alc sim send: {exc}", file=sys.stderr)
         return 2
-    from firmware import wire
+    from firmware.core import wire
     from firmware.mqtt import BrokerSettings, Link
 
     topic = f"{config.base_topic}/bench/in"

@@ -46,7 +46,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from firmware.config import Config, ConfigError, parse_config
 from firmware.core.errors import LocalError
-from firmware.core.model import CREDKINDS, KNOWN_KINDS
+from firmware.core.limits import CREDKINDS
+from firmware.core.model import KNOWN_KINDS
 from hal.wiring import wiring_from_config
 from tools.hub.datafile import DataFileError, Dataset, parse_document
 

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from firmware import wire
+from firmware.collector import collector_paused
+from firmware.core import wire
 from firmware.core.controller import (
     Action,
     CheckStorage,
@@ -287,8 +288,9 @@ class VirtualClub:
         while self.inbox:
             current = self.inbox.popleft()
             actions = self.controller.handle(current, self.now)
-            while self.controller.has_work():  # a full sync is built aside
-                actions += self.controller.work(self.now)
+            with collector_paused():  # a full sync is built aside, as at boot
+                while self.controller.has_work():
+                    actions += self.controller.work(self.now)
             logged = self._carry_out(cause or self._cause(current), actions)
             cause = None
             if first is None:

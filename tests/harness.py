@@ -21,9 +21,9 @@ import pytest
 
 from firmware.config import Config, load_config
 from firmware.core.errors import RemoteError
+from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
-from firmware.wire import seal, unseal
 from tests.broker import Broker
 from tools.ctl import build_command
 from tools.hub.db import HubDB

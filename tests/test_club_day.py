@@ -44,7 +44,7 @@ from firmware.core.facility import Output, facility_from
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import AppendEvents, DeleteAcked, ForgetDebits, LoggedEvent
 from firmware.core.sync import SyncSession
-from firmware.wire import seal
+from firmware.core.wire import seal
 from hal.wiring import wiring_from_config
 from tests.builders import store_of
 

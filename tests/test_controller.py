@@ -23,7 +23,7 @@ from firmware.core.decide import Target
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import AppendEvents, DeleteAcked, DropEvents, SendEvents
 from firmware.core.sync import SyncSession
-from firmware.wire import seal
+from firmware.core.wire import seal
 from tests.builders import rec, store_of
 
 KEY = bytes(range(32))

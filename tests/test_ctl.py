@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from firmware.core.messages import parse_command
+from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
-from firmware.wire import seal, unseal
 from tests.broker import Broker
 from tools import ctl
 from tools.hub.keys import read_controller_key

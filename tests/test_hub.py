@@ -20,8 +20,8 @@ import cbor2
 import pytest
 
 from firmware.core.messages import parse_delta, parse_snap
+from firmware.core.wire import MAX_PAYLOAD, seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
-from firmware.wire import MAX_PAYLOAD, seal, unseal
 from tests.broker import Broker
 from tools.hub.changes import diff, paginate
 from tools.hub.datafile import DataFileError, parse_datafile

@@ -9,9 +9,9 @@ import pytest
 
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import DebitEntry, LoggedEvent
+from firmware.core.wire import seal
 from firmware.outbox_store import OutboxStore
 from firmware.storage import Storage
-from firmware.wire import seal
 from tests.builders import rec
 from tools.cli import main
 

@@ -26,10 +26,10 @@ import pytest
 from firmware.core import outbox as outbox_module
 from firmware.core.controller import PayloadReceived, Presented
 from firmware.core.decide import Target
+from firmware.core.wire import peek
 from firmware.mqtt import BrokerSettings
 from firmware.runtime import DB_FILE, Runtime
 from firmware.storage import Storage
-from firmware.wire import peek
 from tests.broker import Broker
 from tests.harness import (
     BASE,

@@ -26,7 +26,7 @@ from firmware.core.steps import (
     ScreenLeft,
 )
 from firmware.core.sync import SyncSession
-from firmware.wire import seal
+from firmware.core.wire import seal
 from tests.builders import rec, store_of
 
 KEY = bytes(range(32))

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
-from firmware.wire import seal, unseal
 from hal.sim import SimBackend
 from sim import main as sim_main
 from tests.broker import Broker

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from firmware import wire
+from firmware.core import wire
 from firmware.core.codec import loads_strict
 from firmware.core.errors import LocalError, RemoteError
-from firmware.wire import MAX_ENVELOPE, MAX_PAYLOAD, AuthError, Message, peek, seal, unseal
+from firmware.core.wire import MAX_ENVELOPE, MAX_PAYLOAD, AuthError, Message, peek, seal, unseal
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

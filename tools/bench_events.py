@@ -43,10 +43,10 @@ from pathlib import Path
 
 from firmware.core.controller import PayloadReceived
 from firmware.core.errors import LocalError
+from firmware.core.wire import seal
 from firmware.mqtt import BrokerSettings
 from firmware.runtime import DB_FILE, Runtime
 from firmware.storage import Storage
-from firmware.wire import seal
 from tools.bench import Figure, format_table, percentile, positive
 from tools.bench_rig import (
     BASE,

@@ -64,9 +64,9 @@ from typing import Any
 import cbor2
 
 from firmware.core.errors import LocalError, RemoteError
+from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
-from firmware.wire import seal, unseal
 from tools.bench import Figure, format_table, percentile, positive
 from tools.bench_rig import (
     BASE,

@@ -29,8 +29,8 @@ from typing import Any, TextIO
 
 from firmware.config import ConfigError
 from firmware.core.errors import LocalError, RemoteError
+from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
-from firmware.wire import seal, unseal
 from tools.hub.keys import check_segment, read_controller_key, write_new_key
 from tools.hub.options import add_broker_options, broker_settings
 

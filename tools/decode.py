@@ -18,7 +18,7 @@ from typing import Any
 
 from firmware.config import read_key
 from firmware.core.errors import LocalError, RemoteError
-from firmware.wire import peek, unseal
+from firmware.core.wire import peek, unseal
 
 
 def _plain(value: Any) -> Any:

@@ -36,9 +36,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from firmware.config import load_config
+from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
-from firmware.wire import seal, unseal
 from sim.report import money
 from tools.broker import Broker, free_port
 from tools.ctl import Target, send_command

@@ -1,7 +1,7 @@
 """Strict CBOR decoding: one item, bounded depth, no tags, no indefinite lengths.
 
 Every malformed input raises `RemoteError` and nothing else. Used for record bodies
-here and for whole wire payloads by `firmware.wire`.
+here and for whole wire payloads by `firmware.core.wire`.
 """
 
 from __future__ import annotations

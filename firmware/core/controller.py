@@ -16,8 +16,8 @@ from firmware.core.decide import Decision, Target, decide
 from firmware.core.errors import RemoteError
 from firmware.core.facility import Facility, FacilityAction, Output, Reader
 from firmware.core.kiosk import Kiosk
+from firmware.core.limits import CREDKINDS, MAX_VALUE_LEN
 from firmware.core.messages import Ack, Command, Delta, SnapPage, parse_command
-from firmware.core.model import CREDKINDS, MAX_VALUE_LEN
 from firmware.core.outbox import (
     AppendEvents,
     DropEvents,

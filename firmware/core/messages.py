@@ -1,6 +1,6 @@
 """Hub -> controller message bodies (PROTOCOL.md s3, s5, s6) as validated values.
 
-`firmware.wire` checks the envelope and hands over the decoded payload map; the
+`firmware.core.wire` checks the envelope and hands over the decoded payload map; the
 functions here check each field and raise `RemoteError` naming the one at fault.
 Nothing here touches the live data: a message is fully valid before it is used.
 """

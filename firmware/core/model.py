@@ -20,14 +20,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from firmware.core.codec import loads_strict
 from firmware.core.errors import RemoteError
+from firmware.core.limits import CREDKINDS, MAX_ID_LEN, MAX_UNLOCK_S, MAX_VALUE_LEN
 
 DIGEST_MOD = 1 << 128
-MAX_VALUE_LEN = 128
-CREDKINDS = ("tag", "card", "pin")
 _CREDKIND_NAMES = {kind: kind for kind in CREDKINDS}
 DOOR_MODES = ("normal", "locked", "unlocked")
 ALL_DAYS = 127  # Mon=1 .. Sun=64
-_ID_RE = re.compile(r"[^\x00]{1,128}")
+_ID_RE = re.compile(rf"[^\x00]{{1,{MAX_ID_LEN}}}")
 # date.fromisoformat also takes ISO week dates ("2024-W01-1"); the protocol says YYYY-MM-DD.
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -424,9 +423,9 @@ def _door(b: _Body, part: int) -> Door:
     return Door(
         b.id,
         b.text("name", ""),
-        b.integer("unlock_s", 5, high=86400),
-        b.integer("extended_s", 30, high=86400),
-        b.integer("held_s", 30, high=86400),
+        b.integer("unlock_s", 5, high=MAX_UNLOCK_S),
+        b.integer("extended_s", 30, high=MAX_UNLOCK_S),
+        b.integer("held_s", 30, high=MAX_UNLOCK_S),
         mode,
         b.ref("open_schedule"),
         b.extra(),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from firmware import wire
+from firmware.core import wire
 from firmware.core.errors import RemoteError
 from firmware.core.messages import Ack, Delta, SnapPage, parse_ack, parse_delta, parse_snap
 from firmware.core.steps import PayloadReceived

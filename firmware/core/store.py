@@ -7,9 +7,7 @@ swaps its reference in one step. The digest is kept incrementally (PROTOCOL.md s
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -83,19 +81,6 @@ def parse_ops(raw: Any) -> list[Op]:
     return ops
 
 
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause the cyclic GC during a bulk load: records hold no cycles, and scanning
-    millions of fresh objects would more than double the load time."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _add(index: dict[str, dict[str, Any]], key: str, id: str, value: Any) -> None:
     index.setdefault(key, {})[id] = value
 
@@ -119,7 +104,8 @@ class Built:
 
 class StoreBuilder:
     """Builds a new `Store` a slice at a time, so the one event loop can go on
-    deciding between slices of a large full sync."""
+    deciding between slices of a large full sync. Whether the garbage collector
+    runs meanwhile is the caller's choice (`firmware.collector`)."""
 
     def __init__(self, previous: Store | None = None) -> None:
         """With `previous` (the live store), a record whose bytes are unchanged is
@@ -144,24 +130,23 @@ class StoreBuilder:
         """Parse and index more records; bad ones become `RejectedRecord`s."""
         store = self._store
         previous = self._previous
-        with collector_paused():
-            for kind, id, rec in records:
-                record: Record | RejectedRecord | None = None
-                if previous is not None and isinstance(kind, str) and isinstance(id, str):
-                    old = previous.get(kind, id)
-                    # Records are frozen, so two stores may share one; equal parts
-                    # mean equal bytes (SHA-256 over kind, id and rec).
-                    if old is not None and old.part == digest_part(kind, id, rec):
-                        record = old
-                        if isinstance(old, RejectedRecord):
-                            self._rejected.append(old)
-                if record is None:
-                    try:
-                        record = parse_record(kind, id, rec)
-                    except RemoteError as exc:
-                        record = reject(kind, id, rec, exc)
-                        self._rejected.append(record)
-                store._put(record, self._conflicts)
+        for kind, id, rec in records:
+            record: Record | RejectedRecord | None = None
+            if previous is not None and isinstance(kind, str) and isinstance(id, str):
+                old = previous.get(kind, id)
+                # Records are frozen, so two stores may share one; equal parts
+                # mean equal bytes (SHA-256 over kind, id and rec).
+                if old is not None and old.part == digest_part(kind, id, rec):
+                    record = old
+                    if isinstance(old, RejectedRecord):
+                        self._rejected.append(old)
+            if record is None:
+                try:
+                    record = parse_record(kind, id, rec)
+                except RemoteError as exc:
+                    record = reject(kind, id, rec, exc)
+                    self._rejected.append(record)
+            store._put(record, self._conflicts)
 
     def finish(self) -> Built:
         """The finished store; the builder must not be fed after this."""

@@ -11,7 +11,7 @@ from typing import Any
 import cbor2
 
 from firmware.core.model import digest_bytes, digest_part
-from firmware.wire import MAX_PAYLOAD
+from firmware.core.wire import MAX_PAYLOAD
 
 Key = tuple[str, str]
 WireOp = list[Any]

@@ -39,7 +39,7 @@ import cbor2
 from firmware.core.codec import loads_strict
 from firmware.core.errors import LocalError, RemoteError
 from firmware.core.model import Member, check_key, parse_record
-from firmware.wire import MAX_PAYLOAD
+from firmware.core.wire import MAX_PAYLOAD
 
 Key = tuple[str, str]
 Dataset = dict[Key, bytes]

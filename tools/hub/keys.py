@@ -15,7 +15,7 @@ from pathlib import Path
 
 from firmware.config import ConfigError, read_key
 from firmware.core.errors import LocalError
-from firmware.wire import KEY_BYTES
+from firmware.core.wire import KEY_BYTES
 
 log = logging.getLogger(__name__)
 

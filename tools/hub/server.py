@@ -20,7 +20,7 @@ What the hub does:
   holds every stored debit (docs/protocol.md, "Reference hub");
 - `reply` -> logged (`alc ctl` shows replies to the user itself).
 
-Anything that fails verification (`firmware.wire.unseal` with the topic as AAD and
+Anything that fails verification (`firmware.core.wire.unseal` with the topic as AAD and
 only the key of the controller the topic names) is dropped and logged, at most one
 line per controller, topic and kind of problem every `LOG_EVERY_S`.
 """
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.core.errors import LocalError, RemoteError
-from firmware.wire import seal, unseal
+from firmware.core.wire import seal, unseal
 from tools.hub.changes import WireOp, delta_message, diff, fits, paginate, snap_messages
 from tools.hub.datafile import Dataset
 from tools.hub.db import Event, HubDB
