@@ -40,25 +40,7 @@ from typing import TYPE_CHECKING, Any
 from firmware.collector import BulkCollector
 from firmware.config import Config, ConfigError
 from firmware.core import wire
-from firmware.core.controller import (
-    Action,
-    CheckStorage,
-    Connected,
-    ContactChanged,
-    Controller,
-    Disconnected,
-    Event,
-    EventsRemoved,
-    OutboxCounted,
-    PayloadReceived,
-    Presented,
-    Publish,
-    ReaderFault,
-    RememberCommand,
-    RexPressed,
-    StorageChecked,
-    Tick,
-)
+from firmware.core.controller import Controller
 from firmware.core.errors import LocalError
 from firmware.core.facility import Output, facility_from
 from firmware.core.outbox import (
@@ -71,7 +53,26 @@ from firmware.core.outbox import (
     SendEvents,
 )
 from firmware.core.reception import Opened
-from firmware.core.steps import KioskAnswer, KioskSend
+from firmware.core.steps import (
+    Action,
+    CheckStorage,
+    Connected,
+    ContactChanged,
+    Disconnected,
+    Event,
+    EventsRemoved,
+    KioskAnswer,
+    KioskSend,
+    OutboxCounted,
+    PayloadReceived,
+    Presented,
+    Publish,
+    ReaderFault,
+    RememberCommand,
+    RexPressed,
+    StorageChecked,
+    Tick,
+)
 from firmware.core.sync import SaveDelta, SaveSnapshot, SyncSession
 from firmware.decoder import Decoder
 from firmware.kiosk.server import KioskServer

@@ -31,24 +31,7 @@ from typing import Any, TextIO
 
 from firmware.collector import collector_paused
 from firmware.core import wire
-from firmware.core.controller import (
-    Action,
-    CheckStorage,
-    Connected,
-    ContactChanged,
-    Controller,
-    Disconnected,
-    Event,
-    EventsRemoved,
-    OutboxCounted,
-    PayloadReceived,
-    Presented,
-    Publish,
-    RememberCommand,
-    RexPressed,
-    StorageChecked,
-    Tick,
-)
+from firmware.core.controller import Controller
 from firmware.core.errors import LocalError, RemoteError
 from firmware.core.facility import Output, facility_from
 from firmware.core.outbox import (
@@ -60,6 +43,23 @@ from firmware.core.outbox import (
     LoggedEvent,
     Outbox,
     SendEvents,
+)
+from firmware.core.steps import (
+    Action,
+    CheckStorage,
+    Connected,
+    ContactChanged,
+    Disconnected,
+    Event,
+    EventsRemoved,
+    OutboxCounted,
+    PayloadReceived,
+    Presented,
+    Publish,
+    RememberCommand,
+    RexPressed,
+    StorageChecked,
+    Tick,
 )
 from firmware.core.sync import SaveDelta, SaveSnapshot, SyncSession
 from firmware.outbox_store import OutboxStore

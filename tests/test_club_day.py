@@ -28,11 +28,14 @@ from zoneinfo import ZoneInfo
 import cbor2
 
 from firmware.config import parse_config
-from firmware.core.controller import (
+from firmware.core.controller import Controller
+from firmware.core.facility import Output, facility_from
+from firmware.core.model import digest_bytes, digest_part
+from firmware.core.outbox import AppendEvents, DeleteAcked, ForgetDebits, LoggedEvent
+from firmware.core.steps import (
     Action,
     Connected,
     ContactChanged,
-    Controller,
     Event,
     PayloadReceived,
     Presented,
@@ -40,9 +43,6 @@ from firmware.core.controller import (
     RexPressed,
     Tick,
 )
-from firmware.core.facility import Output, facility_from
-from firmware.core.model import digest_bytes, digest_part
-from firmware.core.outbox import AppendEvents, DeleteAcked, ForgetDebits, LoggedEvent
 from firmware.core.sync import SyncSession
 from firmware.core.wire import seal
 from hal.wiring import wiring_from_config

@@ -1,112 +1,38 @@
-"""The controller core in virtual time: commands, state reports, rejected input,
-bench presentations and the daily storage check. No broker, no clock, no disk."""
+"""The controller core in virtual time: dispatch, state reports, rejected input,
+bench presentations, the upload and the daily storage check. No broker, no clock,
+no disk. The hub's commands are in test_commands.py."""
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import cbor2
 
-from firmware.core.controller import (
+from firmware.core.controller import Controller
+from firmware.core.outbox import DeleteAcked, SendEvents
+from firmware.core.steps import (
     CheckStorage,
     Connected,
-    Controller,
-    EventsRemoved,
     PayloadReceived,
     Publish,
-    RememberCommand,
     StorageChecked,
     Tick,
 )
-from firmware.core.decide import Target
-from firmware.core.model import digest_bytes, digest_part
-from firmware.core.outbox import AppendEvents, DeleteAcked, DropEvents, SendEvents
-from firmware.core.sync import SyncSession
 from firmware.core.wire import seal
 from tests.builders import rec, store_of
-
-KEY = bytes(range(32))
-OTHER_KEY = bytes(range(1, 33))
-BASE = "alc/demo/ctl1"
-T0 = 1_800_000_000.0
-
-RECORDS = [
-    ("door", "front", rec(unlock_s=7)),
-    ("group", "g", rec(doors=["front"])),
-    ("member", "ann", rec(groups=["g"], creds=[["tag", "00aa11bb"]])),
-]
-
-
-def make(*, bench: bool = False, executed: dict[str, int] | None = None) -> Controller:
-    counter = itertools.count(1)
-    session = SyncSession(store_of(RECORDS), "e1", 3, now=T0, new_id=lambda: f"req-{next(counter)}")
-    return Controller(
-        controller_id="ctl1",
-        key=KEY,
-        base_topic=BASE,
-        session=session,
-        boot_time=T0,
-        masters=frozenset({("tag", "master")}),
-        readers={"front-in": Target.door("front")},
-        executed=executed,
-        bench=bench,
-    )
-
-
-def sealed(suffix: str, message: dict[str, Any], key: bytes = KEY) -> PayloadReceived:
-    topic = f"{BASE}/{suffix}"
-    return PayloadReceived(topic, seal(key, b"ctl1", topic, message))
-
-
-def cmd(
-    name: str, id: str = "c1", *, iat: float = T0, exp: float = T0 + 60, **args: Any
-) -> dict[str, Any]:
-    return {"t": "cmd", "id": id, "cmd": name, "args": args, "iat": int(iat), "exp": int(exp)}
-
-
-def replies(actions: list[Any]) -> list[tuple[str, str]]:
-    return [
-        (a.message["id"], a.message["status"])
-        for a in actions
-        if isinstance(a, Publish) and a.suffix == "reply"
-    ]
-
-
-def logged(actions: list[Any], type: str) -> list[dict[str, Any]]:
-    """Bodies of the events of `type` a step logged (they travel in AppendEvents)."""
-    return [
-        e.body for a in actions if isinstance(a, AppendEvents) for e in a.events if e.type == type
-    ]
-
-
-def system(actions: list[Any]) -> list[str]:
-    return [body["what"] for body in logged(actions, "system")]
-
-
-def snapshot(
-    sync: str, records: list[tuple[str, str, bytes]], epoch: str = "e1", v: int = 9
-) -> PayloadReceived:
-    digest = digest_bytes(sum(digest_part(*r) for r in records))
-    body = {
-        "t": "snap",
-        "sync": sync,
-        "epoch": epoch,
-        "v": v,
-        "page": 0,
-        "pages": 1,
-        "recs": [list(r) for r in records],
-        "digest": digest,
-        "now": int(T0),
-    }
-    return sealed("data", body)
-
-
-def run_work(c: Controller, now: float) -> list[Any]:
-    out: list[Any] = []
-    while c.has_work():
-        out += c.work(now)
-    return out
+from tests.core_rig import (
+    BASE,
+    KEY,
+    OTHER_KEY,
+    RECORDS,
+    T0,
+    cmd,
+    logged,
+    make,
+    replies,
+    sealed,
+    system,
+)
 
 
 def test_connect_publishes_retained_state_and_a_boot_request() -> None:
@@ -141,52 +67,6 @@ def test_state_is_coalesced_to_one_a_second_and_the_latest_is_sent() -> None:
     assert len(states) == 1 and states[0]["v"] == 8
 
 
-def test_status_command_replies_done_with_the_state_and_is_remembered() -> None:
-    c = make()
-    c.handle(Connected(), T0)
-    out = c.handle(sealed("cmd", cmd("status")), T0)
-    assert RememberCommand("c1", int(T0 + 60)) in out
-    done = [a.message for a in out if isinstance(a, Publish) and a.suffix == "reply"]
-    assert done[0]["status"] == "done" and done[0]["detail"]["v"] == 3
-
-
-def test_refused_commands_reply_rejected_and_are_logged() -> None:
-    c = make(executed={"old": int(T0 + 1000)})
-    c.handle(Connected(), T0)
-    cases = [
-        (cmd("status", "late", exp=T0 - 1), "expired"),
-        (cmd("status", "early", iat=T0 + 61 + 301, exp=T0 + 999), "future"),
-        (cmd("status", "old", exp=T0 + 999), "already executed"),
-        (cmd("dance", "odd", exp=T0 + 999), "unknown command"),
-    ]
-    for message, why in cases:
-        out = c.handle(sealed("cmd", message), T0 + 61 * cases.index((message, why)))
-        assert replies(out) == [(message["id"], "rejected")]
-        reply = next(a.message for a in out if isinstance(a, Publish) and a.suffix == "reply")
-        assert why in reply["detail"]
-        assert system(out) == ["error"]
-        if why != "unknown command":  # a refused command is never marked as run
-            assert not [a for a in out if isinstance(a, RememberCommand)]
-
-
-def test_the_same_command_twice_runs_once() -> None:
-    c = make()
-    c.handle(Connected(), T0)
-    assert replies(c.handle(sealed("cmd", cmd("status")), T0)) == [("c1", "done")]
-    assert replies(c.handle(sealed("cmd", cmd("status")), T0 + 1)) == [("c1", "rejected")]
-
-
-def test_commands_on_what_is_not_here_fail_with_a_clear_detail() -> None:
-    c = make()
-    c.handle(Connected(), T0)
-    out = c.handle(sealed("cmd", cmd("open_door", door="front")), T0)
-    reply = next(a.message for a in out if isinstance(a, Publish) and a.suffix == "reply")
-    assert reply["status"] == "failed" and "no door 'front'" in reply["detail"]
-    out = c.handle(sealed("cmd", cmd("refresh_kiosks", "k1")), T0)
-    reply = next(a.message for a in out if isinstance(a, Publish) and a.suffix == "reply")
-    assert reply["status"] == "done" and reply["detail"] == "no kiosk screens connected"
-
-
 def test_retained_and_badly_sealed_messages_are_dropped_and_reported_once_a_minute() -> None:
     c = make()
     c.handle(Connected(), T0)
@@ -205,39 +85,6 @@ def test_retained_and_badly_sealed_messages_are_dropped_and_reported_once_a_minu
     detail = logged(out, "system")[0]["detail"]
     assert "1 more" in detail
     assert c.session.v == 3
-
-
-def test_two_sync_commands_both_get_progress_and_done() -> None:
-    c = make()
-    c.handle(Connected(), T0)
-    assert replies(c.handle(sealed("cmd", cmd("sync", "s1")), T0)) == [("s1", "accepted")]
-    assert replies(c.handle(sealed("cmd", cmd("sync", "s2")), T0 + 1)) == [("s2", "accepted")]
-    records = [*RECORDS, ("member", "bob", rec(creds=[["tag", "bbbb"]]))]
-    out = c.handle(snapshot("snap-1", records), T0 + 2)
-    assert replies(out) == [("s1", "progress"), ("s2", "progress")]
-    out = run_work(c, T0 + 2)
-    assert replies(out) == [("s1", "done"), ("s2", "done")]
-    assert c.session.v == 9 and "bob" in c.store.members
-
-
-def test_a_sync_command_that_cannot_finish_fails_after_120_s() -> None:
-    c = make()
-    c.handle(Connected(), T0)
-    c.handle(sealed("cmd", cmd("sync", "s1", exp=T0 + 600)), T0)
-    assert replies(c.handle(Tick(), T0 + 119)) == []
-    assert replies(c.handle(Tick(), T0 + 120)) == [("s1", "failed")]
-
-
-def test_purge_wipes_then_resyncs() -> None:
-    c = make()
-    c.handle(Connected(), T0)
-    out = c.handle(sealed("cmd", cmd("purge")), T0)
-    assert c.store.members == {} and c.session.epoch is None
-    sync = [a.message for a in out if isinstance(a, Publish) and a.suffix == "sync"]
-    assert sync[-1]["full"] is True and sync[-1]["reason"] == "purge"
-    c.handle(snapshot("p", RECORDS, v=4), T0 + 1)
-    assert replies(run_work(c, T0 + 1)) == [("c1", "done")]
-    assert "ann" in c.store.members
 
 
 def test_bench_present_decides_only_on_the_simulator() -> None:
@@ -298,57 +145,6 @@ def test_events_are_uploaded_and_leave_on_ack() -> None:
     assert c.state()["outbox"] == c.outbox.last_seq
     out = c.handle(sealed("ack", {"t": "ack", "upto": c.outbox.last_seq, "v": 3}), T0 + 2)
     assert DeleteAcked(c.outbox.last_seq, 3) in out
-
-
-def test_purge_with_events_uploads_first_then_drops_what_is_left() -> None:
-    c = make(bench=True)
-    c.handle(Connected(), T0)
-    present = {"t": "present", "reader": "front-in", "credkind": "tag", "value": "00aa11bb"}
-    c.handle(sealed("bench/in", present), T0)
-    upto = c.outbox.last_seq
-    out = c.handle(sealed("cmd", cmd("purge", "p1", exp=T0 + 600, events=True)), T0 + 1)
-    assert replies(out) == [("p1", "accepted")]
-    assert "ann" in c.store.members  # not wiped yet: uploading first
-    assert c.outbox.sent_upto == upto  # on their way; the hub has not acked them
-    assert not [a for a in c.handle(Tick(), T0 + 30) if isinstance(a, DropEvents)]
-    out = c.handle(Tick(), T0 + 31)
-    drops = [a for a in out if isinstance(a, DropEvents)]
-    assert drops == [DropEvents(upto)]
-    out = c.handle(EventsRemoved("dropped", [(1, upto)]), T0 + 31)
-    body = logged(out, "system")[0]
-    assert body["what"] == "error" and body["dropped"] == [[1, upto]]
-    assert c.store.members == {}  # now wiped
-    c.handle(snapshot("p", RECORDS, v=4), T0 + 32)
-    done = [
-        a.message for a in run_work(c, T0 + 32) if isinstance(a, Publish) and a.suffix == "reply"
-    ]
-    assert done[-1]["status"] == "done" and f"{upto} events dropped" in done[-1]["detail"]
-
-
-def test_purge_with_events_goes_ahead_as_soon_as_the_hub_has_them() -> None:
-    c = make(bench=True)
-    c.handle(Connected(), T0)
-    present = {"t": "present", "reader": "front-in", "credkind": "tag", "value": "00aa11bb"}
-    c.handle(sealed("bench/in", present), T0)
-    c.handle(sealed("cmd", cmd("purge", "p1", exp=T0 + 600, events=True)), T0 + 1)
-    c.handle(sealed("ack", {"t": "ack", "upto": c.outbox.last_seq, "v": 3}), T0 + 2)
-    assert c.store.members == {}
-    c.handle(snapshot("p", RECORDS, v=4), T0 + 3)
-    done = [
-        a.message for a in run_work(c, T0 + 3) if isinstance(a, Publish) and a.suffix == "reply"
-    ]
-    assert done[-1]["status"] == "done" and "0 events dropped" in done[-1]["detail"]
-
-
-def test_purge_without_events_keeps_the_outbox() -> None:
-    c = make(bench=True)
-    c.handle(Connected(), T0)
-    present = {"t": "present", "reader": "front-in", "credkind": "tag", "value": "00aa11bb"}
-    c.handle(sealed("bench/in", present), T0)
-    out = c.handle(sealed("cmd", cmd("purge", "p1")), T0 + 1)
-    assert c.store.members == {}
-    assert not [a for a in out if isinstance(a, DropEvents)]
-    assert c.outbox.acked_upto == 0 and c.outbox.last_seq > 1
 
 
 def test_a_due_full_sync_waits_without_keeping_the_loop_busy() -> None:

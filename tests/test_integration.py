@@ -24,8 +24,8 @@ import cbor2
 import pytest
 
 from firmware.core import outbox as outbox_module
-from firmware.core.controller import PayloadReceived, Presented
 from firmware.core.decide import Target
+from firmware.core.steps import PayloadReceived, Presented
 from firmware.core.wire import peek
 from firmware.mqtt import BrokerSettings
 from firmware.runtime import DB_FILE, Runtime

@@ -11,19 +11,23 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from firmware.core.controller import ContactChanged, Controller, Presented, Publish, Tick
+from firmware.core.controller import Controller
 from firmware.core.doors import DoorWiring
 from firmware.core.facility import Facility, Reader
 from firmware.core.kiosk import BOARD_EVERY_S, IDLE_S, REFRESH_WAIT_S
 from firmware.core.lights import CircuitWiring
 from firmware.core.outbox import AppendEvents
 from firmware.core.steps import (
+    ContactChanged,
     KioskAnswer,
     KioskRequest,
     KioskSend,
     PayloadReceived,
+    Presented,
+    Publish,
     ScreenJoined,
     ScreenLeft,
+    Tick,
 )
 from firmware.core.sync import SyncSession
 from firmware.core.wire import seal

@@ -1,0 +1,115 @@
+"""What the controller tells the hub about itself: the retained `state` message
+(PROTOCOL.md s4) and rate-limited `system` events.
+
+`Reports` keeps what those need beyond the data and the outbox: when the state
+was last sent and whether a newer one is due, how far our clock is off the hub's,
+and how many reports of each kind were held back. Pure, like the rest of the core.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from firmware.core.outbox import Outbox
+from firmware.core.steps import Action, LogEvent, Publish
+from firmware.core.sync import SyncSession
+
+FW_VERSION = "0.1.0"
+STATE_EVERY_S = 1.0
+CLOCK_SKEW_S = 300
+REPORT_EVERY_S = 60.0  # rate limit of auth_failed / error events per kind
+
+
+class Reports:
+    """The `state` message and the rate-limited `system` events of one controller."""
+
+    def __init__(self, session: SyncSession, outbox: Outbox, boot_time: float) -> None:
+        self._session = session
+        self._outbox = outbox
+        self._boot_time = boot_time
+        self._due = False
+        self._sent_at = -1e18
+        self._clock_skew: float | None = None
+        self._reported: dict[str, tuple[float, int]] = {}
+
+    # --- the state message --------------------------------------------------------
+
+    def state(self, online: bool = True) -> dict[str, Any]:
+        """The `state` message of PROTOCOL.md s4."""
+        session, outbox = self._session, self._outbox
+        phase, got, of = session.progress()
+        return {
+            "t": "state",
+            "online": online,
+            "epoch": session.epoch,
+            "v": session.v,
+            "digest": session.digest,
+            "boot": int(self._boot_time),
+            "last_full": int(session.last_full) if session.last_full else None,
+            "sync": {"state": phase, "got": got, "of": of},
+            "outbox": outbox.count,
+            "outbox_oldest": outbox.oldest,
+            "clock_ok": self.clock_ok,
+            "fw": FW_VERSION,
+        }
+
+    @property
+    def clock_ok(self) -> bool:
+        """False while our clock is far off the hub's."""
+        return self._clock_skew is None or abs(self._clock_skew) < CLOCK_SKEW_S
+
+    def changed(self) -> None:
+        """Something the state shows changed: send it (coalesced, see `due`)."""
+        self._due = True
+
+    def connected(self) -> None:
+        """A new broker session: the retained state goes out at once."""
+        self._due = True
+        self._sent_at = -1e18
+
+    def due(self, now: float) -> list[Action]:
+        """The retained state, when one is due: at most one a second, the latest."""
+        if not self._due or not self._session.connected:
+            return []
+        if now - self._sent_at < STATE_EVERY_S:
+            return []
+        self._due = False
+        self._sent_at = now
+        return [Publish("state", self.state(), retain=True)]
+
+    def next_deadline(self) -> float | None:
+        """When `due` next has a state to send."""
+        if self._due and self._session.connected:
+            return self._sent_at + STATE_EVERY_S
+        return None
+
+    # --- the hub's clock ------------------------------------------------------------
+
+    def hub_time(self, hub_now: int | None, now: float) -> list[Action]:
+        """Compare our clock with the hub's; a `system`/`clock` event when it goes
+        wrong (schedules and bookings depend on it) and when it is right again."""
+        if hub_now is None:
+            return []
+        was_ok = self.clock_ok
+        self._clock_skew = now - hub_now
+        if self.clock_ok == was_ok:
+            return []
+        self._due = True
+        ok = self.clock_ok
+        detail = f"clock is {self._clock_skew:+.0f} s off the hub's" if not ok else "clock agrees"
+        return [LogEvent("system", {"what": "clock", "detail": detail})]
+
+    # --- rate-limited system events ------------------------------------------------
+
+    def report(self, what: str, detail: str, now: float, *, key: str = "") -> list[Action]:
+        """A `system` event, at most one per kind (`key`, default `what`) a minute;
+        the rest are counted."""
+        key = key or what
+        last, suppressed = self._reported.get(key, (-1e18, 0))
+        if now - last < REPORT_EVERY_S:
+            self._reported[key] = (last, suppressed + 1)
+            return []
+        self._reported[key] = (now, 0)
+        if suppressed:
+            detail += f" (and {suppressed} more since the last report)"
+        return [LogEvent("system", {"what": what, "detail": detail})]
