@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firmware.collector import BulkCollector
-from firmware.config import Config, ConfigError
+from firmware.config import Config
 from firmware.core import wire
 from firmware.core.controller import Controller
 from firmware.core.errors import LocalError
@@ -83,10 +83,15 @@ from firmware.storage import Storage, load_store
 from firmware.write_gate import WriteGate
 from firmware.writers import DurableStep, DurableWriter, StorageWriter
 from hal.backend import Backend, UnknownOutput
-from hal.events import ContactChanged as HalContact
-from hal.events import CredentialRead, HalEvent
-from hal.events import ReaderFault as HalFault
-from hal.events import RexPressed as HalRex
+from hal.errors import BackendUnavailable
+from hal.events import (
+    ContactSensed,
+    CredentialRead,
+    ExitPressed,
+    HalEvent,
+    OutputCut,
+    ReaderTrouble,
+)
 from hal.registry import create_backend
 
 if TYPE_CHECKING:
@@ -206,7 +211,7 @@ class Runtime:
             session=session,
             boot_time=now,
             masters=self.config.masters,
-            facility=facility_from(self.config, now),
+            facility=facility_from(self.config.wiring, now),
             executed=self.storage.commands(now),
             bench=self.config.backend == "sim",
             outbox=self._restore_outbox(),
@@ -400,10 +405,15 @@ class Runtime:
     def _hardware(self) -> Backend | None:
         """The configured HAL backend, outputs safe. The simulator may run with no
         pins at all: its bench inputs then go straight to the core."""
+        config = self.config
+        if config.unwired is not None:
+            log.warning("simulator without hardware wiring (%s): bench inputs only", config.unwired)
+            return None
         try:
-            return create_backend(self.config, self._from_hal)
-        except ConfigError as exc:
-            if self.config.backend != "sim":
+            where = f"{config.path}: hal.backend"
+            return create_backend(config.backend, config.wiring, self._from_hal, where=where)
+        except BackendUnavailable as exc:
+            if config.backend != "sim":
                 raise
             log.warning("simulator without hardware wiring (%s): bench inputs only", exc)
             return None
@@ -425,18 +435,24 @@ class Runtime:
         """HAL threads -> the loop's queue."""
         if isinstance(event, CredentialRead):
             self.submit(Presented(event.reader_id, event.credkind, event.value))
-        elif isinstance(event, HalContact):
+        elif isinstance(event, ContactSensed):
             self.submit(ContactChanged(event.door_id, event.open))
-        elif isinstance(event, HalRex):
+        elif isinstance(event, ExitPressed):
             self.submit(RexPressed(event.door_id))
-        elif isinstance(event, HalFault):
+        elif isinstance(event, ReaderTrouble):
             self.submit(ReaderFault(event.reader_id, event.detail))
+        elif isinstance(event, OutputCut):
+            log.error("%s: released longer than its max_open_s; the HAL relocked it", event.name)
 
     def _output(self, action: Output) -> None:
         if self.hardware is not None:
             # In the data or config but not wired to a pin: nothing to switch.
+            # `held` (a door open by schedule or mode: no max_open_s) comes with
+            # the core's output action; until it carries one, every output counts
+            # as held, so the HAL's limit cuts nothing the core meant to keep on.
+            held = bool(getattr(action, "held", True))
             with contextlib.suppress(UnknownOutput):
-                self.hardware.set_output(action.name, action.on)
+                self.hardware.set_output(action.name, action.on, held=held)
         if self._bench:
             now = int(self.clock())
             message = {"t": "output", "name": action.name, "on": action.on, "time": now}

@@ -1,10 +1,10 @@
-"""`Backend`: builds every output, input and reader of a `Wiring`, runs their timers,
+"""`Backend`: builds every relay, input and reader of a `Wiring`, runs their timers,
 and shuts them down in a safe order.
 
 A backend adds only how to make each device (`_make_output`, `_make_input`,
 `_make_reader`); the order is here:
 
-1. outputs first, each created in its safe state (their constructors do this,
+1. relays first, each created in its safe state (their constructors do this,
    so the relays are safe before the runtime starts anything else);
 2. then inputs and readers, which report nothing until `start()`;
 3. `close()` stops readers and timers, releases inputs, and returns every output
@@ -19,13 +19,14 @@ from types import TracebackType
 from typing import ClassVar
 
 from firmware.core.errors import LocalError
+from firmware.core.wiring import ReaderSpec, Wiring
 from hal.device import Clock, Device, log
-from hal.events import ContactChanged, HalEvent, RexPressed, Sink
+from hal.events import ContactSensed, ExitPressed, HalEvent, Sink
 from hal.input import Input, Report
-from hal.output import Output
 from hal.reader import Reader
+from hal.relay import Relay
 from hal.ticker import Ticker
-from hal.wiring import InputSpec, OutputSpec, ReaderSpec, Wiring
+from hal.wiring import InputSpec, OutputSpec, device_specs
 
 
 class UnknownOutput(LocalError):
@@ -36,10 +37,10 @@ def input_report(spec: InputSpec) -> Report:
     """What a settled input reports: a contact its state, an exit button a press."""
     door = spec.door_id
     if spec.role == "contact":
-        return lambda active: ContactChanged(door, open=active)
+        return lambda active: ContactSensed(door, open=active)
 
     def rex(active: bool) -> HalEvent | None:
-        return RexPressed(door) if active else None
+        return ExitPressed(door) if active else None
 
     return rex
 
@@ -47,26 +48,30 @@ def input_report(spec: InputSpec) -> Report:
 class Backend(ABC):
     """Every device of one controller, by name: `outputs` (`door:<id>`,
     `light:<id>`, `warn:<id>`), `inputs` (`contact:<door>`, `rex:<door>`) and
-    `readers` (by reader id). Events go to `sink`, from HAL threads."""
+    `readers` (by reader id). Events go to `sink`, from HAL threads.
+
+    `wiring` must be complete (every relay and reader kind given): `NotWired`
+    otherwise."""
 
     name: ClassVar[str] = "backend"
 
     def __init__(self, wiring: Wiring, sink: Sink, *, clock: Clock = time.monotonic) -> None:
         self.wiring = wiring
+        self.specs = device_specs(wiring)
         self._sink = sink
         self._clock = clock
-        self.outputs: dict[str, Output] = {}
+        self.outputs: dict[str, Relay] = {}
         self.inputs: dict[str, Input] = {}
         self.readers: dict[str, Reader] = {}
         self._ticker: Ticker | None = None
         self._started = False
         self._closed = False
         try:
-            for output in wiring.outputs:
+            for output in self.specs.outputs:
                 self.outputs[output.name] = self._make_output(output)
-            for spec in wiring.inputs:
+            for spec in self.specs.inputs:
                 self.inputs[spec.name] = self._make_input(spec, input_report(spec))
-            for reader in wiring.readers:
+            for reader in self.specs.readers:
                 self.readers[reader.id] = self._make_reader(reader)
         except BaseException:
             self.close()
@@ -87,12 +92,13 @@ class Backend(ABC):
         for device in [*self.inputs.values(), *self.readers.values()]:
             device.start()
 
-    def set_output(self, name: str, on: bool) -> None:
-        """Switch output `name` (the core's `SetOutput(name, on)`)."""
+    def set_output(self, name: str, on: bool, *, held: bool = False) -> None:
+        """Switch output `name` as the core's output action says. `held`: the core
+        holds it on (a door open by schedule or mode), so no `max_open_s` applies."""
         output = self.outputs.get(name)
         if output is None:
             raise UnknownOutput(f"no output {name!r}; wired: {', '.join(self.outputs) or 'none'}")
-        output.set(on)
+        output.set(on, held=held)
 
     def poll(self) -> None:
         """Run every timer that is due now. The timer thread does this by itself;
@@ -127,8 +133,8 @@ class Backend(ABC):
         self.close()
 
     @abstractmethod
-    def _make_output(self, spec: OutputSpec) -> Output:
-        """Build one output, already in its safe state."""
+    def _make_output(self, spec: OutputSpec) -> Relay:
+        """Build one relay, already in its safe state, reporting cuts to the sink."""
 
     @abstractmethod
     def _make_input(self, spec: InputSpec, report: Report) -> Input:

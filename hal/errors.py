@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from firmware.config import ConfigError
 from firmware.core.errors import LocalError
 
 
-class BackendUnavailable(ConfigError):
-    """The configured backend needs a package that is not installed."""
+class BackendUnavailable(LocalError):
+    """The configured backend is unknown, or needs a package that is not installed."""
 
 
 class HardwareError(LocalError):

@@ -3,7 +3,9 @@
 The HAL calls the runtime's sink with these from its own threads (gpiozero's
 callback thread, the timer thread, one thread per serial reader); the sink is
 expected to only enqueue them. They carry no time: the runtime stamps them when
-the core handles them, as it does for every other event.
+the core handles them, as it does for every other event. Their names differ from
+the core's events (`ContactSensed` here, `ContactChanged` there): the runtime
+translates one into the other.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class CredentialRead:
 
 
 @dataclass(frozen=True, slots=True)
-class ContactChanged:
+class ContactSensed:
     """A door contact settled open or closed (after debounce). One is also sent at
     start, with the state the door is in then."""
 
@@ -52,7 +54,7 @@ class ContactChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class RexPressed:
+class ExitPressed:
     """An exit (request-to-exit) button was pressed (after debounce)."""
 
     door_id: str
@@ -62,7 +64,7 @@ class RexPressed:
 
 
 @dataclass(frozen=True, slots=True)
-class ReaderFault:
+class ReaderTrouble:
     """A reader sent something that is not a credential (bad parity or checksum,
     a cut frame, noise) or its port failed. Reported, never guessed at."""
 
@@ -75,7 +77,18 @@ class ReaderFault:
             raise ValueError(f"detail must be 1 to {MAX_DETAIL_LEN} characters")
 
 
-HalEvent = CredentialRead | ContactChanged | RexPressed | ReaderFault
+@dataclass(frozen=True, slots=True)
+class OutputCut:
+    """The HAL switched a door output off by itself: it had been on (door released)
+    for its `max_open_s` without the core holding it open (docs/hardware.md)."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        _check_id("name", self.name)
+
+
+HalEvent = CredentialRead | ContactSensed | ExitPressed | ReaderTrouble | OutputCut
 
 Sink = Callable[[HalEvent], None]
 """The runtime's callback. Called from HAL threads; it must not block for long."""

@@ -18,23 +18,31 @@ from typing import Any, TypeVar
 
 import gpiozero
 
+from firmware.core.wiring import ReaderSpec, Wiring
 from hal.backend import Backend
 from hal.device import Clock
 from hal.errors import HardwareError, missing_package
 from hal.events import Sink
 from hal.input import Input, Report
-from hal.output import Output
 from hal.reader import Reader, WiegandReader
-from hal.wiring import InputSpec, OutputSpec, ReaderSpec, Wiring
+from hal.relay import Relay
+from hal.wiring import InputSpec, OutputSpec
 
 T = TypeVar("T")
 
 
-class GpioOutput(Output):
+class GpioRelay(Relay):
     """A relay on a GPIO through `gpiozero.DigitalOutputDevice`."""
 
-    def __init__(self, spec: OutputSpec, *, clock: Clock, pin_factory: Any) -> None:
-        super().__init__(spec.name, safe=spec.safe, inverted=spec.inverted, clock=clock)
+    def __init__(self, spec: OutputSpec, sink: Sink, *, clock: Clock, pin_factory: Any) -> None:
+        super().__init__(
+            spec.name,
+            safe=spec.safe,
+            inverted=spec.inverted,
+            max_on_s=spec.max_on_s,
+            sink=sink,
+            clock=clock,
+        )
         self.pin = spec.pin
         self.active_high = spec.active_high
         # initial_value makes gpiozero set the level as it turns the pin into an
@@ -136,10 +144,10 @@ class GpioBackend(Backend):
         self.pin_factory = pin_factory
         super().__init__(wiring, sink, clock=clock)
 
-    def _make_output(self, spec: OutputSpec) -> Output:
+    def _make_output(self, spec: OutputSpec) -> Relay:
         return _gpio(
             f"{spec.name} (GPIO {spec.pin})",
-            lambda: GpioOutput(spec, clock=self._clock, pin_factory=self.pin_factory),
+            lambda: GpioRelay(spec, self._sink, clock=self._clock, pin_factory=self.pin_factory),
         )
 
     def _make_input(self, spec: InputSpec, report: Report) -> Input:

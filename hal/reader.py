@@ -21,7 +21,7 @@ import time
 from abc import abstractmethod
 
 from hal.device import Clock, Device, log
-from hal.events import CredentialRead, ReaderFault, Sink
+from hal.events import CredentialRead, ReaderTrouble, Sink
 from hal.frames import Credential, Decoded, Fault, Key, StreamDecoder
 from hal.keypad import DEFAULT_TIMEOUT_S, PinEntry
 from hal.wiegand import DEFAULT_GAP_S, FrameAssembler
@@ -104,7 +104,7 @@ class Reader(Device):
             if self._faults_held:
                 detail = f"{detail} (and {self._faults_held} earlier faults not reported)"
             self._last_fault_at, self._faults_held = now, 0
-            self._deliver(self._sink, ReaderFault(self.reader_id, detail[:200]))
+            self._deliver(self._sink, ReaderTrouble(self.reader_id, detail[:200]))
 
 
 class WiegandReader(Reader):

@@ -1,6 +1,7 @@
 """Backends by name, imported only when chosen (as python-can's interfaces are).
 
-`[hal] backend = "gpio"` in controller.toml picks `hal.gpio:GpioBackend`. A
+`[hal] backend = "gpio"` in controller.toml picks `hal.gpio:GpioBackend`; the
+runtime builds it from the typed wiring `firmware.config` checked. A
 backend's module imports its libraries at the top, so a machine without gpiozero
 can still run the code that does not need it, and choosing the backend fails with
 one line saying what to install.
@@ -12,12 +13,11 @@ import importlib
 import time
 from typing import Any
 
-from firmware.config import Config, ConfigError
+from firmware.core.wiring import Wiring
 from hal.backend import Backend
 from hal.device import Clock
-from hal.errors import missing_package
+from hal.errors import BackendUnavailable, missing_package
 from hal.events import Sink
-from hal.wiring import wiring_from_config
 
 BACKENDS: dict[str, str] = {
     "gpio": "hal.gpio:GpioBackend",
@@ -34,7 +34,7 @@ def backend_class(name: str, *, where: str = "hal.backend") -> type[Backend]:
     target = BACKENDS.get(name)
     if target is None:
         known = ", ".join(f'"{n}"' for n in BACKENDS)
-        raise ConfigError(f"{where}: unknown backend {name!r}; one of {known}")
+        raise BackendUnavailable(f"{where}: unknown backend {name!r}; one of {known}")
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -50,13 +50,19 @@ def backend_class(name: str, *, where: str = "hal.backend") -> type[Backend]:
 
 
 def create_backend(
-    config: Config, sink: Sink, *, clock: Clock = time.monotonic, **options: Any
+    name: str,
+    wiring: Wiring,
+    sink: Sink,
+    *,
+    where: str = "hal.backend",
+    clock: Clock = time.monotonic,
+    **options: Any,
 ) -> Backend:
-    """Check the wiring tables, import the configured backend and build it.
+    """Import backend `name` and build it for `wiring` (checked by `firmware.config`).
 
     Every output is in its safe state when this returns; nothing is reported to
-    `sink` until `start()`. `options` go to the backend (e.g. `pin_factory`).
+    `sink` until `start()`. `where` prefixes messages (the config file's name);
+    `options` go to the backend (e.g. `pin_factory`).
     """
-    wiring = wiring_from_config(config)
-    cls = backend_class(config.backend, where=f"{config.path}: hal.backend")
+    cls = backend_class(name, where=where)
     return cls(wiring, sink, clock=clock, **options)

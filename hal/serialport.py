@@ -13,6 +13,7 @@ from typing import Any
 
 import serial
 
+from firmware.core.wiring import ReaderSpec
 from hal.device import Clock
 from hal.events import Sink
 from hal.frames import StreamDecoder
@@ -20,7 +21,6 @@ from hal.keypad import DEFAULT_TIMEOUT_S
 from hal.lines import KeypadDecoder, LineDecoder
 from hal.rdm6300 import Rdm6300Decoder
 from hal.reader import DEFAULT_REPEAT_S, StreamReader
-from hal.wiring import ReaderSpec
 
 READ_TIMEOUT_S = 0.25  # how long a read waits for a first byte: bounds close() and timeouts
 

@@ -10,15 +10,16 @@ What the hands do goes through the same pins and ports as real hardware would
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from gpiozero.pins.mock import MockFactory
 
+from firmware.core.wiring import Wiring
 from hal import rdm6300, wiegand
 from hal.device import Clock
 from hal.events import Sink
-from hal.gpio import GpioBackend, GpioInput, GpioOutput, GpioWiegandReader
+from hal.gpio import GpioBackend, GpioInput, GpioRelay, GpioWiegandReader
 from hal.reader import StreamReader
-from hal.wiring import Wiring
 
 OPEN_WAIT_S = 5.0
 
@@ -29,16 +30,16 @@ class SimBackend(GpioBackend):
     name = "sim"
 
     def __init__(self, wiring: Wiring, sink: Sink, *, clock: Clock = time.monotonic) -> None:
-        super().__init__(wiring.with_ports("loop://"), sink, clock=clock, pin_factory=MockFactory())
+        super().__init__(on_loopback(wiring), sink, clock=clock, pin_factory=MockFactory())
         # Mock pins idle at their pull-up, where an NC contact reads "open".
         # A simulated club starts with its doors shut and no button pressed.
-        for spec in self.wiring.inputs:
+        for spec in self.specs.inputs:
             self._drive(spec.pin, high=not spec.active_when_high)
 
     def level(self, output: str) -> bool:
         """The electrical level of an output's pin (True = high)."""
         device = self.outputs[output]
-        assert isinstance(device, GpioOutput)
+        assert isinstance(device, GpioRelay)
         return bool(self.pin_factory.pin(device.pin).state)
 
     def set_contact(self, door_id: str, open: bool) -> None:
@@ -110,3 +111,9 @@ class SimBackend(GpioBackend):
             mock.drive_high()
         else:
             mock.drive_low()
+
+
+def on_loopback(wiring: Wiring) -> Wiring:
+    """The same wiring with every serial reader on its own `loop://` port."""
+    readers = tuple(replace(r, port="loop://") if r.port is not None else r for r in wiring.readers)
+    return replace(wiring, readers=readers)

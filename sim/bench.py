@@ -30,9 +30,9 @@ from typing import Any
 from firmware.core import wire
 from firmware.core.errors import RemoteError
 from firmware.core.limits import CREDKINDS, MAX_VALUE_LEN
+from firmware.core.wiring import ReaderSpec
 from hal import wiegand
 from hal.sim import SimBackend
-from hal.wiring import ReaderSpec
 
 log = logging.getLogger("alc.bench")
 
@@ -175,6 +175,7 @@ class BenchHands:
 
     def _present(self, spec: ReaderSpec, entry: Present) -> None:
         kind, credkind, value = spec.kind, entry.credkind, entry.value
+        assert kind is not None  # the simulator's hardware has every reader's kind
         reads = {"rdm6300": ("tag",), "line": (spec.credkind,), "keypad": ("pin",)}
         allowed = reads.get(kind, ("card", "pin"))
         if credkind not in allowed:

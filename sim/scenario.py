@@ -48,7 +48,7 @@ from firmware.config import Config, ConfigError, parse_config
 from firmware.core.errors import LocalError
 from firmware.core.limits import CREDKINDS
 from firmware.core.model import KNOWN_KINDS
-from hal.wiring import wiring_from_config
+from hal.wiring import device_specs
 from tools.hub.datafile import DataFileError, Dataset, parse_document
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -201,10 +201,12 @@ def load_scenario(path: Path | str) -> Scenario:
         raise ScenarioError(f"{path}: scenario.name: must be text")
     scenario = Scenario(path, name, tz, start, end, seed, records, controller, wiring, steps)
     try:
-        config = scenario.config(path.parent)
-        wired = wiring_from_config(config)  # the pins and ports a Pi would need, checked alike
+        config = scenario.config(path.parent)  # the pins and ports a Pi would need, checked alike
     except ConfigError as exc:
         raise ScenarioError(str(exc)) from None
+    if config.unwired is not None:  # a scenario's wiring must be complete
+        raise ScenarioError(config.unwired)
+    wired = device_specs(config.wiring)
     outputs = sorted(o.name for o in wired.outputs)
     for step in steps:
         # A misspelt output would force nothing, and the run would "pass" a tamper.

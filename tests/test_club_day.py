@@ -45,7 +45,7 @@ from firmware.core.steps import (
 )
 from firmware.core.sync import SyncSession
 from firmware.core.wire import seal
-from hal.wiring import wiring_from_config
+from hal.wiring import device_specs
 from tests.builders import store_of
 
 KEY = bytes(range(32))
@@ -357,7 +357,7 @@ class ClubDay:
         now = at(start)
         self.hub = Hub(RECORDS)
         config = parse_config(Path("controller.toml"), tomllib.loads(CONFIG))
-        wiring_from_config(config)  # the HAL takes this wiring too
+        device_specs(config.wiring)  # the HAL takes this wiring too
         counter = itertools.count(1)
         session = SyncSession(
             store_of(self.hub.records()),
@@ -375,7 +375,7 @@ class ClubDay:
             session=session,
             boot_time=now,
             masters=config.masters,
-            facility=facility_from(config, now),
+            facility=facility_from(config.wiring, now),
         )
         self.now = now
         self.rows: list[Row] = []

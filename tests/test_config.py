@@ -29,7 +29,7 @@ def test_example_config_loads() -> None:
     config = load_config(EXAMPLE)
     assert config.base_topic == "alc/demo/ctl1"
     assert config.masters == {("tag", "0000000000")}
-    assert config.doors[0]["id"] == "front"
+    assert config.wiring.doors[0].id == "front" and config.unwired is None
     assert config.controller.outage_s == 600
     assert config.controller.loop_priority == "realtime"
 
@@ -55,6 +55,8 @@ def test_minimal_config_has_defaults_and_relative_paths(tmp_path: Path) -> None:
         (MINIMAL + '[mqtt]\nport = "1883"\n', "mqtt.port"),
         (MINIMAL + '[[masters]]\ncredkind = "face"\nvalue = "x"\n', "masters[0].credkind"),
         (MINIMAL + "[[doors]]\nrelay = 17\n", "doors[0].id"),
+        (MINIMAL + '[[doors]]\nid = "a"\nrelay = 17\n', "doors[0].fail"),
+        ("doors = 3\n" + MINIMAL, "doors: must be an array of tables"),
         (MINIMAL + '[[doors]]\nid = "a"\n[[doors]]\nid = "a"\n', "doors[1].id"),
         (MINIMAL + "[wifi]\n", "wifi"),
         ("[controller\n", "not valid TOML"),

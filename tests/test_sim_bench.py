@@ -296,17 +296,11 @@ def test_bench_inputs_a_reader_could_never_send_are_refused_before_the_hardware(
     and the next good input reads exactly as sent."""
     import tomllib
 
-    from hal.events import ContactChanged, CredentialRead, HalEvent
-    from hal.wiring import parse_wiring
+    from firmware.config.wiring import parse_wiring
+    from hal.events import ContactSensed, CredentialRead, HalEvent
     from sim.bench import BenchHands
 
-    tables = tomllib.loads(WIRING)
-    wiring = parse_wiring(
-        Path("bench.toml"),
-        doors=tables["doors"],
-        lights=tables["lights"],
-        readers=tables["readers"],
-    )
+    wiring = parse_wiring(Path("bench.toml"), tomllib.loads(WIRING))
     seen: list[HalEvent] = []
     sim = SimBackend(wiring, seen.append)
     sim.start()
@@ -327,7 +321,7 @@ def test_bench_inputs_a_reader_could_never_send_are_refused_before_the_hardware(
         good = {"t": "present", "reader": "front-keys", "credkind": "pin", "value": ADA_PIN}
         assert hands.take(seal(key, kid, topic, good)) is True
         wait_for(lambda: any(isinstance(e, CredentialRead) for e in seen), "the good PIN")
-        reads = [e for e in seen if not isinstance(e, ContactChanged)]
+        reads = [e for e in seen if not isinstance(e, ContactSensed)]
         assert reads == [CredentialRead("front-keys", "pin", ADA_PIN)], reads
     finally:
         sim.close()

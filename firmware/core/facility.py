@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from firmware.config import Config
 from firmware.core.decide import PIN_LOCKOUT, UNKNOWN_CREDENTIAL, Decision, Target
 from firmware.core.doors import (
     DoorAction,
@@ -28,6 +27,7 @@ from firmware.core.errors import RemoteError
 from firmware.core.lights import CircuitWiring, Debit, LightAction, LightEvent, Lights
 from firmware.core.lights import SetOutput as LightOutput
 from firmware.core.store import Store
+from firmware.core.wiring import Wiring
 
 Decider = Callable[[Target, str, str, float], Decision]
 
@@ -267,25 +267,20 @@ class Facility:
         return out
 
 
-def facility_from(config: Config, now: float) -> Facility:
-    """The facility described by controller.toml's `[[doors]]`, `[[lights]]` and
-    `[[readers]]` (the HAL checks their pins; here only what the logic needs)."""
+def facility_from(wiring: Wiring, now: float) -> Facility:
+    """The facility wired to this controller (`firmware.config` read it from
+    controller.toml): here only what the logic needs, not the pins."""
     doors = [
-        DoorWiring(
-            str(d["id"]),
-            "safe" if d.get("fail") == "safe" else "secure",
-            has_contact="contact" in d,
-            has_rex="rex" in d,
-        )
-        for d in config.doors
+        DoorWiring(d.id, d.fail, has_contact=d.contact is not None, has_rex=d.rex is not None)
+        for d in wiring.doors
     ]
-    lights = [CircuitWiring(str(c["id"]), warn_output="warn" in c) for c in config.lights]
+    lights = [CircuitWiring(c.id, warn_output=c.warn is not None) for c in wiring.lights]
     readers = []
-    for r in config.readers:
-        if "door" in r:
-            readers.append(Reader(str(r["id"]), Target.door(str(r["door"]))))
-        elif "light" in r:
-            readers.append(Reader(str(r["id"]), Target.light(str(r["light"]))))
+    for r in wiring.readers:
+        if r.door is not None:
+            readers.append(Reader(r.id, Target.door(r.door)))
+        elif r.light is not None:
+            readers.append(Reader(r.id, Target.light(r.light)))
         else:
-            readers.append(Reader(str(r["id"]), None))
+            readers.append(Reader(r.id, None))
     return Facility(doors=doors, lights=lights, readers=readers, now=now)

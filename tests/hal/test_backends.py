@@ -17,7 +17,7 @@ from firmware.config import Config, parse_config
 from hal import rdm6300, wiegand
 from hal.backend import Backend, UnknownOutput
 from hal.errors import HardwareError
-from hal.events import ContactChanged, CredentialRead, RexPressed
+from hal.events import ContactSensed, CredentialRead, ExitPressed
 from hal.registry import BACKENDS, create_backend
 from hal.serialport import SerialReader
 from tests.hal.conftest import WAIT_S, Events, FakeClock
@@ -87,7 +87,7 @@ def backend(
 ) -> Iterator[Backend]:
     name: str = request.param
     options = {"pin_factory": factory} if name == "gpio" else {}
-    built = create_backend(config(name), events, clock=clock, **options)
+    built = create_backend(name, config(name).wiring, events, clock=clock, **options)
     try:
         yield built
     finally:
@@ -101,7 +101,7 @@ def pins(backend: Backend) -> MockFactory:
 
 
 def levels(backend: Backend) -> dict[str, bool]:
-    return {o.name: bool(pins(backend).pin(o.pin).state) for o in backend.wiring.outputs}
+    return {o.name: bool(pins(backend).pin(o.pin).state) for o in backend.specs.outputs}
 
 
 def test_outputs_are_safe_from_power_on(backend: Backend) -> None:
@@ -132,20 +132,20 @@ def test_set_output_honours_active_high_and_fail_safe(backend: Backend) -> None:
 def test_contact_and_exit_button(backend: Backend, clock: FakeClock, events: Events) -> None:
     pins(backend).pin(27).drive_low()  # the door is shut
     backend.start()
-    events.wait_count(ContactChanged, 1)
+    events.wait_count(ContactSensed, 1)
     pins(backend).pin(27).drive_high()
     clock.advance(0.05)
-    events.wait_count(ContactChanged, 2)
+    events.wait_count(ContactSensed, 2)
     pins(backend).pin(22).drive_low()
     clock.advance(0.05)
-    events.wait_count(RexPressed, 1)
+    events.wait_count(ExitPressed, 1)
     pins(backend).pin(22).drive_high()
     clock.advance(0.05)
     backend.poll()
     assert events.seen == [
-        ContactChanged("front", False),
-        ContactChanged("front", True),
-        RexPressed("front"),
+        ContactSensed("front", False),
+        ContactSensed("front", True),
+        ExitPressed("front"),
     ]
 
 
@@ -187,7 +187,7 @@ def test_a_failed_build_releases_what_it_built(factory: MockFactory, events: Eve
     squatter = gpiozero.DigitalInputDevice(24, pin_factory=factory)  # D1 taken
     try:
         with pytest.raises(HardwareError, match=r"back-in.*GPIO 23, 24"):
-            create_backend(config("gpio"), events, pin_factory=factory)
+            create_backend("gpio", config("gpio").wiring, events, pin_factory=factory)
         # The outputs built before the reader failed were released, safe.
         assert factory.pin(17).function == "input"
         assert factory.pin(17).state is True

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from hal.events import CredentialRead, ReaderFault
+from hal.events import CredentialRead, ReaderTrouble
 from tests.hal.conftest import Events, FakeClock
 from tests.hal.rigs import PIN_TIMEOUT_S, READER, REPEAT_S, Rig, SerialRig, WiegandRig
 
@@ -78,12 +78,12 @@ def test_a_credential_is_reported_once_normalised(rig: Rig, events: Events) -> N
 
 def test_a_bad_frame_is_a_fault_never_a_guess(rig: Rig, events: Events) -> None:
     rig.garble()
-    events.wait_count(ReaderFault, 1)
+    events.wait_count(ReaderTrouble, 1)
     rig.present(rig.samples[0][0])  # in order after the fault
     events.wait_count(CredentialRead, 1)
-    assert [type(e) for e in events.seen] == [ReaderFault, CredentialRead]
+    assert [type(e) for e in events.seen] == [ReaderTrouble, CredentialRead]
     fault = events.seen[0]
-    assert isinstance(fault, ReaderFault) and fault.reader_id == READER and fault.detail
+    assert isinstance(fault, ReaderTrouble) and fault.reader_id == READER and fault.detail
 
 
 def test_held_tag_is_one_read_and_pins_are_never_suppressed(
@@ -119,7 +119,7 @@ def test_a_bad_frame_clears_a_half_typed_pin(keypad: Rig, events: Events) -> Non
     keypad.garble()
     keypad.keys("34#")
     events.wait_count(CredentialRead, 1)
-    assert [type(e) for e in events.seen] == [ReaderFault, CredentialRead]
+    assert [type(e) for e in events.seen] == [ReaderTrouble, CredentialRead]
     assert [e.value for e in events.of(CredentialRead)] == ["34"]
 
 

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from hal.events import ContactChanged, CredentialRead, ReaderFault, RexPressed
+from hal.events import ContactSensed, CredentialRead, ExitPressed, ReaderTrouble
 
 
 @pytest.mark.parametrize(
@@ -18,10 +18,10 @@ from hal.events import ContactChanged, CredentialRead, ReaderFault, RexPressed
         lambda: CredentialRead("r", "tag", ""),
         lambda: CredentialRead("r", "tag", "x" * 129),
         lambda: CredentialRead("r", "tag", "a\nb"),
-        lambda: ContactChanged("", True),
-        lambda: RexPressed(""),
-        lambda: ReaderFault("r", ""),
-        lambda: ReaderFault("r", "x" * 201),
+        lambda: ContactSensed("", True),
+        lambda: ExitPressed(""),
+        lambda: ReaderTrouble("r", ""),
+        lambda: ReaderTrouble("r", "x" * 201),
     ],
 )
 def test_invalid_events_are_refused(build: object) -> None:

@@ -9,7 +9,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from hal.backend import input_report
-from hal.events import ContactChanged, RexPressed
+from hal.events import ContactSensed, ExitPressed
 from hal.gpio import GpioInput
 from hal.wiring import InputSpec
 from tests.hal.conftest import Events, FakeClock
@@ -33,7 +33,7 @@ def contact(factory: MockFactory, clock: FakeClock, events: Events) -> Iterator[
 
 
 def test_contact_reports_its_state_at_start(contact: GpioInput, events: Events) -> None:
-    assert events.seen == [ContactChanged("front", open=False)]
+    assert events.seen == [ContactSensed("front", open=False)]
     assert contact.active is False
 
 
@@ -54,11 +54,11 @@ def test_bounces_inside_the_window_give_one_event(
     assert events.seen[1:] == []
     clock.advance(0.001)
     contact.poll()
-    assert events.seen[1:] == [ContactChanged("front", open=True)]
+    assert events.seen[1:] == [ContactSensed("front", open=True)]
     assert contact.deadline() is None
     clock.advance(1)
     contact.poll()
-    assert events.seen[1:] == [ContactChanged("front", open=True)]
+    assert events.seen[1:] == [ContactSensed("front", open=True)]
 
 
 def test_a_glitch_shorter_than_the_window_gives_nothing(
@@ -77,7 +77,7 @@ def test_settle_ends_the_window_at_once(
 ) -> None:
     factory.pin(27).drive_high()
     contact.settle()
-    assert events.seen[1:] == [ContactChanged("front", open=True)]
+    assert events.seen[1:] == [ContactSensed("front", open=True)]
 
 
 def drive(factory: MockFactory, high: bool) -> None:
@@ -101,7 +101,7 @@ def test_exit_button_reports_a_press_not_a_release(
         drive(factory, high=pressed == pressed_high)
         clock.advance(DEBOUNCE)
         rex.poll()
-    assert events.seen == [RexPressed("front"), RexPressed("front")]
+    assert events.seen == [ExitPressed("front"), ExitPressed("front")]
     rex.close()
 
 
@@ -113,7 +113,7 @@ def test_no_contact_reads_open_when_low(
     factory.pin(27).drive_low()
     clock.advance(DEBOUNCE)
     contact.poll()
-    assert events.seen == [ContactChanged("front", False), ContactChanged("front", True)]
+    assert events.seen == [ContactSensed("front", False), ContactSensed("front", True)]
     contact.close()
     contact.close()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hal import rdm6300
-from hal.events import CredentialRead, ReaderFault
+from hal.events import CredentialRead, ReaderTrouble
 from hal.serialport import SerialReader, serial_reader
 from hal.wiring import ReaderSpec
 from tests.hal.conftest import WAIT_S, Events, FakeClock, wait_until
@@ -49,8 +49,8 @@ def test_a_half_frame_is_dropped_after_the_gap(
     wait_until(lambda: loop.bytes_read == 6, "the reader read 6 bytes")
     assert events.seen == []
     clock.advance(0.2)
-    events.wait_count(ReaderFault, 1)
-    assert events.seen == [ReaderFault("r1", "incomplete frame dropped (timed out)")]
+    events.wait_count(ReaderTrouble, 1)
+    assert events.seen == [ReaderTrouble("r1", "incomplete frame dropped (timed out)")]
     loop.connection.write(rdm6300.encode(TAG)[6:])  # the rest alone is noise
     clock.advance(1.5)
     loop.connection.write(rdm6300.encode(TAG))
@@ -64,11 +64,11 @@ def test_faults_are_rate_limited_with_a_count(
     bad = b"\x020A1B2C3D4E4F\x03"
     loop.connection.write(bad * 3)
     sync(loop, events)
-    assert events.of(ReaderFault) == [ReaderFault("r1", "frame with a bad checksum")]
+    assert events.of(ReaderTrouble) == [ReaderTrouble("r1", "frame with a bad checksum")]
     clock.advance(1.0)
     loop.connection.write(bad)
     sync(loop, events)
-    assert events.of(ReaderFault)[1] == ReaderFault(
+    assert events.of(ReaderTrouble)[1] == ReaderTrouble(
         "r1", "frame with a bad checksum (and 2 earlier faults not reported)"
     )
 
@@ -89,7 +89,7 @@ def test_garbage_forever_costs_a_bounded_number_of_events(
     noise = bytes(range(4, 256)) * 400  # ~100 kB without a frame start
     loop.connection.write(noise)
     sync(loop, events)
-    assert len(events.of(ReaderFault)) == 1
+    assert len(events.of(ReaderTrouble)) == 1
 
 
 def test_a_missing_port_is_reported_and_close_still_stops_the_retry(
@@ -97,9 +97,9 @@ def test_a_missing_port_is_reported_and_close_still_stops_the_retry(
 ) -> None:
     reader = reader_on("/dev/alc-no-such-reader", events, clock)
     try:
-        events.wait_count(ReaderFault, 1)
+        events.wait_count(ReaderTrouble, 1)
         fault = events.seen[0]
-        assert isinstance(fault, ReaderFault) and "cannot open the port" in fault.detail
+        assert isinstance(fault, ReaderTrouble) and "cannot open the port" in fault.detail
         assert not reader.opened.is_set()
     finally:
         reader.close()
@@ -118,7 +118,7 @@ def test_a_port_that_stays_missing_is_reported_once(
             lambda: sum("cannot open" in r.getMessage() for r in caplog.records) >= 3,
             "the reader retried a few times",
         )
-        assert len(events.of(ReaderFault)) == 1
+        assert len(events.of(ReaderTrouble)) == 1
     finally:
         reader.close()
 
@@ -137,7 +137,7 @@ def test_an_unplugged_reader_is_picked_up_again(
         events.wait_count(CredentialRead, 1)
         os.close(slave)
         os.close(master)  # unplugged
-        events.wait_count(ReaderFault, 1)
+        events.wait_count(ReaderTrouble, 1)
         wait_until(lambda: not reader.opened.is_set(), "the reader closed the lost port")
         master, slave = os.openpty()  # plugged in again, under a new device name
         fresh = tmp_path / "fresh"
@@ -147,7 +147,7 @@ def test_an_unplugged_reader_is_picked_up_again(
         os.write(master, rdm6300.encode("62e3086ced"))
         reads = events.wait_count(CredentialRead, 2)
         assert reads[-1] == CredentialRead("r1", "tag", "62e3086ced")
-        assert len(events.of(ReaderFault)) <= 2  # lost, and perhaps one failed reopen
+        assert len(events.of(ReaderTrouble)) <= 2  # lost, and perhaps one failed reopen
     finally:
         reader.close()
         os.close(slave)
@@ -163,9 +163,9 @@ def test_a_lost_port_is_reported(events: Events, clock: FakeClock) -> None:
         events.wait_count(CredentialRead, 1)
         os.close(slave)
         os.close(master)  # the USB reader is unplugged
-        events.wait_count(ReaderFault, 1)
-        fault = events.of(ReaderFault)[0]
-        assert isinstance(fault, ReaderFault) and "port failed" in fault.detail
+        events.wait_count(ReaderTrouble, 1)
+        fault = events.of(ReaderTrouble)[0]
+        assert isinstance(fault, ReaderTrouble) and "port failed" in fault.detail
     finally:
         reader.close()
 
@@ -181,7 +181,7 @@ def test_line_reader_on_a_pty(pty: tuple[str, int], events: Events, clock: FakeC
         events.wait_count(CredentialRead, 2)
         assert events.seen == [
             CredentialRead("r1", "tag", "04a1b2c3"),
-            ReaderFault("r1", "line longer than 128 characters"),
+            ReaderTrouble("r1", "line longer than 128 characters"),
             CredentialRead("r1", "tag", "0012345678"),
         ]
     finally:

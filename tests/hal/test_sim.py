@@ -4,28 +4,26 @@ and ports real hardware would use."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from hal.events import ContactChanged, CredentialRead, ReaderFault, RexPressed
+from firmware.core.wiring import DoorSpec, LightSpec, ReaderSpec, Wiring
+from hal.events import ContactSensed, CredentialRead, ExitPressed, ReaderTrouble
 from hal.sim import SimBackend
-from hal.wiring import parse_wiring
 from tests.hal.conftest import Events
 
 
 @pytest.fixture
 def sim(events: Events) -> Iterator[SimBackend]:
-    wiring = parse_wiring(
-        Path("controller.toml"),
-        doors=[{"id": "front", "relay": 17, "fail": "secure", "contact": 27, "rex": 22}],
-        lights=[{"id": "court1", "relay": 5}],
-        readers=[
-            {"id": "tag", "kind": "rdm6300", "port": "/dev/serial0", "door": "front"},
-            {"id": "card", "kind": "wiegand", "d0": 23, "d1": 24, "door": "front"},
-            {"id": "scan", "kind": "line", "port": "/dev/ttyUSB0", "light": "court1"},
-            {"id": "keys", "kind": "keypad", "port": "/dev/ttyUSB1", "kiosk": True},
-        ],
+    wiring = Wiring(
+        doors=(DoorSpec("front", relay=17, contact=27, rex=22),),
+        lights=(LightSpec("court1", relay=5),),
+        readers=(
+            ReaderSpec("tag", "rdm6300", door="front", port="/dev/serial0"),
+            ReaderSpec("card", "wiegand", door="front", d0=23, d1=24, credkind="card"),
+            ReaderSpec("scan", "line", light="court1", port="/dev/ttyUSB0", gap_s=0.5),
+            ReaderSpec("keys", "keypad", port="/dev/ttyUSB1", credkind="pin", gap_s=0.5),
+        ),
     )
     # The simulator's clock stands still here: nothing may depend on it moving.
     backend = SimBackend(wiring, events, clock=lambda: 0.0)
@@ -39,10 +37,10 @@ def test_doors_start_shut_and_switches_settle_at_once(sim: SimBackend, events: E
     sim.press_rex("front")
     sim.set_contact("front", False)
     assert events.seen == [
-        ContactChanged("front", False),
-        ContactChanged("front", True),
-        RexPressed("front"),
-        ContactChanged("front", False),
+        ContactSensed("front", False),
+        ContactSensed("front", True),
+        ExitPressed("front"),
+        ContactSensed("front", False),
     ]
 
 
@@ -68,11 +66,11 @@ def test_present_speaks_each_readers_protocol(sim: SimBackend, events: Events) -
 def test_raw_bytes_and_pulses_for_fault_scenarios(sim: SimBackend, events: Events) -> None:
     sim.pulses("card", (1, 0, 1))
     sim.write("tag", b"\x020A1B2C3D4E4F\x03")
-    faults = events.wait_count(ReaderFault, 2)
+    faults = events.wait_count(ReaderTrouble, 2)
     assert sorted(str(f) for f in faults) == sorted(
         [
-            str(ReaderFault("card", "3-bit frame not understood")),
-            str(ReaderFault("tag", "frame with a bad checksum")),
+            str(ReaderTrouble("card", "3-bit frame not understood")),
+            str(ReaderTrouble("tag", "frame with a bad checksum")),
         ]
     )
 

@@ -9,7 +9,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from hal import wiegand
-from hal.events import CredentialRead, ReaderFault
+from hal.events import CredentialRead, ReaderTrouble
 from hal.frames import Credential, Fault, Key
 from hal.gpio import GpioWiegandReader
 from hal.wiegand import FrameAssembler, decode
@@ -139,7 +139,7 @@ def test_reader_reports_bad_parity(
     send(factory, clock, tuple(frame))
     clock.advance(0.03)
     reader.poll()
-    assert events.seen == [ReaderFault("gate", "34-bit frame with bad parity")]
+    assert events.seen == [ReaderTrouble("gate", "34-bit frame with bad parity")]
 
 
 @pytest.mark.parametrize("width", [4, 8])

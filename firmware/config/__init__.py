@@ -3,26 +3,26 @@
 The local config holds identity, broker and wiring; the data (members, doors'
 timings, prices) comes from the hub. Unknown keys are errors: a typo in a pin
 number's key must not silently leave a door unwired.
+
+- `firmware.config.tables`: `ConfigError` and the typed reader of one table;
+- `firmware.config.wiring`: `[[doors]]`, `[[lights]]`, `[[readers]]` -> the typed
+  `firmware.core.wiring.Wiring`, read here once for the core and the HAL.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware.core.errors import LocalError
+# ConfigError is what `load_config` raises: part of this package's surface.
+from firmware.config.tables import ConfigError as ConfigError
+from firmware.config.tables import Table
+from firmware.config.wiring import bench_only_wiring, parse_wiring
 from firmware.core.limits import CREDKINDS
-
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-class ConfigError(LocalError):
-    """controller.toml (or a file it names) is missing, unreadable or wrong."""
-
+from firmware.core.wiring import Wiring
 
 LOOP_PRIORITIES = ("normal", "high", "realtime")
 
@@ -68,11 +68,12 @@ class Config:
     mqtt: MqttSection
     backend: str
     masters: frozenset[tuple[str, str]]
-    doors: tuple[dict[str, Any], ...]
-    lights: tuple[dict[str, Any], ...]
-    readers: tuple[dict[str, Any], ...]
+    wiring: Wiring
     kiosk_listen: str | None
     kiosk_token: str | None = None
+    # Why the wiring tables are not complete, on a simulator (`backend = "sim"`),
+    # which then runs on bench inputs alone; None when they are (always on a Pi).
+    unwired: str | None = None
 
     @property
     def base_topic(self) -> str:
@@ -99,56 +100,8 @@ def read_key(path: Path, *, where: str) -> bytes:
     return key
 
 
-class _Section:
-    """Typed reads from one TOML table, each error naming file and dotted key."""
-
-    def __init__(self, path: Path, name: str, table: Any) -> None:
-        self.path = path
-        self.name = name
-        if not isinstance(table, dict):
-            raise self.error(None, "must be a table")
-        self.table: dict[str, Any] = table
-        self.used: set[str] = set()
-
-    def error(self, key: str | None, problem: str) -> ConfigError:
-        where = f"{self.name}.{key}" if key else self.name
-        return ConfigError(f"{self.path}: {where}: {problem}")
-
-    def get(self, key: str, kind: type, default: Any = ..., *, low: int | None = None) -> Any:
-        self.used.add(key)
-        if key not in self.table:
-            if default is ...:
-                raise self.error(key, "is required")
-            return default
-        value = self.table[key]
-        if kind is int and (type(value) is not int or (low is not None and value < low)):
-            bound = f" >= {low}" if low is not None else ""
-            raise self.error(key, f"must be an integer{bound}, got {value!r}")
-        if kind is not int and not isinstance(value, kind):
-            raise self.error(key, f"must be {kind.__name__}, got {value!r}")
-        return value
-
-    def segment(self, key: str) -> str:
-        value: str = self.get(key, str)
-        if not _SEGMENT.fullmatch(value):
-            raise self.error(key, "must be 1 to 64 of A-Z a-z 0-9 _ -")
-        return value
-
-    def path_value(self, key: str, default: Any = ...) -> Path | None:
-        value = self.get(key, str, default)
-        if value is None:
-            return None
-        p = Path(value)
-        return p if p.is_absolute() else self.path.parent / p
-
-    def done(self) -> None:
-        unknown = sorted(set(self.table) - self.used)
-        if unknown:
-            raise self.error(unknown[0], "is not a known setting")
-
-
 def _controller(path: Path, raw: Any) -> ControllerSection:
-    s = _Section(path, "controller", raw)
+    s = Table(path, "controller", raw)
     section = ControllerSection(
         site=s.segment("site"),
         id=s.segment("id"),
@@ -167,7 +120,7 @@ def _controller(path: Path, raw: Any) -> ControllerSection:
 
 
 def _mqtt(path: Path, raw: Any) -> MqttSection:
-    s = _Section(path, "mqtt", raw)
+    s = Table(path, "mqtt", raw)
     section = MqttSection(
         host=s.get("host", str, "127.0.0.1"),
         port=s.get("port", int, 1883, low=1),
@@ -191,7 +144,7 @@ def _masters(path: Path, raw: Any) -> frozenset[tuple[str, str]]:
         raise ConfigError(f"{path}: masters: must be an array of tables ([[masters]])")
     masters = set()
     for i, entry in enumerate(raw):
-        s = _Section(path, f"masters[{i}]", entry)
+        s = Table(path, f"masters[{i}]", entry)
         kind = s.get("credkind", str)
         if kind not in CREDKINDS:
             raise s.error("credkind", f"must be one of {', '.join(CREDKINDS)}")
@@ -201,21 +154,6 @@ def _masters(path: Path, raw: Any) -> frozenset[tuple[str, str]]:
         s.done()
         masters.add((kind, value))
     return frozenset(masters)
-
-
-def _wiring(path: Path, name: str, raw: Any) -> tuple[dict[str, Any], ...]:
-    """`[[doors]]`, `[[lights]]`, `[[readers]]`: each needs an id here; the HAL
-    checks the pins and ports it understands."""
-    if not isinstance(raw, list):
-        raise ConfigError(f"{path}: {name}: must be an array of tables ([[{name}]])")
-    seen: set[str] = set()
-    for i, entry in enumerate(raw):
-        s = _Section(path, f"{name}[{i}]", entry)
-        id = s.get("id", str)
-        if not id or id in seen:
-            raise s.error("id", f"must be a unique, non-empty id, got {id!r}")
-        seen.add(id)
-    return tuple(dict(entry) for entry in raw)
 
 
 KIOSK_TOKEN_MIN = 16
@@ -245,7 +183,7 @@ def is_loopback(host: str) -> bool:
 def _kiosk(path: Path, raw: Any) -> tuple[str | None, str | None]:
     """`[kiosk]`: `listen` (host:port; unset: no kiosk server) and `token`, which
     every screen must present, required when `listen` is reachable from the LAN."""
-    s = _Section(path, "kiosk", raw)
+    s = Table(path, "kiosk", raw)
     listen = s.get("listen", str, None)
     token = s.get("token", str, None)
     s.done()
@@ -274,21 +212,29 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
     for key in data:
         if key not in known:
             raise ConfigError(f"{path}: {key}: is not a known section")
-    hal = _Section(path, "hal", data.get("hal", {}))
+    hal = Table(path, "hal", data.get("hal", {}))
     backend = hal.get("backend", str, "gpio")
     hal.done()
     listen, token = _kiosk(path, data.get("kiosk", {}))
+    controller = _controller(path, data.get("controller"))
+    mqtt = _mqtt(path, data.get("mqtt", {}))
+    masters = _masters(path, data.get("masters", []))
+    try:
+        wiring, unwired = parse_wiring(path, data), None
+    except ConfigError as exc:
+        if backend != "sim":
+            raise
+        wiring, unwired = bench_only_wiring(path, data), str(exc)
     return Config(
         path=path,
-        controller=_controller(path, data.get("controller")),
-        mqtt=_mqtt(path, data.get("mqtt", {})),
+        controller=controller,
+        mqtt=mqtt,
         backend=backend,
-        masters=_masters(path, data.get("masters", [])),
-        doors=_wiring(path, "doors", data.get("doors", [])),
-        lights=_wiring(path, "lights", data.get("lights", [])),
-        readers=_wiring(path, "readers", data.get("readers", [])),
+        masters=masters,
+        wiring=wiring,
         kiosk_listen=listen,
         kiosk_token=token,
+        unwired=unwired,
     )
 
 
