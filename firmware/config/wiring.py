@@ -144,7 +144,6 @@ def bench_only_wiring(path: Path, data: Mapping[str, Any]) -> Wiring:
 
 
 def _door(t: Table, pins: _Pins) -> DoorSpec:
-    t.used.add("id")
     relay = t.pin("relay")
     pins.claim(relay, f"{t.name}.relay")
     active_high = t.flag("active_high", False)
@@ -172,7 +171,6 @@ def _door(t: Table, pins: _Pins) -> DoorSpec:
 
 
 def _light(t: Table, pins: _Pins) -> LightSpec:
-    t.used.add("id")
     relay = t.pin("relay")
     pins.claim(relay, f"{t.name}.relay")
     active_high = t.flag("active_high", False)
@@ -193,7 +191,6 @@ def _light(t: Table, pins: _Pins) -> LightSpec:
 def _reader(
     t: Table, targets: tuple[set[str], set[str]], pins: _Pins, ports: dict[str, str]
 ) -> ReaderSpec:
-    t.used.add("id")
     kind = t.choice("kind", READER_KINDS)
     doors, lights = targets
     if sum(t.has(key) for key in _TARGETS) != 1:
