@@ -1,6 +1,7 @@
 """`alc bench sync`: the sync path end to end, through a real mosquitto on loopback.
 
-    alc bench sync [--members 100000] [--deltas 10000] [--rate 100] [--syncs 20] [--seed S] [--json]
+    alc bench sync [--members 100000 | --credentials N] [--deltas 10000] [--rate 100]
+                   [--syncs 20] [--seed S] [--json]
 
 Three parts talk through a throwaway mosquitto (`tools.broker`) on a free port:
 
@@ -10,7 +11,7 @@ Three parts talk through a throwaway mosquitto (`tools.broker`) on a free port:
   `tools.gen` as one change set (no data file). It takes orders on a pipe
   (`HubProcess`): commit the deltas, stop;
 - in this process, a controller `Runtime` with the simulator backend and one
-  reader at a door;
+  reader at a door, plus the relock probe's door and reader (`tools.bench_rig`);
 - and a bench client that sends commands and bench inputs, as `alc ctl` and the
   simulator would. All timing is taken here.
 
@@ -28,17 +29,25 @@ What it measures, in order:
    the runtime's own decision latency (`Runtime.decision_latency_s`: from the event
    being queued to the decision) of those presentations. `p99_idle_ms` is the same
    for one second of presentations before the command, with nothing else going on.
+   `timer_late_p99_ms`, `timer_late_max_ms`: all along the sync commands (from the
+   first one's publish until the last one's snapshot is on disk) the relock probe
+   (`RelockProbe`) unlocks its door, `unlock_s = 1`, about once every 1.1 s, and
+   takes how long after its relock deadline the relay went off.
 3. `deltas_per_s`: the hub commits `--deltas` single-op change sets (an updated
    member each) as fast as it can, `HUB_BATCH` change sets per database
    transaction (one flush each), and publishes each as its own `delta`; from the
    first publish until the controller's durable stored version (its SQLite file)
    reaches the last one.
 
+Every generated member holds two credentials (a tag and a PIN): `--credentials N`
+is `--members N/2`.
+
 The controller and the bench clients share one interpreter (and its GIL); the hub
 has its own, so building and sealing snapshot pages does not hold up the
 controller's loop. The CPU time of this process, of the hub's and of mosquitto is
-printed for each phase (all on one machine). A benchmark, not a test: it prints what it measured and
-exits 0 whether the targets are met or not (1 if a step did not finish at all).
+printed for each phase (all on one machine), and the peak memory of this process
+and of the hub's. A benchmark, not a test: it prints what it measured and exits 0
+whether the targets are met or not (1 if a step did not finish at all).
 """
 
 from __future__ import annotations
@@ -67,17 +76,25 @@ from firmware.core.errors import LocalError, RemoteError
 from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
-from tools.bench import Figure, format_table, percentile, positive
+from tools.bench import Figure, format_table, peak_rss_mb, percentile, positive
 from tools.bench_rig import (
     BASE,
     CONTROLLER,
     KNOWN_SHARE,
     READER,
+    RELOCK_DOOR,
+    RELOCK_READER,
+    RELOCK_RELAY,
+    RELOCK_UNLOCK_S,
     SITE,
     BenchError,
+    RelockProbe,
     controller_config,
     cpu_of,
     in_thread,
+    peak_rss_mb_of,
+    relock_records,
+    relock_tag,
     wait_for,
 )
 from tools.broker import Broker
@@ -167,9 +184,11 @@ def _hub_child(conn: Connection, spec: HubSpec) -> None:
         with ExitStack() as stack:
             db = HubDB(spec.db_path)
             stack.callback(db.close)
+            club = Club(spec.members, spec.seed)
             load: list[WireOp] = [
                 ["put", kind, id, rec] for kind, id, rec in generate(spec.members, spec.seed)
             ]
+            load += (["put", kind, id, rec] for kind, id, rec in relock_records(club))
             db.commit(load, replayable=False, now=int(time.time()))
             records = len(load)
             del load
@@ -185,7 +204,6 @@ def _hub_child(conn: Connection, spec: HubSpec) -> None:
             if not hub_loop.wait_connected(WAIT_S):
                 raise BenchError(f"the hub could not connect to mosquitto on port {spec.port}")
             conn.send(HubReady((db.epoch, db.v, db.digest), records, hub.page_size))
-            club = Club(spec.members, spec.seed)
             while True:
                 try:
                     order = conn.recv()
@@ -374,6 +392,10 @@ class Results:
     hub_commit_s: float
     memory_s: float
     loop_priority: str  # what the controller's loop ran at (`members_first`)
+    timer_late_ms: list[float]  # the relock probe's, sorted
+    unlock_ms: list[float]  # the relock probe's, decision to relay on, sorted
+    peak_mb: float  # this process: the controller and the bench clients
+    hub_peak_mb: float
 
     def figures(self) -> list[Figure]:
         during, idle = self.during_ms, self.idle_ms
@@ -391,6 +413,20 @@ class Results:
             Figure("p50_during_sync_ms", "decision p50 during sync", _p(during, 0.5), "ms", None),
             Figure("p99_during_sync_ms", "decision p99 during sync", _p(during, 0.99), "ms", 2),
             Figure("p99_idle_ms", "decision p99, idle", _p(idle, 0.99), "ms", None),
+            Figure(
+                "timer_late_p99_ms",
+                "relock lateness p99 during sync",
+                _p(self.timer_late_ms, 0.99),
+                "ms",
+                20,
+            ),
+            Figure(
+                "timer_late_max_ms",
+                "relock lateness max during sync",
+                _p(self.timer_late_ms, 1.0),
+                "ms",
+                None,
+            ),
         ]
 
 
@@ -423,7 +459,7 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int, syncs: int
         records = ready.records
 
         # The cold sync: until the controller holds the hub's dataset.
-        runtime = Runtime(controller_config(tmp, keys_dir, broker))
+        runtime = Runtime(controller_config(tmp, keys_dir, broker, relock=True))
         meter = _Meter(broker, hub)
         in_thread(stack, runtime.run, runtime.stop, "alc-bench-controller")
         session = runtime.controller.session
@@ -442,21 +478,23 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int, syncs: int
 
         # The command sync, `syncs` times, with presentations all along: a p99 of
         # one sync's ~80 presentations would only be its single worst one.
+        # The relock probe runs all along, also while each snapshot is saved.
         during_ms: list[float] = []
         phases: list[tuple[Phase, dict[str, Any]]] = []
-        for run_no in range(syncs):
-            command = build_command("sync", now=time.time(), ttl=int(WAIT_S))
-            first = len(runtime.decision_latency_s)
-            meter = _Meter(broker, hub)
-            client.publish("cmd", command)
-            with Presenter(client, club, rate, seed + 1 + run_no) as presenter:
-                at, reply = client.final_reply(command["id"], WAIT_S)
-            phases.append((meter.stop(at), reply))
-            if reply["status"] != "done":
-                detail = reply.get("detail")
-                raise BenchError(f"the sync command ended {reply['status']}: {detail}")
-            during_ms += _latencies_ms(runtime, first, presenter.sent)
-            runtime.writer.flush()
+        with _relock_probe(runtime, client, club, seed) as probe:
+            for run_no in range(syncs):
+                command = build_command("sync", now=time.time(), ttl=int(WAIT_S))
+                first = len(runtime.decision_latency_s)
+                meter = _Meter(broker, hub)
+                client.publish("cmd", command)
+                with Presenter(client, club, rate, seed + 1 + run_no) as presenter:
+                    at, reply = client.final_reply(command["id"], WAIT_S)
+                phases.append((meter.stop(at), reply))
+                if reply["status"] != "done":
+                    detail = reply.get("detail")
+                    raise BenchError(f"the sync command ended {reply['status']}: {detail}")
+                during_ms += _latencies_ms(runtime, first, presenter.sent)
+                runtime.writer.flush()
         during_ms.sort()
         # The median run stands for the sync time (and its CPU figures).
         command_phase, reply = sorted(phases, key=lambda p: p[0].wall_s)[len(phases) // 2]
@@ -476,7 +514,30 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int, syncs: int
             hub_commit_s=hub_commit_s,
             memory_s=memory_s,
             loop_priority=runtime.loop_priority or "normal",
+            timer_late_ms=probe.late_ms(),
+            unlock_ms=probe.unlock_ms(),
+            peak_mb=peak_rss_mb(),
+            hub_peak_mb=peak_rss_mb_of(hub.pid),
         )
+
+
+def _relock_probe(runtime: Runtime, client: BenchClient, club: Club, seed: int) -> RelockProbe:
+    """The probe on the benched controller's relock door (`tools.bench_rig`)."""
+    from hal.sim import SimBackend  # gpiozero: only once the bench runs, as the runtime does
+
+    hardware = runtime.hardware
+    if not isinstance(hardware, SimBackend):
+        raise BenchError("the benched controller has no simulated hardware")
+    body = {"t": "present", "reader": RELOCK_READER, "credkind": "tag", "value": relock_tag(club)}
+    pin = hardware.pin_factory.pin(RELOCK_RELAY)
+    doors = runtime.controller.facility.doors
+    return RelockProbe(
+        pin,
+        lambda: client.publish("bench/in", body),
+        lambda: doors.status(RELOCK_DOOR).unlock_until,
+        seed,
+        clock=runtime.clock,
+    )
 
 
 def _deltas(
@@ -538,7 +599,13 @@ def bench_sync(argv: Sequence[str]) -> int:
         prog="alc bench sync",
         description="full sync, deltas and decision latency end to end through mosquitto",
     )
-    parser.add_argument("--members", type=positive, default=100_000, help="default 100000")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--members", type=positive, default=100_000, help="default 100000")
+    size.add_argument(
+        "--credentials",
+        type=positive,
+        help="the club's size in credentials instead: two per member (a tag and a PIN)",
+    )
     parser.add_argument("--deltas", type=positive, default=10_000, help="default 10000")
     parser.add_argument(
         "--rate", type=float, default=100.0, help="presentations per second (default 100)"
@@ -551,6 +618,8 @@ def bench_sync(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if not args.rate > 0:
         parser.error("--rate must be positive")
+    if args.credentials is not None:
+        args.members = max(1, args.credentials // 2)
     try:
         with tempfile.TemporaryDirectory(prefix="alc-bench-sync-") as tmp:
             results = run(Path(tmp), args.members, args.deltas, args.rate, args.seed, args.syncs)
@@ -590,9 +659,20 @@ def _report(r: Results, members: int, rate: float, seed: int) -> None:
                 f"decisions {what}: {len(ms)} at {rate:g}/s, p50 {_p(ms, 0.5):.2f} ms, "
                 f"p99 {_p(ms, 0.99):.2f} ms, max {ms[-1]:.2f} ms"
             )
+    late, unlock = r.timer_late_ms, r.unlock_ms
+    print(
+        f"relocks during the sync commands: {len(late)} unlocks of a door with unlock_s "
+        f"{RELOCK_UNLOCK_S} s; relay off after its deadline by p50 {_p(late, 0.5):.2f} ms, "
+        f"p99 {_p(late, 0.99):.2f} ms, max {_p(late, 1.0):.2f} ms; relay on after the "
+        f"decision by p50 {_p(unlock, 0.5):.2f} ms, p99 {_p(unlock, 0.99):.2f} ms"
+    )
     print(
         f"{r.deltas:,} deltas ({HUB_BATCH} per hub transaction): hub committed the last "
         f"{r.hub_commit_s:.2f} s after the first publish, controller applied it in memory "
         f"at {r.memory_s:.2f} s, on disk at {r.delta_phase.wall_s:.2f} s; "
         f"{r.delta_phase.describe()}"
+    )
+    print(
+        f"peak memory: {r.peak_mb:.0f} MiB here (controller and bench clients), "
+        f"{r.hub_peak_mb:.0f} MiB hub"
     )
