@@ -170,6 +170,7 @@ class PinLocks:
     def site_closed_for(self, now: float) -> float:
         """Seconds from `now` that the budget keeps PIN entry closed everywhere
         (`lock` mode only); 0 when it does not."""
+        self._clock(now)
         if not self._over or self.rules.budget_action != "lock":
             return 0.0
         return max(self._budget[0] + BUDGET_WINDOW_S - now, 0.0)
