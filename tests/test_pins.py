@@ -333,8 +333,8 @@ class PinMachine(RuleBasedStateMachine):
 
     @initialize(budget=st.integers(1, 12), lock=st.booleans())
     def start(self, budget: int, lock: bool) -> None:
-        self.rules = PinRules(budget_per_hour=budget, budget_action="lock" if lock else "alert")
-        self.locks = PinLocks(["front-keys", "side-keys"], self.rules)
+        self.pin_rules = PinRules(budget_per_hour=budget, budget_action="lock" if lock else "alert")
+        self.locks = PinLocks(["front-keys", "side-keys"], self.pin_rules)
         self.alone = {p: PinLocks(["front-keys", "side-keys"], BIG) for p in PLACES}
         self.models = {p: _Model() for p in PLACES}
         self.counted: list[float] = []  # times of every refused PIN that counted
@@ -342,10 +342,10 @@ class PinMachine(RuleBasedStateMachine):
         self.over = False
 
     def _over(self) -> bool:
-        return sum(1 for t in self.counted if t > self.now - 3600) >= self.rules.budget_per_hour
+        return sum(1 for t in self.counted if t > self.now - 3600) >= self.pin_rules.budget_per_hour
 
     def _site_closed(self) -> bool:
-        return self.over and self.rules.budget_action == "lock" and self._over()
+        return self.over and self.pin_rules.budget_action == "lock" and self._over()
 
     @rule(place=st.sampled_from(PLACES))
     def refused(self, place: Place) -> None:
