@@ -245,7 +245,7 @@ def live_store() -> Store:
     return store_of(
         [
             ("site", "site", rec(tz="Europe/Berlin")),
-            ("member", "m1", rec(name="Ada", groups=["g1"], creds=[["tag", "t1"], ["pin", "11"]])),
+            ("member", "m1", rec(name="Ada", groups=["g1"], creds=[["tag", "t1"], ["pin", "1111"]])),
             ("member", "m2", rec(name="Bob", creds=[["card", "c2"]])),
             ("group", "g1", rec(doors=["front"], lights=["court1"], schedule="s1")),
             ("schedule", "s1", rec(windows=[[127, 0, 1440]])),
@@ -254,7 +254,7 @@ def live_store() -> Store:
             (
                 "booking",
                 "b1",
-                rec(lights=["court1"], doors=["front"], start=0, end=3600, member="m1", pin="77"),
+                rec(lights=["court1"], doors=["front"], start=0, end=3600, member="m1", pin="7777"),
             ),
             ("widget", "w1", rec(x=1)),
         ]
@@ -272,8 +272,8 @@ VALID_OPS: list[Op] = [
     Delete("door", "front"),
     put("door", "back"),
     put("light", "court2"),
-    put("booking", "b1", lights=["court2"], start=0, end=60, member="m3", pin="88"),
-    put("booking", "b2", doors=["back"], start=0, end=60, pin="77"),
+    put("booking", "b1", lights=["court2"], start=0, end=60, member="m3", pin="8888"),
+    put("booking", "b2", doors=["back"], start=0, end=60, pin="7777"),
     Delete("widget", "w1"),
     put("gadget", "g1", y=2),
     put("site", "site", tz="UTC"),
@@ -340,9 +340,9 @@ def test_build_leaves_the_live_store_untouched() -> None:
     built = Store.build(
         [
             ("member", "m1", rec(name="Other", creds=[["tag", "t1"]])),
-            ("member", "m9", rec(creds=[["pin", "11"]])),
+            ("member", "m9", rec(creds=[["pin", "1111"]])),
             ("group", "g7", rec(doors=["front"])),
-            ("booking", "b1", rec(start=0, end=1, pin="77")),
+            ("booking", "b1", rec(start=0, end=1, pin="7777")),
         ]
     )
     assert built.store is not live
@@ -358,7 +358,7 @@ def test_build_matches_the_same_records_applied() -> None:
         ("site", "site", rec(tz="Europe/Berlin")),
         ("member", "m1", rec(creds=[["tag", "t1"]], groups=["g1"])),
         ("group", "g1", rec(doors=["front"])),
-        ("booking", "b1", rec(start=0, end=60, pin="1")),
+        ("booking", "b1", rec(start=0, end=60, pin="1001")),
         ("widget", "w", rec()),
     ]
     applied = Store()
@@ -378,7 +378,7 @@ def test_build_keeps_a_later_duplicate() -> None:
 BAD_FULL_RECORDS = [
     ("member", "m2", rec(active=1, creds=[["tag", "t2"]])),
     ("group", "g2", b"\xff"),
-    ("booking", "b2", rec(start=5, end=5, pin="99")),
+    ("booking", "b2", rec(start=5, end=5, pin="9999")),
     ("site", "main", rec()),
 ]
 
@@ -478,10 +478,10 @@ def test_credkinds_are_separate_namespaces() -> None:
 
 def test_later_put_wins_a_credential_and_reports_a_conflict() -> None:
     store = Store()
-    store.apply([put("member", "m1", creds=[["tag", "t1"], ["pin", "11"]])])
-    conflicts = store.apply([put("member", "m2", creds=[["pin", "22"], ["tag", "t1"]])])
+    store.apply([put("member", "m1", creds=[["tag", "t1"], ["pin", "1111"]])])
+    conflicts = store.apply([put("member", "m2", creds=[["pin", "2222"], ["tag", "t1"]])])
     assert conflicts == [Conflict("tag", "t1", loser="m1", winner="m2")]
-    assert creds_of(store) == {("tag", "t1"): "m2", ("pin", "11"): "m1", ("pin", "22"): "m2"}
+    assert creds_of(store) == {("tag", "t1"): "m2", ("pin", "1111"): "m1", ("pin", "2222"): "m2"}
     assert store.credentials["tag"]["t1"] is store.members["m2"]
 
 
@@ -516,7 +516,7 @@ def test_put_again_wins_the_credential_back() -> None:
 
 @pytest.mark.parametrize(
     "creds",
-    [[["tag", "t1"]], [["tag", "t1"], ["tag", "t1"]], [["pin", "5"], ["tag", "t1"], ["pin", "5"]]],
+    [[["tag", "t1"]], [["tag", "t1"], ["tag", "t1"]], [["pin", "5555"], ["tag", "t1"], ["pin", "5555"]]],
 )
 def test_a_member_never_conflicts_with_itself(creds: list[list[str]]) -> None:
     store = Store()
@@ -529,7 +529,7 @@ def test_deleting_a_member_removes_its_credentials() -> None:
     store = Store()
     store.apply(
         [
-            put("member", "m1", creds=[["tag", "t1"], ["pin", "11"]]),
+            put("member", "m1", creds=[["tag", "t1"], ["pin", "1111"]]),
             put("member", "m2", creds=[["tag", "t2"]]),
         ]
     )
@@ -540,10 +540,10 @@ def test_deleting_a_member_removes_its_credentials() -> None:
 
 def test_replacing_a_member_replaces_its_credentials() -> None:
     store = Store()
-    store.apply([put("member", "m1", creds=[["tag", "t1"], ["pin", "11"]])])
-    store.apply([put("member", "m1", creds=[["tag", "t2"], ["pin", "11"]])])
-    assert creds_of(store) == {("tag", "t2"): "m1", ("pin", "11"): "m1"}
-    assert store.credentials["pin"]["11"] is store.members["m1"]
+    store.apply([put("member", "m1", creds=[["tag", "t1"], ["pin", "1111"]])])
+    store.apply([put("member", "m1", creds=[["tag", "t2"], ["pin", "1111"]])])
+    assert creds_of(store) == {("tag", "t2"): "m1", ("pin", "1111"): "m1"}
+    assert store.credentials["pin"]["1111"] is store.members["m1"]
 
 
 def test_deleting_the_loser_keeps_the_winners_credential() -> None:
@@ -602,14 +602,14 @@ def test_replacing_a_group_moves_it_between_indexes() -> None:
     assert group.schedule == "s"
 
 
-B1 = {"lights": ["c1", "c2"], "doors": ["front"], "start": 0, "end": 60, "member": "m1", "pin": "7"}
+B1 = {"lights": ["c1", "c2"], "doors": ["front"], "start": 0, "end": 60, "member": "m1", "pin": "7777"}
 
 
 def test_bookings_are_indexed_by_pin_member_light_and_door() -> None:
     store = Store()
     store.apply([put("booking", "b1", **B1)])
     b1 = store.bookings["b1"]
-    assert store.bookings_by_pin == {"7": {"b1": b1}}
+    assert store.bookings_by_pin == {"7777": {"b1": b1}}
     assert store.bookings_by_member == {"m1": {"b1": b1}}
     assert store.bookings_by_light == {"c1": {"b1": b1}, "c2": {"b1": b1}}
     assert store.bookings_by_door == {"front": {"b1": b1}}
@@ -618,10 +618,10 @@ def test_bookings_are_indexed_by_pin_member_light_and_door() -> None:
 def test_replacing_a_booking_updates_its_indexes() -> None:
     store = Store()
     store.apply([put("booking", "b1", **B1)])
-    store.apply([put("booking", "b1", lights=["c2"], start=0, end=60, pin="8")])
+    store.apply([put("booking", "b1", lights=["c2"], start=0, end=60, pin="8888")])
     b1 = store.bookings["b1"]
     assert isinstance(b1, Booking)
-    assert store.bookings_by_pin == {"8": {"b1": b1}}
+    assert store.bookings_by_pin == {"8888": {"b1": b1}}
     assert store.bookings_by_member == {}
     assert store.bookings_by_light == {"c2": {"b1": b1}}
     assert store.bookings_by_door == {}
@@ -630,9 +630,9 @@ def test_replacing_a_booking_updates_its_indexes() -> None:
 def test_deleting_a_booking_removes_it_from_every_index() -> None:
     store = Store()
     store.apply([put("booking", "b1", **B1), put("booking", "b2", **B1)])
-    assert ids(store.bookings_by_pin) == {"7": {"b1", "b2"}}
+    assert ids(store.bookings_by_pin) == {"7777": {"b1", "b2"}}
     store.apply([Delete("booking", "b1")])
-    assert ids(store.bookings_by_pin) == {"7": {"b2"}}
+    assert ids(store.bookings_by_pin) == {"7777": {"b2"}}
     assert ids(store.bookings_by_member) == {"m1": {"b2"}}
     assert ids(store.bookings_by_light) == {"c1": {"b2"}, "c2": {"b2"}}
     assert ids(store.bookings_by_door) == {"front": {"b2"}}
@@ -721,7 +721,7 @@ def booking_bodies(draw: st.DrawFn) -> dict[str, Any]:
                 "lights": REFS,
                 "doors": REFS,
                 "member": REF,
-                "pin": st.none() | st.sampled_from(["1234", "0000", "99"]),
+                "pin": st.none() | st.sampled_from(["1234", "0000", "9999"]),
             },
         )
     )

@@ -25,6 +25,8 @@ from firmware.core.limits import CREDKINDS, MAX_ID_LEN, MAX_UNLOCK_S, MAX_VALUE_
 DIGEST_MOD = 1 << 128
 _CREDKIND_NAMES = {kind: kind for kind in CREDKINDS}
 DOOR_MODES = ("normal", "locked", "unlocked")
+DEFAULT_PIN_MIN = 4  # the site record's `pin_min` when it has none
+MAX_PIN_MIN = 32  # the longest PIN a kiosk screen takes
 ALL_DAYS = 127  # Mon=1 .. Sun=64
 _ID_RE = re.compile(rf"[^\x00]{{1,{MAX_ID_LEN}}}")
 # date.fromisoformat also takes ISO week dates ("2024-W01-1"); the protocol says YYYY-MM-DD.
@@ -46,7 +48,8 @@ def digest_bytes(total: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """The facility: its time zone and booking-PIN / check-in windows."""
+    """The facility: its time zone, booking-PIN / check-in windows, and the
+    shortest PIN it accepts (`pin_min`, see `pin_too_short`)."""
 
     kind: ClassVar[str] = "site"
 
@@ -57,11 +60,12 @@ class Site:
     pin_before_s: int
     pin_after_s: int
     checkin_before_s: int
+    pin_min: int
     extra: Extra
     part: int
 
 
-DEFAULT_SITE = Site("site", "UTC", ZoneInfo("UTC"), "", 1800, 900, 1800, None, 0)
+DEFAULT_SITE = Site("site", "UTC", ZoneInfo("UTC"), "", 1800, 900, 1800, DEFAULT_PIN_MIN, None, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,12 +197,17 @@ class OtherRecord:
 @dataclass(frozen=True, slots=True)
 class RejectedRecord:
     """A record whose body failed validation: counted in the digest, never used
-    for a decision (so a bad member record fails closed)."""
+    for a decision (so a bad member record fails closed).
+
+    `held`: a member or booking that is valid on its own but has a PIN shorter
+    than the site's `pin_min`; kept so that the store can take it back if the
+    site's minimum is lowered (see `Store`)."""
 
     kind: str
     id: str
     error: str
     part: int
+    held: Member | Booking | None = None
 
 
 Record: TypeAlias = Site | Member | Group | Schedule | Door | Light | Booking | OtherRecord
@@ -332,6 +341,7 @@ def _site(b: _Body, part: int) -> Site:
         b.integer("pin_before_s", 1800, high=7 * 86400),
         b.integer("pin_after_s", 900, high=7 * 86400),
         b.integer("checkin_before_s", 1800, high=7 * 86400),
+        b.integer("pin_min", DEFAULT_PIN_MIN, low=1, high=MAX_PIN_MIN),
         b.extra(),
         part,
     )
@@ -512,6 +522,33 @@ def parse_record(kind: str, id: str, rec: bytes) -> Record:
     except RemoteError as exc:
         raise RemoteError(str(exc), kind=kind, id=id) from None
     return parser(_Body(kind, id, body), part)
+
+
+def pin_too_short(record: Member | Booking, pin_min: int) -> RemoteError | None:
+    """Why `record` is a bad record at a site whose shortest PIN is `pin_min`
+    (a PIN shorter than that), or None. A short PIN is a guess away: it is
+    refused whole, like any record that fails validation."""
+    if isinstance(record, Member):
+        c = record.creds
+        for i in range(0, len(c), 2):
+            if c[i] == "pin" and len(c[i + 1]) < pin_min:
+                return RemoteError(
+                    f"member {record.id!r}: field 'creds' has a pin of {len(c[i + 1])} "
+                    f"digits, shorter than the site's pin_min {pin_min}",
+                    kind="member",
+                    id=record.id,
+                    field="creds",
+                )
+        return None
+    if record.pin is not None and len(record.pin) < pin_min:
+        return RemoteError(
+            f"booking {record.id!r}: field 'pin' has {len(record.pin)} digits, shorter "
+            f"than the site's pin_min {pin_min}",
+            kind="booking",
+            id=record.id,
+            field="pin",
+        )
+    return None
 
 
 def reject(kind: str, id: str, rec: bytes, error: RemoteError) -> RejectedRecord:

@@ -3,6 +3,15 @@
 A `Store` changes only through `apply` (one delta, all ops or none) and is built
 whole by `Store.build` from a full record set, aside from the live one; the owner
 swaps its reference in one step. The digest is kept incrementally (PROTOCOL.md s3).
+
+A member or booking with a PIN shorter than the site record's `pin_min` is a bad
+record (`pin_too_short`): it is kept as a `RejectedRecord` holding the parsed
+record, and grants nothing. Records are parsed one by one, but this check needs
+the site: the store applies it whenever a record goes in, and checks every PIN
+again when the site's minimum changes (a snapshot may bring the site after the
+members). A delta is refused whole when it brings such a record, or when it
+changes `pin_min` in a way that changes which stored records are valid: the full
+sync that follows builds the store again, reporting every rejected record.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from typing import Any, TypeAlias
 
 from firmware.core.errors import RemoteError
 from firmware.core.model import (
+    DEFAULT_PIN_MIN,
     DEFAULT_SITE,
     DIGEST_MOD,
     Booking,
@@ -29,6 +39,7 @@ from firmware.core.model import (
     digest_bytes,
     digest_part,
     parse_record,
+    pin_too_short,
     reject,
 )
 
@@ -113,7 +124,6 @@ class StoreBuilder:
         hash per record and little memory beyond the live data."""
         self._store = Store()
         self._previous = previous
-        self._rejected: list[RejectedRecord] = []
         self._conflicts: list[Conflict] = []
 
     @property
@@ -138,19 +148,20 @@ class StoreBuilder:
                 # mean equal bytes (SHA-256 over kind, id and rec).
                 if old is not None and old.part == digest_part(kind, id, rec):
                     record = old
-                    if isinstance(old, RejectedRecord):
-                        self._rejected.append(old)
             if record is None:
                 try:
                     record = parse_record(kind, id, rec)
                 except RemoteError as exc:
                     record = reject(kind, id, rec, exc)
-                    self._rejected.append(record)
             store._put(record, self._conflicts)
 
     def finish(self) -> Built:
         """The finished store; the builder must not be fed after this."""
-        return Built(self._store, self._rejected, self._conflicts)
+        store = self._store
+        # Collected at the end: a site record fed late may reject or take back
+        # records for their PIN's length (see the module docstring).
+        rejected = [r for r in store.others.values() if isinstance(r, RejectedRecord)]
+        return Built(store, rejected, self._conflicts)
 
 
 class Store:
@@ -274,24 +285,86 @@ class Store:
         return builder.finish()
 
     def apply(self, ops: Sequence[Op]) -> list[Conflict]:
-        """Apply one delta atomically: every record is parsed first, so a bad one
-        raises `RemoteError` before anything changes. Returns credential conflicts."""
+        """Apply one delta atomically: every record is parsed and checked first, so
+        a bad one raises `RemoteError` before anything changes. Returns credential
+        conflicts."""
         parsed: list[Record | Delete] = [
             parse_record(op.kind, op.id, op.rec) if isinstance(op, Put) else op for op in ops
         ]
+        self._check_pins(parsed)
         conflicts: list[Conflict] = []
         for item in parsed:
             if isinstance(item, Delete):
+                pin_min = self.site.pin_min
                 self._remove(item.kind, item.id)
+                if self.site.pin_min != pin_min:
+                    self._recheck_pins(conflicts)
             else:
                 self._put(item, conflicts)
         return conflicts
+
+    def _check_pins(self, parsed: Sequence[Record | Delete]) -> None:
+        """Raise `RemoteError` if the delta `parsed` brings a PIN shorter than the
+        site's minimum after it, or changes that minimum so that a stored record
+        would become bad or good: the full sync asked for then checks them all."""
+        pin_min = self.site.pin_min
+        for item in parsed:
+            if isinstance(item, Site):
+                pin_min = item.pin_min
+            elif isinstance(item, Delete) and (item.kind, item.id) == ("site", "site"):
+                pin_min = DEFAULT_PIN_MIN
+        for item in parsed:
+            if isinstance(item, Member | Booking):
+                short = pin_too_short(item, pin_min)
+                if short is not None:
+                    raise short
+        if pin_min != self.site.pin_min and self._pins_to_recheck(pin_min):
+            raise RemoteError(
+                f"site 'site': field 'pin_min' changes from {self.site.pin_min} to "
+                f"{pin_min}, which changes which records are valid; a full sync checks "
+                "them all",
+                kind="site",
+                id="site",
+                field="pin_min",
+            )
+
+    def _pins_to_recheck(self, pin_min: int) -> list[Member | Booking | RejectedRecord]:
+        """The records whose validity differs at a site minimum of `pin_min`: those
+        with a shorter PIN, and rejected ones whose PINs would now do."""
+        found: dict[tuple[str, str], Member | Booking | RejectedRecord] = {}
+        for value, member in self.credentials["pin"].items():
+            if len(value) < pin_min:
+                found[("member", member.id)] = member
+        for pin, bookings in self.bookings_by_pin.items():
+            if len(pin) < pin_min:
+                for booking in bookings.values():
+                    found[("booking", booking.id)] = booking
+        for key, other in self.others.items():
+            if (
+                isinstance(other, RejectedRecord)
+                and other.held is not None
+                and pin_too_short(other.held, pin_min) is None
+            ):
+                found[key] = other
+        return list(found.values())
+
+    def _recheck_pins(self, conflicts: list[Conflict]) -> None:
+        """The site's `pin_min` changed: reject or take back what it concerns."""
+        for record in self._pins_to_recheck(self.site.pin_min):
+            self._put(record, conflicts)
 
     def _table(self, kind: str) -> dict[str, Any] | None:
         return self._tables.get(kind)
 
     def _put(self, record: Record | RejectedRecord, conflicts: list[Conflict]) -> None:
+        if isinstance(record, RejectedRecord) and record.held is not None:
+            record = record.held  # judged again against the site as it is now
+        if isinstance(record, Member | Booking):
+            short = pin_too_short(record, self.site.pin_min)
+            if short is not None:
+                record = RejectedRecord(record.kind, record.id, str(short), record.part, record)
         kind = record.kind
+        pin_min = self.site.pin_min
         self._remove(kind, record.id)
         self._sum = (self._sum + record.part) % DIGEST_MOD
         if isinstance(record, OtherRecord | RejectedRecord):
@@ -299,6 +372,8 @@ class Store:
         elif isinstance(record, Site):
             self.site = record
             self._site_part = record.part
+            if record.pin_min != pin_min:
+                self._recheck_pins(conflicts)
         elif isinstance(record, Member):
             self.members[record.id] = record
             self._index_member(record, conflicts)

@@ -23,6 +23,9 @@ A record's body (`rec`) is the CBOR encoding of its table without `id`. Times ar
 integers (Unix seconds): a TOML date or time value is refused, so a date can
 never silently become a CBOR tag that every controller would reject.
 
+A member or booking PIN shorter than the site's `pin_min` (4 without one) is
+refused as well: every controller would reject that record.
+
 Any problem raises `DataFileError`: one line naming the file, the record and the
 field. The hub then keeps serving the last good version.
 """
@@ -38,7 +41,15 @@ import cbor2
 
 from firmware.core.codec import loads_strict
 from firmware.core.errors import LocalError, RemoteError
-from firmware.core.model import Member, check_key, parse_record
+from firmware.core.model import (
+    DEFAULT_PIN_MIN,
+    Booking,
+    Member,
+    Site,
+    check_key,
+    parse_record,
+    pin_too_short,
+)
 from firmware.core.wire import MAX_PAYLOAD
 
 Key = tuple[str, str]
@@ -78,6 +89,8 @@ def parse_document(doc: dict[str, Any], *, where: str = "data file") -> Dataset:
     """Validate an already-parsed TOML document and encode its records."""
     records: Dataset = {}
     members: list[Member] = []
+    with_pins: list[Member | Booking] = []
+    pin_min = DEFAULT_PIN_MIN
     for kind, value in doc.items():
         if kind == "site":
             if not isinstance(value, dict):
@@ -94,6 +107,14 @@ def parse_document(doc: dict[str, Any], *, where: str = "data file") -> Dataset:
             records[key] = rec
             if isinstance(record, Member):
                 members.append(record)
+            if isinstance(record, Member | Booking):
+                with_pins.append(record)
+            elif isinstance(record, Site):
+                pin_min = record.pin_min
+    for record in with_pins:
+        short = pin_too_short(record, pin_min)
+        if short is not None:
+            raise DataFileError(f"{where}: {short}")
     _check_credentials(members, where)
     return records
 
