@@ -202,7 +202,11 @@ GROUP_IDS = ["g0", "g1", "g2", "g3"]
 SCHEDULE_IDS = ["s0", "s1", "s2"]
 MEMBER_IDS = ["m0", "m1", "m2", "m3", "m4", "m5"]
 BOOKING_IDS = ["b0", "b1", "b2", "b3"]
-VALUES = {"tag": ["t0", "t1", "t2", "t3"], "card": ["t0", "c1"], "pin": ["1010", "1111", "1212", "1313"]}
+VALUES = {
+    "tag": ["t0", "t1", "t2", "t3"],
+    "card": ["t0", "c1"],
+    "pin": ["1010", "1111", "1212", "1313"],
+}
 ZONES = ["UTC", "Europe/London", "Pacific/Auckland", "America/New_York"]
 # Days around DST changes (and one ordinary day), at a whole UTC hour: every zone
 # here is a whole number of hours from UTC, so half-hour steps hit window edges.

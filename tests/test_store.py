@@ -245,7 +245,11 @@ def live_store() -> Store:
     return store_of(
         [
             ("site", "site", rec(tz="Europe/Berlin")),
-            ("member", "m1", rec(name="Ada", groups=["g1"], creds=[["tag", "t1"], ["pin", "1111"]])),
+            (
+                "member",
+                "m1",
+                rec(name="Ada", groups=["g1"], creds=[["tag", "t1"], ["pin", "1111"]]),
+            ),
             ("member", "m2", rec(name="Bob", creds=[["card", "c2"]])),
             ("group", "g1", rec(doors=["front"], lights=["court1"], schedule="s1")),
             ("schedule", "s1", rec(windows=[[127, 0, 1440]])),
@@ -516,7 +520,11 @@ def test_put_again_wins_the_credential_back() -> None:
 
 @pytest.mark.parametrize(
     "creds",
-    [[["tag", "t1"]], [["tag", "t1"], ["tag", "t1"]], [["pin", "5555"], ["tag", "t1"], ["pin", "5555"]]],
+    [
+        [["tag", "t1"]],
+        [["tag", "t1"], ["tag", "t1"]],
+        [["pin", "5555"], ["tag", "t1"], ["pin", "5555"]],
+    ],
 )
 def test_a_member_never_conflicts_with_itself(creds: list[list[str]]) -> None:
     store = Store()
@@ -602,7 +610,14 @@ def test_replacing_a_group_moves_it_between_indexes() -> None:
     assert group.schedule == "s"
 
 
-B1 = {"lights": ["c1", "c2"], "doors": ["front"], "start": 0, "end": 60, "member": "m1", "pin": "7777"}
+B1 = {
+    "lights": ["c1", "c2"],
+    "doors": ["front"],
+    "start": 0,
+    "end": 60,
+    "member": "m1",
+    "pin": "7777",
+}
 
 
 def test_bookings_are_indexed_by_pin_member_light_and_door() -> None:
