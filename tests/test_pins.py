@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from firmware.config import ConfigError, load_config
 from firmware.core.errors import LocalError
 from firmware.core.pins import (
     MAX_SCREENS,
@@ -38,6 +40,7 @@ SIDE = Place.reader("side-keys")
 A = Place.screen("screen-aaaa")
 B = Place.screen("screen-bbbb")
 BIG = PinRules(budget_per_hour=10_000)
+EXAMPLE = Path(__file__).parent.parent / "deploy" / "controller.example.toml"
 
 
 def refuse(locks: PinLocks, place: Place, now: float, n: int = 1) -> list[PinAlert]:
@@ -474,3 +477,42 @@ def test_lock_mode_bounds_the_site_whatever_the_places() -> None:
         now += 5
     assert guesses <= budget * 24
     assert guesses >= budget * 23  # and the lock reopens every hour
+
+
+# --- controller.toml [pins] ------------------------------------------------------------
+
+MINIMAL = """
+[controller]
+site = "demo"
+id = "ctl1"
+data_dir = "data"
+key_file = "ctl1.key"
+"""
+
+
+def test_config_pins_default_to_an_alert_at_30_an_hour(tmp_path: Path) -> None:
+    path = tmp_path / "controller.toml"
+    path.write_text(MINIMAL)
+    assert load_config(path).pins == PinRules(30, "alert")
+    path.write_text(MINIMAL + '[pins]\nbudget_per_hour = 12\nbudget_action = "lock"\n')
+    assert load_config(path).pins == PinRules(12, "lock")
+    assert load_config(EXAMPLE).pins == PinRules(30, "alert")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("budget_per_hour = 0\n", "pins.budget_per_hour: must be an integer >= 1, got 0"),
+        ("budget_per_hour = 10001\n", "pins.budget_per_hour: must be at most 10000, got 10001"),
+        ('budget_per_hour = "30"\n', "pins.budget_per_hour: must be an integer >= 1"),
+        ('budget_action = "close"\n', "pins.budget_action: must be one of 'alert', 'lock'"),
+        ("budget_action = true\n", "pins.budget_action: must be str"),
+        ("lockout_s = 60\n", "pins.lockout_s: is not a known setting"),
+    ],
+)
+def test_config_pins_mistakes_are_one_clear_line(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "controller.toml"
+    path.write_text(MINIMAL + "[pins]\n" + text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {error}")

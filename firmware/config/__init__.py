@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from firmware.config.tables import ConfigError as ConfigError
 from firmware.config.tables import Table
 from firmware.config.wiring import bench_only_wiring, parse_wiring
 from firmware.core.limits import CREDKINDS
+from firmware.core.pins import BUDGET_ACTIONS, DEFAULT_BUDGET, MAX_BUDGET, PinRules
 from firmware.core.wiring import Wiring
 
 LOOP_PRIORITIES = ("normal", "high", "realtime")
@@ -74,6 +75,7 @@ class Config:
     # Why the wiring tables are not complete, on a simulator (`backend = "sim"`),
     # which then runs on bench inputs alone; None when they are (always on a Pi).
     unwired: str | None = None
+    pins: PinRules = field(default_factory=PinRules)
 
     @property
     def base_topic(self) -> str:
@@ -206,9 +208,24 @@ def _kiosk(path: Path, raw: Any) -> tuple[str | None, str | None]:
     return listen, token
 
 
+def _pins(path: Path, raw: Any) -> PinRules:
+    """`[pins]`: the site budget of refused PINs an hour and what reaching it
+    does (docs/operations.md "PIN lockouts")."""
+    s = Table(path, "pins", raw)
+    budget = s.get("budget_per_hour", int, DEFAULT_BUDGET, low=1)
+    if budget > MAX_BUDGET:
+        raise s.error("budget_per_hour", f"must be at most {MAX_BUDGET}, got {budget}")
+    action = s.get("budget_action", str, "alert")
+    if action not in BUDGET_ACTIONS:
+        choices = ", ".join(repr(a) for a in BUDGET_ACTIONS)
+        raise s.error("budget_action", f"must be one of {choices}, got {action!r}")
+    s.done()
+    return PinRules(budget, "lock" if action == "lock" else "alert")
+
+
 def parse_config(path: Path, data: dict[str, Any]) -> Config:
     """Validate an already-parsed TOML document."""
-    known = {"controller", "mqtt", "hal", "doors", "lights", "readers", "masters", "kiosk"}
+    known = {"controller", "mqtt", "hal", "doors", "lights", "readers", "masters", "kiosk", "pins"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{path}: {key}: is not a known section")
@@ -235,6 +252,7 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
         kiosk_listen=listen,
         kiosk_token=token,
         unwired=unwired,
+        pins=_pins(path, data.get("pins", {})),
     )
 
 
