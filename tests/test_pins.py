@@ -516,3 +516,17 @@ def test_config_pins_mistakes_are_one_clear_line(tmp_path: Path, text: str, erro
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value).startswith(f"{path}: {error}")
+
+
+@given(st.lists(st.sampled_from([0, 1, 5, 30, 59, 61, 600, 1800, 3600]), min_size=1, max_size=80))
+def test_one_place_gives_at_most_8_refused_pins_in_any_hour(waits: list[int]) -> None:
+    """Whatever a guesser waits between tries (at one place, no correct PIN)."""
+    locks = PinLocks(["front-keys"], BIG)
+    now, counted = T0, []
+    for wait in waits:
+        now += wait
+        if locks.closed_for(KEYS, now) == 0:
+            locks.refused(KEYS, now)
+            counted.append(now)
+    for i, start in enumerate(counted):
+        assert sum(1 for t in counted[i:] if t < start + 3600) <= 8
