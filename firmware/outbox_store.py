@@ -15,6 +15,7 @@ from typing import Any
 
 import cbor2
 
+from firmware.core.errors import LocalError
 from firmware.core.outbox import DebitEntry, LoggedEvent
 from firmware.storage import REMEMBER_COMMAND, Storage
 
@@ -29,6 +30,34 @@ class OutboxStats:
     oldest: int | None
     first_seq: int | None
     last_seq: int
+
+
+def debit_row_ok(row: Sequence[object]) -> bool:
+    """A `(seq, member, amount, acked_v)` row has the types this module writes."""
+    seq, member, amount, acked_v = row
+    return (
+        type(seq) is int
+        and type(member) is str
+        and type(amount) is int
+        and (acked_v is None or type(acked_v) is int)
+    )
+
+
+def _event(row: tuple[Any, ...]) -> list[Any]:
+    """An outbox row as `[seq, time, type, body]`. A row damaged on disk (a body
+    that is not CBOR, fields of the wrong type) goes as a `system` event naming
+    the damage, under its own seq: dropping it would leave a gap the hub's ack
+    can never pass, and the outbox would never empty."""
+    seq, time, type_, body = row
+    if type(time) is int and type(type_) is str and type(body) is bytes:
+        try:
+            decoded = cbor2.loads(body)
+        except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError):
+            decoded = None
+        if isinstance(decoded, dict):
+            return [seq, time, type_, decoded]
+    detail = f"event {seq} was damaged on the controller's disk"
+    return [seq, time if type(time) is int else 0, "system", {"what": "error", "detail": detail}]
 
 
 def _ranges(seqs: Sequence[int]) -> list[Range]:
@@ -61,9 +90,14 @@ class OutboxStore:
         return OutboxStats(count, oldest, first, last)
 
     def debits(self) -> list[DebitEntry]:
-        """Every debit not yet reflected in the hub's credit."""
+        """Every debit not yet reflected in the hub's credit. Raises `LocalError`
+        for a row of the wrong types: the file is damaged (the boot repairs it,
+        `firmware.data_files`), and a balance must never be computed from it."""
         with self.storage.read("read debits") as conn:
             rows = conn.execute("SELECT seq, member, amount, acked_v FROM debits").fetchall()
+        for row in rows:
+            if not debit_row_ok(row):
+                raise LocalError(f"storage {self.storage.where}: debit row {row!r} is damaged")
         return [DebitEntry(*row) for row in rows]
 
     def append(
@@ -96,7 +130,7 @@ class OutboxStore:
                 "SELECT seq, time, type, body FROM outbox WHERE seq > ? AND seq <= ? ORDER BY seq",
                 (after, upto),
             ).fetchall()
-        return [[seq, time, type, cbor2.loads(body)] for seq, time, type, body in rows]
+        return [_event(row) for row in rows]
 
     def acknowledge(self, upto: int, v: int) -> None:
         """The hub stored every event up to `upto`; their debits count until `v`."""

@@ -19,7 +19,12 @@ strictly need it, but one file has one setting.
 
 Every failure of the file itself (missing directory, not a database, damaged,
 disk full, a schema from a newer alc) raises `LocalError` naming the file, and no
-method returns with a transaction open.
+method returns with a transaction open. What the controller does about them at
+boot (move the file aside, run from memory) is `firmware.data_files`'s job.
+
+`Storage.open_memory` opens the same schema in an in-memory database instead,
+standing in for the file when the data directory cannot be written; `take_over`
+later moves a `Storage` (and everyone holding it) onto a file again.
 
 `save_delta` also refuses a delta that would leave the stored digest different
 from the digest of the stored records (memory and disk disagree about the base):
@@ -35,13 +40,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Generator, Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from firmware.collector import collector_paused
 from firmware.core.errors import LocalError
@@ -68,6 +74,7 @@ REMEMBER_COMMAND = (
 _JOURNAL_SIZE_LIMIT = 32 * 1024 * 1024
 # Waiting for another process (`alc inspect`) beats failing a save outright.
 _BUSY_TIMEOUT_S = 5.0
+_SQLITE_LOCKED = 6
 # Rows fetched per step when streaming: bounded memory at boot, few Python calls.
 _FETCH_ROWS = 1000
 
@@ -135,6 +142,46 @@ _CREATE_RECORDS_NEXT = """CREATE TABLE records_next (
 _SNAPSHOT_CHUNK = 2000
 
 
+class _SharedCache(sqlite3.Connection):
+    """A connection to an in-memory database shared by several connections.
+
+    Such connections lock whole tables, and a statement that meets another
+    connection's lock fails at once (SQLITE_LOCKED) instead of waiting as on a
+    file: changing the schema (a snapshot's table swap) while the outbox reads,
+    say. The other holds its lock for one short transaction, so wait a little
+    and try again, as the busy timeout does on a file. A statement that failed
+    this way did nothing, so running it again is safe.
+    """
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return self._patiently(super().execute, sql, parameters)
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        # Materialised once: an iterator would be spent by a failed first try.
+        rows = parameters if isinstance(parameters, list | tuple) else list(parameters)
+        return self._patiently(super().executemany, sql, rows)
+
+    @staticmethod
+    def _patiently(
+        run: Callable[[str, Any], sqlite3.Cursor], sql: str, args: Any
+    ) -> sqlite3.Cursor:
+        waited, pause = 0.0, 0.0005
+        while True:
+            try:
+                return run(sql, args)
+            except sqlite3.OperationalError as exc:
+                locked = getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_LOCKED
+                if not locked or waited >= _BUSY_TIMEOUT_S:
+                    raise
+            time.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.01)
+
+
+class NewerSchema(LocalError):
+    """The file was written by a newer alc (its schema version is above ours)."""
+
+
 class StoredState(NamedTuple):
     """What the file says the stored dataset is: `(epoch, v, digest, last_full)`.
 
@@ -176,13 +223,27 @@ class Storage:
         path: Path,
         gate: WriteGate | None = None,
         urgent: bool = False,
+        *,
+        memory: str | None = None,
     ) -> None:
-        """Use `Storage.open`; this only wraps an already prepared connection."""
+        """Use `Storage.open` or `Storage.open_memory`; this only wraps a connection."""
         self._conn: sqlite3.Connection | None = conn
         self._lock = threading.RLock()
         self.path = path
         self._gate = gate
         self._urgent = urgent
+        self._memory = memory
+
+    @property
+    def in_memory(self) -> bool:
+        """True while this storage is an in-memory database standing in for `path`
+        (the data directory could not be written at boot: `firmware.data_files`)."""
+        return self._memory is not None
+
+    @property
+    def where(self) -> str:
+        """The file, or the in-memory database and the file it stands in for."""
+        return str(self.path) if self._memory is None else f"{self.path} (in memory)"
 
     # --- opening and closing ------------------------------------------------------
 
@@ -219,29 +280,78 @@ class Storage:
             raise
         return storage
 
+    @classmethod
+    def open_memory(
+        cls,
+        name: str,
+        path: str | Path,
+        *,
+        gate: WriteGate | None = None,
+        urgent: bool = False,
+        copy_from: sqlite3.Connection | None = None,
+    ) -> Storage:
+        """Open the in-memory database `name`, standing in for the file at `path`.
+
+        Every connection of this process opened with the same `name` sees one
+        database (SQLite's shared cache), so the dataset's and the outbox's
+        connections work on one copy, as they do on one file. It lives until the
+        last of them is closed. With `copy_from`, a new database starts as a copy
+        of that connection's (SQLite's backup API). Same checks as `open`.
+        """
+        path = Path(path)
+        try:
+            conn = sqlite3.connect(
+                f"file:{name}?mode=memory&cache=shared",
+                uri=True,
+                isolation_level=None,
+                timeout=_BUSY_TIMEOUT_S,
+                check_same_thread=False,
+                factory=_SharedCache,
+            )
+        except sqlite3.Error as exc:
+            raise LocalError(f"storage {path} (in memory): cannot open: {exc}") from exc
+        storage = cls(conn, path, gate, urgent, memory=name)
+        try:
+            if copy_from is not None:
+                try:
+                    copy_from.backup(conn)
+                except sqlite3.Error as exc:
+                    raise storage._error("copy into memory", exc) from exc
+            storage._prepare()
+        except BaseException:
+            conn.close()
+            raise
+        return storage
+
     def _prepare(self) -> None:
         conn = self._connection()
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise LocalError(
-                    f"storage {self.path}: the file system refused WAL mode (got {mode!r})"
-                )
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
+            if self._memory is not None:
+                # Shared-cache connections lock whole tables: without this a read
+                # of the outbox would fail, not wait, while the dataset is written.
+                # Every write still goes through the gate, one at a time.
+                conn.execute("PRAGMA read_uncommitted=1")
+            else:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise LocalError(
+                        f"storage {self.where}: the file system refused WAL mode (got {mode!r})"
+                    )
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
         except sqlite3.Error as exc:
             raise self._error("open", exc) from exc
         with self._write("open") as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise LocalError(
-                    f"storage {self.path}: schema version {version} was written by a newer "
+                raise NewerSchema(
+                    f"storage {self.where}: schema version {version} was written by a newer "
                     f"alc (this one knows up to {SCHEMA_VERSION}); upgrade alc, or move "
                     "the file aside to start with no data"
                 )
             if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 raise LocalError(
-                    f"storage {self.path}: not an alc database (tables but no schema version)"
+                    f"storage {self.where}: not an alc database (tables but no schema version)"
                 )
             for step in range(version, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[step]:
@@ -265,6 +375,27 @@ class Storage:
                 conn.close()
             except sqlite3.Error as exc:
                 raise self._error("close", exc) from exc
+
+    def take_over(self, other: Storage) -> None:
+        """Go on with `other`'s connection and file, closing this one's connection:
+        everyone holding this object now works on the other file (`reattach` in
+        `firmware.data_files`). `other` is closed afterwards."""
+        with self._lock, other._lock:
+            old, self._conn, other._conn = self._conn, other._conn, None
+            self.path, self._memory = other.path, other._memory
+            if old is not None:
+                # Let go of, whatever it says: nothing uses it any more.
+                with suppress(sqlite3.Error):
+                    if old.in_transaction:
+                        old.rollback()
+                    old.close()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[sqlite3.Connection]:
+        """Hold this storage: no other thread's call on it runs until the block
+        ends. For work that must see it unchanged across several transactions."""
+        with self._lock:
+            yield self._connection()
 
     def __enter__(self) -> Storage:
         return self
@@ -350,7 +481,7 @@ class Storage:
         stored = self._state(conn)
         if stored.epoch != epoch or v <= stored.v:
             raise LocalError(
-                f"storage {self.path}: delta to ({epoch!r}, {v}) does not follow the "
+                f"storage {self.where}: delta to ({epoch!r}, {v}) does not follow the "
                 f"stored ({stored.epoch!r}, {stored.v})"
             )
         # The new digest follows from the stored one and the records replaced,
@@ -367,7 +498,7 @@ class Storage:
                 total += digest_part(kind, id, rec)
         if digest_bytes(total) != digest:
             raise LocalError(
-                f"storage {self.path}: delta to ({epoch!r}, {v}) does not lead from the "
+                f"storage {self.where}: delta to ({epoch!r}, {v}) does not lead from the "
                 f"stored records to digest {digest.hex()}: the file and memory disagree; "
                 "the next full sync rewrites the file"
             )
@@ -401,22 +532,42 @@ class Storage:
         with self._write("save snapshot") as conn:
             conn.execute("DROP TABLE IF EXISTS records_next")
             conn.execute(_CREATE_RECORDS_NEXT)
-        rows = iter(records)
-        while chunk := list(islice(rows, _SNAPSHOT_CHUNK)):
-            # Sorted a chunk at a time, never the whole dataset in one call: one
-            # sort of 100,000 keys holds the interpreter lock for tens of ms, and
-            # the loop deciding for a member at the door would wait that long.
-            # The sort is stable, so of two duplicates in a chunk the last wins.
-            chunk.sort(key=_KEY)
+        try:
+            rows = iter(records)
+            while chunk := list(islice(rows, _SNAPSHOT_CHUNK)):
+                # Sorted a chunk at a time, never the whole dataset in one call: one
+                # sort of 100,000 keys holds the interpreter lock for tens of ms, and
+                # the loop deciding for a member at the door would wait that long.
+                # The sort is stable, so of two duplicates in a chunk the last wins.
+                chunk.sort(key=_KEY)
+                with self._write("save snapshot") as conn:
+                    conn.executemany(_PUT_NEXT, chunk)
             with self._write("save snapshot") as conn:
-                conn.executemany(_PUT_NEXT, chunk)
-        with self._write("save snapshot") as conn:
-            conn.execute("DROP TABLE records")
-            conn.execute("ALTER TABLE records_next RENAME TO records")
-            conn.execute(
-                "UPDATE meta SET epoch = ?, v = ?, digest = ?, last_full = ?",
-                (epoch, v, digest, last_full),
-            )
+                conn.execute("DROP TABLE records")
+                conn.execute("ALTER TABLE records_next RENAME TO records")
+                conn.execute(
+                    "UPDATE meta SET epoch = ?, v = ?, digest = ?, last_full = ?",
+                    (epoch, v, digest, last_full),
+                )
+        except LocalError:
+            # A full disk above all: give back the space the half-staged copy took,
+            # so the events (same file) can still be written. If even that fails,
+            # the next save drops it.
+            with suppress(LocalError), self._write("drop a failed snapshot") as conn:
+                conn.execute("DROP TABLE IF EXISTS records_next")
+            raise
+
+    def quick_check(self) -> list[str]:
+        """SQLite's `PRAGMA quick_check`: every page of every table and index is read
+        and its structure checked, so it costs a read of the whole file (about
+        0.2 to 0.5 s for a million credentials on the 2-core development machine,
+        against a minute to load them: docs/operations.md). It finds a damaged page
+        anywhere, the outbox's included, but not a changed byte inside a record
+        (the digest finds those). Returns what it found; empty means sound."""
+        with self._read("check the file") as conn:
+            rows = conn.execute("PRAGMA quick_check(20)").fetchall()
+        found = [str(row[0]) for row in rows]
+        return [] if found == ["ok"] else found
 
     def verify(self) -> bool:
         """True when the stored records hash to the stored digest (PROTOCOL.md s7,
@@ -465,11 +616,11 @@ class Storage:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise LocalError(f"storage {self.path}: used after close")
+            raise LocalError(f"storage {self.where}: used after close")
         return self._conn
 
     def _error(self, what: str, exc: Exception) -> LocalError:
-        return LocalError(f"storage {self.path}: {what} failed: {exc}")
+        return LocalError(f"storage {self.where}: {what} failed: {exc}")
 
     def write(self, what: str) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction for a module sharing this file (the outbox):
@@ -525,10 +676,10 @@ class Storage:
     def _state(self, conn: sqlite3.Connection) -> StoredState:
         row = conn.execute("SELECT epoch, v, digest, last_full FROM meta").fetchone()
         if row is None:
-            raise LocalError(f"storage {self.path}: the meta row is missing")
+            raise LocalError(f"storage {self.where}: the meta row is missing")
         epoch, v, digest, last_full = row
         if not isinstance(digest, bytes) or len(digest) != 16:
-            raise LocalError(f"storage {self.path}: the stored digest is damaged")
+            raise LocalError(f"storage {self.where}: the stored digest is damaged")
         return StoredState(epoch, v, digest, last_full)
 
     def _rows(self, cursor: sqlite3.Cursor) -> Generator[tuple[str, str, bytes], None, None]:
@@ -540,7 +691,7 @@ class Storage:
                     return
                 for kind, id, rec in rows:
                     if not _row_types_ok(kind, id, rec):
-                        raise LocalError(f"storage {self.path}: record {kind} {id!r} is damaged")
+                        raise LocalError(f"storage {self.where}: record {kind} {id!r} is damaged")
                     yield kind, id, rec
         except sqlite3.Error as exc:
             raise self._error("read records", exc) from exc
