@@ -143,7 +143,7 @@ def test_the_dataset_and_the_events_write_at_once_in_memory(blocked: Path) -> No
 
 
 def test_reattach_waits_for_the_disk_then_moves_everything_there(blocked: Path) -> None:
-    files, boot = open_data(blocked, NOW)
+    files, _ = open_data(blocked, NOW)
     try:
         store = fill(files)
         last = files.outbox.stats().last_seq
