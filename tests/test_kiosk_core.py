@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -14,10 +15,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from firmware.core.controller import Controller
 from firmware.core.doors import DoorWiring
 from firmware.core.facility import Facility, Reader
-from firmware.core.kiosk import BOARD_EVERY_S, IDLE_S, REFRESH_WAIT_S
+from firmware.core.kiosk import BOARD_EVERY_S, REFRESH_WAIT_S
+from firmware.core.kiosk_views import IDLE_S, board_of, member_view
 from firmware.core.lights import CircuitWiring
+from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import AppendEvents
 from firmware.core.steps import (
+    Connected,
     ContactChanged,
     KioskAnswer,
     KioskRequest,
@@ -450,8 +454,23 @@ class KioskMachine(RuleBasedStateMachine):
         self.now = T0
         self.debited = 0
         self.last_request: dict[str, float] = {}
+        self.shown: dict[str, Any] = {}  # screen -> the board it shows
+        self.panel: dict[str, Any] = {}  # screen -> the member panel it shows
+
+    def handle(self, event: Any) -> list[Any]:
+        out = self.c.handle(event, self.now)
+        self.step(out)
+        return out
 
     def step(self, out: list[Any]) -> None:
+        for a in out:
+            if isinstance(a, KioskSend):
+                screens = [a.screen] if a.screen is not None else list(self.c.kiosk.screens)
+                for screen in screens:
+                    if a.kind == "board":
+                        self.shown[screen] = a.data
+                    elif a.kind == "session":
+                        self.panel[screen] = a.data
         for body in logged(out, "debit"):
             event("paid for a court")
             assert body["amount"] % 400 == 0 or body["amount"] % 250 == 0
@@ -459,16 +478,16 @@ class KioskMachine(RuleBasedStateMachine):
 
     @initialize()
     def a_screen_is_on_the_wall(self) -> None:
-        self.c.handle(ScreenJoined(A), self.now)
+        self.handle(ScreenJoined(A))
 
     @rule(screen=st.sampled_from(SCREENS))
     def join(self, screen: str) -> None:
-        out = self.c.handle(ScreenJoined(screen), self.now)
+        out = self.handle(ScreenJoined(screen))
         assert sent(out, "session", screen) == [None]  # a page that loads shows nobody
 
     @rule(screen=st.sampled_from(SCREENS))
     def leave(self, screen: str) -> None:
-        self.c.handle(ScreenLeft(screen), self.now)
+        self.handle(ScreenLeft(screen))
 
     @rule(screen=st.sampled_from(SCREENS), pin=st.sampled_from(["4711", "4711", "0000", "1"]))
     def pin(self, screen: str, pin: str) -> None:
@@ -481,7 +500,7 @@ class KioskMachine(RuleBasedStateMachine):
 
     @rule(value=st.sampled_from(["a1", "b2", "zz"]))
     def tag(self, value: str) -> None:
-        out = self.c.handle(Presented("kiosk", "tag", value), self.now)
+        out = self.handle(Presented("kiosk", "tag", value))
         for screen in self.c.kiosk.screens:
             if sent(out, "session", screen):
                 self.last_request[screen] = self.now
@@ -508,16 +527,25 @@ class KioskMachine(RuleBasedStateMachine):
 
     @rule(screen=st.sampled_from(SCREENS))
     def sign_out(self, screen: str) -> None:
-        ask(self.c, screen, "sign_out", self.now)
+        _, out = ask(self.c, screen, "sign_out", self.now)
+        self.step(out)
         assert self.c.kiosk.signed_in(screen) is None
 
     @rule(seconds=st.sampled_from([1.0, 20.0, 59.0, 61.0, 400.0]))
     def wait(self, seconds: float) -> None:
         self.now += seconds
-        self.step(self.c.handle(Tick(), self.now))
+        self.handle(Tick())
         # Whatever was due is done: the loop may sleep (no busy loop).
         due = self.c.next_deadline()
         assert due is None or due > self.now
+        # Rendered again only on a change, yet every screen shows what a fresh
+        # render shows (any coalesced board is due by now: the last step was
+        # at least a second ago).
+        for screen in self.c.kiosk.screens:
+            assert self.shown[screen] == board_of(self.c.store, self.c.facility, self.now)[0]
+            who = self.c.kiosk.who(screen)
+            fresh = member_view(who, self.c, self.now) if who is not None else None
+            assert self.panel[screen] == fresh
 
     @invariant()
     def sessions_belong_to_connected_screens_and_never_outlive_idle(self) -> None:
@@ -563,3 +591,60 @@ def test_a_session_ends_when_the_member_loses_the_credential_or_membership() -> 
     delta = delta | {"from": 4, "to": 5, "ops": [["put", "member", "m1", body]]}
     out = c.handle(PayloadReceived(topic, seal(KEY, b"ctl1", topic, delta)), T0 + 7)
     assert sent(out, "session", A) == [None] and c.kiosk.signed_in(A) is None
+
+
+def test_the_board_is_rendered_again_only_when_what_it_shows_may_have_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full sync built in slices renders the board once, after the swap; steps
+    that change nothing on it render nothing."""
+    renders: list[float] = []
+
+    def counted(store: Any, facility: Any, now: float) -> Any:
+        renders.append(now)
+        return board_of(store, facility, now)
+
+    c = make()
+    c.handle(ScreenJoined(A), T0)
+    c.handle(Connected(), T0)
+    monkeypatch.setattr("firmware.core.kiosk.board_of", counted)
+    for t in (T0 + 1, T0 + 2, T0 + 3):  # nothing on the board changes
+        c.handle(Tick(), t)
+        ask(c, A, "touch", t)
+    assert renders == []
+    members = [
+        ("member", f"x{i}", rec(name=f"X {i}", creds=[["tag", f"t{i:05}"]])) for i in range(500)
+    ]
+    records = [(k, i, b) for k, i, b in RECORDS if k != "booking"] + members
+    digest = digest_bytes(sum(digest_part(*r) for r in records))
+    snap = {
+        "t": "snap",
+        "sync": "s1",
+        "epoch": "e2",
+        "v": 1,
+        "page": 0,
+        "pages": 1,
+        "recs": [list(r) for r in records],
+        "digest": digest,
+        "now": int(T0) + 4,
+    }
+    topic = f"{BASE}/data"
+    c.handle(PayloadReceived(topic, seal(KEY, b"ctl1", topic, snap)), T0 + 4)
+    slices, out = 0, []
+    while c.has_work():
+        out += c.work(T0 + 4)
+        slices += 1
+    assert slices > 3 and c.session.epoch == "e2"
+    assert renders == [T0 + 4]  # once, when the new data went live
+    (board,) = sent(out, "board")
+    assert board["bookings"] == []  # the new data has none
+
+
+def test_the_board_follows_a_booking_starting_with_nothing_else_happening() -> None:
+    c = make()
+    c.handle(ScreenJoined(A), T0)
+    start = T0 + 3600  # b1's, on c2, which waits for a check-in: nothing switches
+    assert c.next_deadline() == start
+    out = c.handle(Tick(), start)
+    (board,) = sent(out, "board")
+    assert [(b["id"], b["playing"]) for b in board["bookings"]] == [("b1", True), ("b2", False)]

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware.core.errors import RemoteError
 from firmware.core.facility import Facility, FacilityAction
-from firmware.core.kiosk import Kiosk
 from firmware.core.messages import Command, parse_command
 from firmware.core.outbox import DropEvents, Outbox
 from firmware.core.reports import Reports
 from firmware.core.steps import Action, Publish, RememberCommand
 from firmware.core.sync import SyncAction, SyncEvent, SyncSession
+
+if TYPE_CHECKING:  # the kiosk answers its refresh with `reply` from here
+    from firmware.core.kiosk import Kiosk
 
 COMMAND_SKEW_S = 300
 COMMAND_TIMEOUT_S = 120.0

@@ -240,6 +240,11 @@ class Controller:
         """The live dataset."""
         return self.session.store
 
+    @property
+    def credit_changes(self) -> int:
+        """Moves whenever any member's effective credit may have changed."""
+        return self.outbox.credit_changes
+
     def credit(self, member: str) -> int:
         """A member's effective credit: the hub's balance minus unreflected debits."""
         record = self.store.members.get(member)

@@ -79,6 +79,8 @@ class Facility:
         # The kiosk screens' on-screen keypads share one PIN lockout.
         self.pins = PinGuard([*self.readers, KIOSK_KEYPAD])
         self._seen: tuple[int, bytes] | None = None
+        # Moves with every input that may change what a door or light shows.
+        self.changes = 0
 
     # --- inputs ---------------------------------------------------------------------
 
@@ -102,6 +104,7 @@ class Facility:
         reader = self.readers.get(reader_id)
         if reader is None:
             raise RemoteError(f"presentation at unknown reader {reader_id!r}")
+        self.changes += 1
         target = reader.target
         if target is None:
             raise RemoteError(f"kiosk reader {reader_id!r} signs members in on the kiosk screens")
@@ -135,6 +138,7 @@ class Facility:
         decision's reason is one of `reasons` (a check-in must never turn into a
         paid activation); otherwise nothing happens. No PIN lockout here: the PIN
         was checked at sign-in."""
+        self.changes += 1
         target = Target.light(light)
         decision = decide(target, credkind, value, now)
         if decision.granted and decision.reason not in reasons:
@@ -183,22 +187,26 @@ class Facility:
         """A door contact changed."""
         if door not in self.doors:
             raise RemoteError(f"contact of unknown door {door!r}")
+        self.changes += 1
         return self._doors(self.doors.contact(door, open, now))
 
     def rex(self, door: str, now: float) -> list[FacilityAction]:
         """The exit button of a door was pressed."""
         if door not in self.doors:
             raise RemoteError(f"exit button of unknown door {door!r}")
+        self.changes += 1
         return self._doors(self.doors.rex(door, now))
 
     def open_door(self, door: str, s: float | None, now: float) -> list[FacilityAction]:
         """The `open_door` command (raises `RemoteError` for an unknown door)."""
         if door not in self.doors:
             raise RemoteError(f"no door {door!r} on this controller")
+        self.changes += 1
         return self._doors(self.doors.open_door(door, s, now))
 
     def set_light(self, light: str, on: bool, s: float | None, now: float) -> list[FacilityAction]:
         """The `set_light` command (raises `RemoteError` for an unknown light)."""
+        self.changes += 1
         return self._lights(self.lights.set_light(light, on, s, now))
 
     def data_changed(self, store: Store, now: float) -> list[FacilityAction]:
@@ -214,12 +222,16 @@ class Facility:
             actions += self._doors(
                 self.doors.data_changed(door, store.doors.get(door), check(door, now), now)
             )
+        self.changes += 1
         return actions + self._lights(self.lights.refresh(store, now))
 
     def tick(self, store: Store, now: float) -> list[FacilityAction]:
         """Timers: relocks, held alarms, open schedules, light periods, warnings."""
         doors = self.doors.tick(now, open_schedule_check(store))
-        return self._doors(doors) + self._lights(self.lights.tick(now))
+        actions = self._doors(doors) + self._lights(self.lights.tick(now))
+        if actions:
+            self.changes += 1
+        return actions
 
     def next_deadline(self) -> float | None:
         """When `tick` next has something to do."""

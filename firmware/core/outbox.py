@@ -121,6 +121,7 @@ class Outbox:
     _last_send: float = -1e18
     _fold_asked: bool = False
     _nudged_at: float = -1e18
+    credit_changes: int = 0  # moves whenever `pending` does
 
     def __post_init__(self) -> None:
         self.sent_upto = self.acked_upto
@@ -165,6 +166,7 @@ class Outbox:
         entry = DebitEntry(event.seq, member, amount)
         self.debits[event.seq] = entry
         self.pending[member] = self.pending.get(member, 0) + amount
+        self.credit_changes += 1
         return entry
 
     def stats(self, count: int, oldest: int | None) -> list[OutboxAction]:
@@ -254,6 +256,7 @@ class Outbox:
         reflected = [e for e in self.debits.values() if e.acked_v is not None and e.acked_v <= v]
         if not reflected:
             return []
+        self.credit_changes += 1
         for entry in reflected:
             del self.debits[entry.seq]
             left = self.pending.get(entry.member, 0) - entry.amount
