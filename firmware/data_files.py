@@ -61,6 +61,8 @@ from firmware.write_gate import WriteGate
 log = logging.getLogger("alc.storage")
 
 _PROBE_BYTES = 4096  # one page: a disk with less room than this is full
+PROBE_WAIT_S = 2.0
+"""How long the boot waits for a test write to the card before it runs from memory."""
 _memory_names = itertools.count(1)
 
 # SQLite result codes (sqlite3 has them as constants, typeshed does not).
@@ -195,23 +197,63 @@ class _Opened:
     now: float
 
 
-def unwritable(data_dir: Path) -> str | None:
+class _Probe:
+    """Writes a page to the data directory, flushes and removes it, on a thread of
+    its own: on a hung card the write never returns, and the boot must not wait
+    for it. At most one probe per directory is in flight; a probe still stuck
+    answers for the card until it returns."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stuck: dict[Path, threading.Thread] = {}
+
+    def __call__(self, data_dir: Path, wait_s: float) -> str | None:
+        with self._lock:
+            stuck = self._stuck.get(data_dir)
+            if stuck is not None and stuck.is_alive():
+                return "the card does not answer: an earlier write is still waiting"
+        answer: list[str | None] = []
+        thread = threading.Thread(
+            target=lambda: answer.append(_write_page(data_dir)), name="alc-disk-probe", daemon=True
+        )
+        thread.start()
+        thread.join(wait_s)
+        if thread.is_alive():
+            with self._lock:
+                self._stuck[data_dir] = thread
+            return f"the card does not answer (a write and a flush took over {wait_s:g} s)"
+        return answer[0]
+
+    def stuck(self) -> list[threading.Thread]:
+        """Probes still waiting for a hung card (for tests, to join them)."""
+        with self._lock:
+            return [t for t in self._stuck.values() if t.is_alive()]
+
+
+probe = _Probe()
+
+
+def unwritable(data_dir: Path, wait_s: float = PROBE_WAIT_S) -> str | None:
     """Why files cannot be written in `data_dir`, or None if they can: it is made
-    if missing, and a page is written, flushed and removed."""
-    probe = data_dir / f".alc-write-probe-{os.getpid()}"
+    if missing, and a page is written, flushed and removed, within `wait_s`."""
+    return probe(data_dir, wait_s)
+
+
+def _write_page(data_dir: Path) -> str | None:
+    page = data_dir / f".alc-write-probe-{os.getpid()}"
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(page, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             if os.write(fd, bytes(_PROBE_BYTES)) != _PROBE_BYTES:
                 return "the disk is full"
             os.fsync(fd)
         finally:
             os.close(fd)
-        probe.unlink()
+        page.unlink()
     except OSError as exc:
         with suppress(OSError):
-            probe.unlink()
+            page.unlink()
         return exc.strerror or str(exc)
     return None
 

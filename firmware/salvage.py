@@ -113,24 +113,21 @@ class Salvage:
 
 def read_only(path: Path) -> sqlite3.Connection | None:
     """A read-only connection to the file at `path`, or None if it cannot be
-    opened. Tries the normal read-only mode first (it reads the write-ahead log);
-    in a directory that cannot be written, a file closed cleanly (no log) only
-    opens as `immutable`, which would ignore a log: then only if there is none."""
+    opened. It writes nothing, not even SQLite's shared-memory file: a file with
+    no log (closed cleanly) is opened `immutable`, one with a log read-only (it
+    reads the log; SQLite needs the `-shm` file beside it, or room to make it)."""
     if not path.is_file():
         return None
-    uri = f"file:{quote(str(path))}"
-    for mode in ("mode=ro", "immutable=1"):
-        if mode == "immutable=1" and _has_log(path):
-            return None
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = sqlite3.connect(f"{uri}?{mode}", uri=True, isolation_level=None)
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return conn
-        except sqlite3.Error:
-            if conn is not None:
-                conn.close()
-    return None
+    mode = "mode=ro" if _has_log(path) else "immutable=1"
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?{mode}", uri=True, isolation_level=None)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error:
+        if conn is not None:
+            conn.close()
+        return None
+    return conn
 
 
 def _has_log(path: Path) -> bool:

@@ -38,6 +38,7 @@ storage thread); a lock makes each call one step. Do not write while iterating
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -216,6 +217,9 @@ class Loaded:
 
 class Storage:
     """One open alc SQLite file. Make one with `Storage.open`."""
+
+    room_kept = 16 * 1024 * 1024
+    """Free bytes a snapshot leaves on the card, for events (`save_snapshot`)."""
 
     def __init__(
         self,
@@ -522,6 +526,9 @@ class Storage:
         it. Executed command ids, the event outbox and the debit ledger are kept: a
         purge wipes the dataset only.
 
+        A snapshot that would leave less than `room_kept` bytes free on the card
+        stops with `LocalError` and drops what it staged: events come first.
+
         The new records go into a side table in short transactions, and one small
         transaction swaps it in with the new `(epoch, v, digest)`. So the write
         lock is never held for long, and the event outbox (another connection on
@@ -542,6 +549,7 @@ class Storage:
                 chunk.sort(key=_KEY)
                 with self._write("save snapshot") as conn:
                     conn.executemany(_PUT_NEXT, chunk)
+                self._keep_room()
             with self._write("save snapshot") as conn:
                 conn.execute("DROP TABLE records")
                 conn.execute("ALTER TABLE records_next RENAME TO records")
@@ -550,12 +558,31 @@ class Storage:
                     (epoch, v, digest, last_full),
                 )
         except LocalError:
-            # A full disk above all: give back the space the half-staged copy took,
-            # so the events (same file) can still be written. If even that fails,
-            # the next save drops it.
+            # Its pages go back to the file's free list, for the events (same
+            # file). On a card too full for even that, the next save drops it.
             with suppress(LocalError), self._write("drop a failed snapshot") as conn:
                 conn.execute("DROP TABLE IF EXISTS records_next")
             raise
+
+    def _keep_room(self) -> None:
+        """Stop a snapshot that would take the card's last `room_kept` bytes: the
+        events, written to the same card, need them more than a new dataset does
+        (the live one in memory goes on deciding, and the save is tried again)."""
+        if self._memory is not None:
+            return
+        try:
+            fs = os.statvfs(self.path.parent)
+            # The next checkpoint copies the log's pages into the file: until the
+            # log is reused they take room twice, so count them as taken.
+            log = os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return  # nothing to go by: SQLite says when the card is full
+        free = fs.f_bavail * fs.f_frsize - log
+        if free < self.room_kept:
+            raise LocalError(
+                f"storage {self.where}: save snapshot stopped: the card is nearly full "
+                f"({max(free, 0) // 1024} KiB free, {self.room_kept // 1024} KiB kept for events)"
+            )
 
     def quick_check(self) -> list[str]:
         """SQLite's `PRAGMA quick_check`: every page of every table and index is read

@@ -85,16 +85,18 @@ def full(directory: Path) -> Iterator[Path]:
 
 @contextmanager
 def ext4(image: Path, mountpoint: Path, size_mb: int = 32) -> Iterator[Path]:
-    """An ext4 file system in a loop-mounted image (one that can be frozen)."""
+    """An ext4 file system in a loop-mounted image, as a card is mounted: one that
+    can be frozen (`frozen`) and that turns read-only on an error (`fail`)."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     result = None
-    ok = os.geteuid() == 0 and bool(shutil.which("mkfs.ext4")) and bool(shutil.which("fsfreeze"))
+    tools = ("mkfs.ext4", "e2fsck", "fsfreeze")
+    ok = os.geteuid() == 0 and all(shutil.which(tool) for tool in tools)
     if ok:
         with image.open("wb") as f:
             f.truncate(size_mb * 1024 * 1024)
         result = _run("mkfs.ext4", "-q", "-F", str(image))
         if result.returncode == 0:
-            result = _run("mount", "-o", "loop", str(image), str(mountpoint))
+            result = _mount_image(image, mountpoint)
         ok = result.returncode == 0
     _skip_unless(ok, "mounting an ext4 image on a loop device", result)
     try:
@@ -116,3 +118,27 @@ def frozen(mountpoint: Path) -> Iterator[None]:
         yield
     finally:
         _run("fsfreeze", "-u", str(mountpoint))
+
+
+def _mount_image(image: Path, mountpoint: Path) -> subprocess.CompletedProcess[str]:
+    return _run("mount", "-o", "loop,errors=remount-ro", str(image), str(mountpoint))
+
+
+def fail(mountpoint: Path) -> None:
+    """Report an error on a mounted ext4 file system, as the kernel does when a
+    card returns a bad block: mounted `errors=remount-ro`, it turns read-only at
+    once, under every open file, and stays so until it is checked and mounted
+    again (`reboot`)."""
+    device = _run("findmnt", "-no", "SOURCE", str(mountpoint)).stdout.strip()
+    trigger = Path("/sys/fs/ext4") / Path(device).name / "trigger_fs_error"
+    _skip_unless(trigger.exists(), "reporting an ext4 error (no trigger_fs_error)", None)
+    trigger.write_text("alc test: a failing card\n")
+
+
+def reboot(image: Path, mountpoint: Path) -> None:
+    """What a restart does for a card that turned read-only: unmount, check
+    (`e2fsck -y`), mount again. Every file on it must be closed first."""
+    assert _run("umount", str(mountpoint)).returncode == 0
+    _run("e2fsck", "-fy", str(image))  # exit 1: errors corrected, as expected
+    result = _mount_image(image, mountpoint)
+    assert result.returncode == 0, result.stderr

@@ -227,7 +227,7 @@ def test_a_snapshot_half_staged_in_memory_goes_on_on_disk(blocked: Path) -> None
 
 @pytest.fixture
 def mounted(tmp_path: Path) -> Iterator[Path]:
-    with disks.tmpfs(tmp_path / "card", "8m") as card:
+    with disks.tmpfs(tmp_path / "card", "64m") as card:
         yield card
 
 
