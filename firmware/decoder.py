@@ -4,7 +4,7 @@ A full sync arrives as pages of up to a thousand records each. Checking a page's
 MAC and decoding its CBOR takes about half a millisecond, several under load; on
 the loop, a member presenting a tag would wait behind it. So the network thread
 hands every payload on `data` to this thread, which opens it with the core's pure
-`Reception.open` and queues the parsed message for the loop. The network thread
+`Reception.unseal` and queues the parsed message for the loop. The network thread
 itself stays free to take the next message (a bench presentation, a command).
 
 Payloads keep their order (one thread, one FIFO). The queue is bounded: when the
@@ -19,8 +19,8 @@ import queue
 import threading
 from collections.abc import Callable
 
-from firmware.core.reception import Opened
-from firmware.core.steps import PayloadReceived
+from firmware.core.inputs import PayloadReceived
+from firmware.core.reception import Unsealed
 from firmware.members_first import background_thread
 
 log = logging.getLogger("alc.controller")
@@ -33,8 +33,8 @@ class Decoder:
 
     def __init__(
         self,
-        open: Callable[[PayloadReceived], Opened | None],
-        deliver: Callable[[Opened], None],
+        open: Callable[[PayloadReceived], Unsealed | None],
+        deliver: Callable[[Unsealed], None],
         step_aside: Callable[[], None] = lambda: None,
     ) -> None:
         """`step_aside` is called before each payload: it may wait while a member

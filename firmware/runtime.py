@@ -40,9 +40,32 @@ from typing import TYPE_CHECKING, Any
 from firmware.collector import BulkCollector
 from firmware.config import Config
 from firmware.core import wire
+from firmware.core.actions import (
+    Action,
+    CheckStorage,
+    KioskAnswer,
+    KioskSend,
+    Output,
+    Publish,
+    RememberCommand,
+)
 from firmware.core.controller import Controller
 from firmware.core.errors import LocalError
-from firmware.core.facility import Output, facility_from
+from firmware.core.facility import facility_from
+from firmware.core.inputs import (
+    Connected,
+    ContactChanged,
+    Disconnected,
+    EventsRemoved,
+    Input,
+    OutboxCounted,
+    PayloadReceived,
+    Presented,
+    ReaderFault,
+    RexPressed,
+    StorageChecked,
+    Tick,
+)
 from firmware.core.outbox import (
     AppendEvents,
     DeleteAcked,
@@ -52,27 +75,7 @@ from firmware.core.outbox import (
     Outbox,
     SendEvents,
 )
-from firmware.core.reception import Opened
-from firmware.core.steps import (
-    Action,
-    CheckStorage,
-    Connected,
-    ContactChanged,
-    Disconnected,
-    Event,
-    EventsRemoved,
-    KioskAnswer,
-    KioskSend,
-    OutboxCounted,
-    PayloadReceived,
-    Presented,
-    Publish,
-    ReaderFault,
-    RememberCommand,
-    RexPressed,
-    StorageChecked,
-    Tick,
-)
+from firmware.core.reception import Unsealed
 from firmware.core.sync import SaveDelta, SaveSnapshot, SyncSession
 from firmware.decoder import Decoder
 from firmware.kiosk.server import KioskServer
@@ -115,7 +118,7 @@ DB_FILE = "alc.sqlite3"
 
 
 # (priority, arrival number, event or None to wake the loop, monotonic time queued)
-Queued = tuple[int, int, Event | Opened | None, float]
+Queued = tuple[int, int, Input | Unsealed | None, float]
 OutboxUpkeep = SendEvents | DeleteAcked | ForgetDebits | FoldEvents | DropEvents
 
 
@@ -170,7 +173,7 @@ class Runtime:
         # (commands, acks, bench inputs) are opened on the loop as they come.
         self._data_topic = f"{self._base}/data"
         self.decoder = Decoder(
-            self.controller.reception.open, self.submit, self.members_first.step_aside
+            self.controller.reception.unseal, self.submit, self.members_first.step_aside
         )
         offline = self._seal("state", {"t": "state", "online": False})
         suffixes = ("data", "cmd", "ack", "bench/in") if self._bench else ("data", "cmd", "ack")
@@ -250,7 +253,7 @@ class Runtime:
             else:
                 self.submit(received)
 
-    def submit(self, event: Event | Opened) -> None:
+    def submit(self, event: Input | Unsealed) -> None:
         """Queue an event for the loop (any thread). Drops, counted, when full.
         Presentations (and simulated reader inputs) go ahead of everything else."""
         urgent = isinstance(event, Presented) or (

@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from firmware.core.actions import Output
 from firmware.core.controller import Controller
-from firmware.core.facility import Output
 from firmware.core.outbox import LoggedEvent
 
 RULES = ("door", "light", "events", "credit", "digest")

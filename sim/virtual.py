@@ -31,9 +31,23 @@ from typing import Any, TextIO
 
 from firmware.collector import collector_paused
 from firmware.core import wire
+from firmware.core.actions import Action, CheckStorage, Output, Publish, RememberCommand
 from firmware.core.controller import Controller
 from firmware.core.errors import LocalError, RemoteError
-from firmware.core.facility import Output, facility_from
+from firmware.core.facility import facility_from
+from firmware.core.inputs import (
+    Connected,
+    ContactChanged,
+    Disconnected,
+    EventsRemoved,
+    Input,
+    OutboxCounted,
+    PayloadReceived,
+    Presented,
+    RexPressed,
+    StorageChecked,
+    Tick,
+)
 from firmware.core.outbox import (
     AppendEvents,
     DeleteAcked,
@@ -43,23 +57,6 @@ from firmware.core.outbox import (
     LoggedEvent,
     Outbox,
     SendEvents,
-)
-from firmware.core.steps import (
-    Action,
-    CheckStorage,
-    Connected,
-    ContactChanged,
-    Disconnected,
-    Event,
-    EventsRemoved,
-    OutboxCounted,
-    PayloadReceived,
-    Presented,
-    Publish,
-    RememberCommand,
-    RexPressed,
-    StorageChecked,
-    Tick,
 )
 from firmware.core.sync import SaveDelta, SaveSnapshot, SyncSession
 from firmware.outbox_store import OutboxStore
@@ -98,7 +95,7 @@ class VirtualClub:
         self.checker = Checker(report.violation)
         self.online = False
         self.lost = 0  # messages dropped by outages
-        self.inbox: deque[Event] = deque()
+        self.inbox: deque[Input] = deque()
         self._forget_next = False
         self.hub_db = HubDB(workdir / "hub.sqlite3")
         self.hub = Hub(
@@ -275,7 +272,7 @@ class VirtualClub:
 
     # --- the controller ---------------------------------------------------------------------
 
-    def _feed(self, event: Event, cause: Cause | None = None) -> list[LoggedEvent]:
+    def _feed(self, event: Input, cause: Cause | None = None) -> list[LoggedEvent]:
         """Hand the core one input and everything that follows from it; what the
         input's own step logged."""
         self._queue(event)
@@ -301,7 +298,7 @@ class VirtualClub:
         self.checker.settled(self.now, self.controller, hub)
         return first or []
 
-    def _cause(self, event: Event) -> Cause:
+    def _cause(self, event: Input) -> Cause:
         if isinstance(event, PayloadReceived) and event.topic.endswith("/cmd"):
             try:
                 message = wire.unseal({self.kid: self.key}, event.topic, event.payload)
@@ -356,7 +353,7 @@ class VirtualClub:
         stats = self.outbox.stats()
         self._queue(OutboxCounted(stats.count, stats.oldest))
 
-    def _queue(self, event: Event) -> None:
+    def _queue(self, event: Input) -> None:
         if len(self.inbox) >= MAX_INBOX:
             raise RunError(f"more than {MAX_INBOX} messages in flight at {self._when()}")
         self.inbox.append(event)

@@ -7,11 +7,12 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from firmware.core.actions import Publish
 from firmware.core.controller import Controller
 from firmware.core.decide import Target
+from firmware.core.inputs import PayloadReceived
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import AppendEvents
-from firmware.core.steps import PayloadReceived, Publish
 from firmware.core.sync import SyncSession
 from firmware.core.wire import seal
 from tests.builders import rec, store_of

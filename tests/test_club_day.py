@@ -28,21 +28,20 @@ from zoneinfo import ZoneInfo
 import cbor2
 
 from firmware.config import parse_config
+from firmware.core.actions import Action, Output, Publish
 from firmware.core.controller import Controller
-from firmware.core.facility import Output, facility_from
-from firmware.core.model import digest_bytes, digest_part
-from firmware.core.outbox import AppendEvents, DeleteAcked, ForgetDebits, LoggedEvent
-from firmware.core.steps import (
-    Action,
+from firmware.core.facility import facility_from
+from firmware.core.inputs import (
     Connected,
     ContactChanged,
-    Event,
+    Input,
     PayloadReceived,
     Presented,
-    Publish,
     RexPressed,
     Tick,
 )
+from firmware.core.model import digest_bytes, digest_part
+from firmware.core.outbox import AppendEvents, DeleteAcked, ForgetDebits, LoggedEvent
 from firmware.core.sync import SyncSession
 from firmware.core.wire import seal
 from hal.wiring import device_specs
@@ -396,7 +395,7 @@ class ClubDay:
             self._record(self.now, self.controller.handle(Tick(), self.now))
         raise AssertionError(f"the controller keeps asking for ticks at {local(self.now)}")
 
-    def handle(self, clock: str, event: Event) -> list[Action]:
+    def handle(self, clock: str, event: Input) -> list[Action]:
         """Run the clock to `clock`, then feed one input; its actions (for checks
         beyond the recorded rows)."""
         self.run_until(clock)

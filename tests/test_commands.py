@@ -3,16 +3,10 @@ sync and purge waiting for their full sync, and the purge state machine."""
 
 from __future__ import annotations
 
+from firmware.core.actions import Publish, RememberCommand
 from firmware.core.commands import PURGE_TRANSITIONS, PurgeInput, PurgeState
+from firmware.core.inputs import Connected, EventsRemoved, Presented, Tick
 from firmware.core.outbox import DropEvents
-from firmware.core.steps import (
-    Connected,
-    EventsRemoved,
-    Presented,
-    Publish,
-    RememberCommand,
-    Tick,
-)
 from tests.builders import rec
 from tests.core_rig import (
     RECORDS,

@@ -8,16 +8,10 @@ from typing import Any
 
 import cbor2
 
+from firmware.core.actions import CheckStorage, Publish
 from firmware.core.controller import Controller
+from firmware.core.inputs import Connected, PayloadReceived, StorageChecked, Tick
 from firmware.core.outbox import DeleteAcked, SendEvents
-from firmware.core.steps import (
-    CheckStorage,
-    Connected,
-    PayloadReceived,
-    Publish,
-    StorageChecked,
-    Tick,
-)
 from firmware.core.wire import seal
 from tests.builders import rec, store_of
 from tests.core_rig import (

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from firmware.config import parse_config
+from firmware.core.inputs import Presented
 from firmware.core.outbox import DebitEntry, LoggedEvent
-from firmware.core.steps import Presented
 from firmware.runtime import DB_FILE, MAX_EVENTS_PER_STEP, Runtime
 from firmware.storage import Storage
 from tests.broker import free_port

@@ -25,7 +25,7 @@ import pytest
 
 from firmware.core import outbox as outbox_module
 from firmware.core.decide import Target
-from firmware.core.steps import PayloadReceived, Presented
+from firmware.core.inputs import PayloadReceived, Presented
 from firmware.core.wire import peek
 from firmware.mqtt import BrokerSettings
 from firmware.runtime import DB_FILE, Runtime

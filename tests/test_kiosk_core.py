@@ -12,27 +12,25 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from firmware.core.actions import KioskAnswer, KioskSend, Publish
 from firmware.core.controller import Controller
 from firmware.core.doors import DoorWiring
 from firmware.core.facility import Facility, Reader
+from firmware.core.inputs import (
+    Connected,
+    ContactChanged,
+    KioskRequest,
+    PayloadReceived,
+    Presented,
+    ScreenJoined,
+    ScreenLeft,
+    Tick,
+)
 from firmware.core.kiosk import BOARD_EVERY_S, REFRESH_WAIT_S
 from firmware.core.kiosk_views import IDLE_S, board_of, member_view
 from firmware.core.lights import CircuitWiring
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import AppendEvents
-from firmware.core.steps import (
-    Connected,
-    ContactChanged,
-    KioskAnswer,
-    KioskRequest,
-    KioskSend,
-    PayloadReceived,
-    Presented,
-    Publish,
-    ScreenJoined,
-    ScreenLeft,
-    Tick,
-)
 from firmware.core.sync import SyncSession
 from firmware.core.wire import seal
 from tests.builders import rec, store_of

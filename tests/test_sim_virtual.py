@@ -309,8 +309,8 @@ def test_the_checker_fails_on_a_light_left_on_after_its_off_event() -> None:
     """Review finding: the light rule looked only at outputs switching on, so an
     output left on after its circuit's `off` event (a light burning with no
     reason) went unnoticed. It is a state rule now, reported once."""
+    from firmware.core.actions import Output
     from firmware.core.controller import Controller
-    from firmware.core.facility import Output
     from firmware.core.outbox import LoggedEvent
     from firmware.core.sync import SyncSession
 

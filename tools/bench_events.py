@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware.core.errors import LocalError
-from firmware.core.steps import PayloadReceived
+from firmware.core.inputs import PayloadReceived
 from firmware.core.wire import seal
 from firmware.mqtt import BrokerSettings
 from firmware.runtime import DB_FILE, Runtime

@@ -17,12 +17,12 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from firmware.core.actions import Action, Publish, RememberCommand
 from firmware.core.errors import RemoteError
 from firmware.core.facility import Facility, FacilityAction
 from firmware.core.messages import Command, parse_command
 from firmware.core.outbox import DropEvents, Outbox
 from firmware.core.reports import Reports
-from firmware.core.steps import Action, Publish, RememberCommand
 from firmware.core.sync import SyncAction, SyncEvent, SyncSession
 
 if TYPE_CHECKING:  # the kiosk answers its refresh with `reply` from here

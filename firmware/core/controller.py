@@ -15,36 +15,33 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from firmware.core.actions import Action, CheckStorage, LogEvent, Publish
 from firmware.core.commands import Commands
 from firmware.core.decide import Decision, Target, decide
 from firmware.core.errors import RemoteError
 from firmware.core.facility import Facility, FacilityAction, Logged, Reader
-from firmware.core.kiosk import Kiosk
-from firmware.core.limits import CREDKINDS, MAX_VALUE_LEN
-from firmware.core.messages import Ack, Delta, SnapPage
-from firmware.core.outbox import AppendEvents, Outbox
-from firmware.core.reception import Opened, Reception
-from firmware.core.reports import FW_VERSION, Reports
-from firmware.core.steps import (
-    Action,
-    CheckStorage,
+from firmware.core.inputs import (
     Connected,
     ContactChanged,
     Disconnected,
-    Event,
     EventsRemoved,
+    Input,
     KioskRequest,
-    LogEvent,
     OutboxCounted,
     PayloadReceived,
     Presented,
-    Publish,
     ReaderFault,
     RexPressed,
     ScreenJoined,
     ScreenLeft,
     StorageChecked,
 )
+from firmware.core.kiosk import Kiosk
+from firmware.core.limits import CREDKINDS, MAX_VALUE_LEN
+from firmware.core.messages import Ack, Delta, SnapPage
+from firmware.core.outbox import AppendEvents, Outbox
+from firmware.core.reception import Reception, Unsealed
+from firmware.core.reports import FW_VERSION, Reports
 from firmware.core.store import Store
 from firmware.core.sync import (
     RequestSync,
@@ -105,16 +102,16 @@ class Controller:
 
     # --- the one entry point ------------------------------------------------------
 
-    def handle(self, event: Event | Opened, now: float) -> list[Action]:
+    def handle(self, event: Input | Unsealed, now: float) -> list[Action]:
         """Process one event at time `now`; never raises on bad input.
 
         Every event the step logs comes first, as one `AppendEvents`: the runtime
         makes it durable before it carries out anything the events describe."""
         actions: list[Action] = []
-        if isinstance(event, Opened):
+        if isinstance(event, Unsealed):
             actions += self._received(event, now)
         elif isinstance(event, PayloadReceived):
-            actions += self._received(self.reception.open(event), now)
+            actions += self._received(self.reception.unseal(event), now)
         elif isinstance(event, Presented):
             actions += self._presented(event, now)
         elif isinstance(event, ContactChanged | RexPressed | ReaderFault):
@@ -252,7 +249,7 @@ class Controller:
 
     # --- inputs -------------------------------------------------------------------
 
-    def _received(self, opened: Opened | None, now: float) -> list[Action]:
+    def _received(self, opened: Unsealed | None, now: float) -> list[Action]:
         """A received message, opened here or aside (see `reception`)."""
         if opened is None:
             return []

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from firmware.core.actions import Output
 from firmware.core.decide import PIN_LOCKOUT, UNKNOWN_CREDENTIAL, Decision, Target
 from firmware.core.doors import (
     DoorAction,
@@ -33,14 +34,6 @@ Decider = Callable[[Target, str, str, float], Decision]
 
 KIOSK_KEYPAD = "kiosk-screen"
 """The reader id of the kiosk screens' on-screen keypads (PIN lockout, access log)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """Switch a physical output: `door:<id>` (on = unlocked), `light:<id>`, `warn:<id>`."""
-
-    name: str
-    on: bool
 
 
 @dataclass(frozen=True, slots=True)

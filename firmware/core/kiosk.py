@@ -27,8 +27,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware.core.actions import Action, KioskSend
 from firmware.core.commands import reply
 from firmware.core.facility import KIOSK_KEYPAD
+from firmware.core.inputs import KioskRequest
 from firmware.core.kiosk_member import (
     BAD,
     OK,
@@ -47,7 +49,6 @@ from firmware.core.kiosk_views import (
     member_view,
     member_view_changes,
 )
-from firmware.core.steps import Action, KioskRequest, KioskSend
 
 REFRESH_WAIT_S = 10.0  # how long a refresh waits for screens to confirm
 BOARD_EVERY_S = 0.25  # boards are coalesced to at most four a second

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from firmware.core.actions import Action, KioskAnswer, LogEvent, Output
 from firmware.core.decide import (
     BOOKING,
     GRANTED,
@@ -19,10 +20,10 @@ from firmware.core.decide import (
     UNKNOWN_CREDENTIAL,
     member_status,
 )
-from firmware.core.facility import FacilityAction, Output
+from firmware.core.facility import FacilityAction
+from firmware.core.inputs import KioskRequest
 from firmware.core.kiosk_views import MAX_BLOCKS, Club, SignedIn, hhmm, light_name, offer
 from firmware.core.model import Member
-from firmware.core.steps import Action, KioskAnswer, KioskRequest, LogEvent
 
 OK, REFUSED, BAD = "ok", "refused", "bad"
 

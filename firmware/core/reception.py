@@ -1,4 +1,4 @@
-"""Opening a received payload: topic check, MAC, CBOR limits and message parsing.
+"""Unsealing a received payload: topic check, MAC, CBOR limits and message parsing.
 
 This is the heavy, stateless part of receiving a message. It is pure (no I/O, no
 clock, no shared state), so the runtime may run it on another thread: a full
@@ -15,15 +15,15 @@ from typing import Any
 
 from firmware.core import wire
 from firmware.core.errors import RemoteError
+from firmware.core.inputs import PayloadReceived
 from firmware.core.messages import Ack, Delta, SnapPage, parse_ack, parse_delta, parse_snap
-from firmware.core.steps import PayloadReceived
 
 Parsed = Delta | SnapPage | Ack | dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
-class Opened:
-    """A received payload after opening: either a parsed message (`problem` None)
+class Unsealed:
+    """A received payload after unsealing: either a parsed message (`problem` None)
     or the problem to report about it (`what` is `error` or `auth_failed`)."""
 
     suffix: str
@@ -33,29 +33,29 @@ class Opened:
 
 
 class Reception:
-    """What a controller accepts, and how to open it. Immutable: safe on any thread."""
+    """What a controller accepts, and how to unseal it. Immutable: safe on any thread."""
 
     def __init__(self, base_topic: str, keys: dict[bytes, bytes], suffixes: tuple[str, ...]):
         self._base = base_topic + "/"
         self._keys = dict(keys)
         self.suffixes = suffixes
 
-    def open(self, event: PayloadReceived) -> Opened | None:
-        """The opened message; None for a topic of ours this controller ignores."""
+    def unseal(self, event: PayloadReceived) -> Unsealed | None:
+        """The unsealed message; None for a topic of ours this controller ignores."""
         if not event.topic.startswith(self._base):
-            return Opened("", "", None, ("error", f"message on foreign topic {event.topic!r}"))
+            return Unsealed("", "", None, ("error", f"message on foreign topic {event.topic!r}"))
         suffix = event.topic[len(self._base) :]
         if suffix not in self.suffixes:
             return None
         if event.retained:
             # A stale retained command must never fire at boot (PROTOCOL.md s1).
-            return Opened(suffix, "", None, ("error", f"retained message on {suffix} ignored"))
+            return Unsealed(suffix, "", None, ("error", f"retained message on {suffix} ignored"))
         try:
             message = wire.unseal(self._keys, event.topic, event.payload)
         except wire.AuthError as exc:
-            return Opened(suffix, "", None, ("auth_failed", f"{suffix}: {exc}"))
+            return Unsealed(suffix, "", None, ("auth_failed", f"{suffix}: {exc}"))
         except RemoteError as exc:
-            return Opened(suffix, "", None, ("error", f"{suffix}: {exc}"))
+            return Unsealed(suffix, "", None, ("error", f"{suffix}: {exc}"))
         type, body = message.type, message.body
         try:
             parsed: Parsed
@@ -68,5 +68,5 @@ class Reception:
             else:
                 parsed = body  # commands and bench inputs are parsed where they run
         except RemoteError as exc:
-            return Opened(suffix, type, None, ("error", f"{suffix} {type}: {exc}"))
-        return Opened(suffix, type, parsed)
+            return Unsealed(suffix, type, None, ("error", f"{suffix} {type}: {exc}"))
+        return Unsealed(suffix, type, parsed)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from firmware.core.actions import Action, LogEvent, Publish
 from firmware.core.outbox import Outbox
-from firmware.core.steps import Action, LogEvent, Publish
 from firmware.core.sync import SyncSession
 
 FW_VERSION = "0.1.0"

@@ -45,7 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from firmware.config import kiosk_address
 from firmware.core.errors import LocalError
-from firmware.core.steps import Event, KioskRequest, ScreenJoined, ScreenLeft
+from firmware.core.inputs import Input, KioskRequest, ScreenJoined, ScreenLeft
 
 log = logging.getLogger("alc.kiosk")
 
@@ -173,7 +173,7 @@ class _HTTPServer(ThreadingHTTPServer):
 class KioskServer:
     """The kiosk web server of one controller; see the module docstring."""
 
-    def __init__(self, listen: str, token: str | None, submit: Callable[[Event], None]) -> None:
+    def __init__(self, listen: str, token: str | None, submit: Callable[[Input], None]) -> None:
         """Bind `listen` (host:port) now, so a port in use is a clear error at
         start; serve from `start()`. Raises `LocalError`."""
         try:

@@ -1,24 +1,12 @@
-"""The controller core's vocabulary: the plain events it takes in and the plain
-actions it hands back (DESIGN.md "The core is sans-I/O"). Frozen dataclasses, no
-behaviour; `firmware.core.controller` decides, the runtime carries out."""
+"""What the controller core takes in: plain, frozen inputs, each handled by
+`Controller.handle(input, now)` (DESIGN.md "The core is sans-I/O"). The runtime
+makes them from the MQTT link, the HAL, the kiosk server and its own disk work;
+no behaviour here. What the core hands back is in `actions`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, TypeAlias
-
-from firmware.core.facility import Output
-from firmware.core.outbox import (
-    AppendEvents,
-    DeleteAcked,
-    DropEvents,
-    FoldEvents,
-    ForgetDebits,
-    SendEvents,
-)
-from firmware.core.sync import SaveDelta, SaveSnapshot
-
-# --- events in ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +125,7 @@ class KioskRequest:
     args: dict[str, Any]
 
 
-Event: TypeAlias = (
+Input: TypeAlias = (
     Connected
     | Disconnected
     | PayloadReceived
@@ -152,77 +140,4 @@ Event: TypeAlias = (
     | ScreenJoined
     | ScreenLeft
     | KioskRequest
-)
-
-# --- actions out ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """Seal `message` and publish it on `{base}/{suffix}`."""
-
-    suffix: str
-    message: dict[str, Any]
-    retain: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RememberCommand:
-    """Record a command id durably until `exp`, before running it."""
-
-    id: str
-    exp: int
-
-
-@dataclass(frozen=True, slots=True)
-class CheckStorage:
-    """Rehash the stored records against the stored digest (and drop expired
-    command ids); answer with `StorageChecked`. Slow: off the loop."""
-
-
-@dataclass(frozen=True, slots=True)
-class LogEvent:
-    """An event for the access and activity log (PROTOCOL.md s5)."""
-
-    type: str
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class KioskSend:
-    """Push one server-sent event to kiosk screen `screen` (None: to every screen):
-    `kind` is the SSE event name (`board`, `session`, `reload`), `data` its JSON."""
-
-    screen: str | None
-    kind: str
-    data: Any
-
-
-@dataclass(frozen=True, slots=True)
-class KioskAnswer:
-    """The answer to `KioskRequest` `request`: `status` is "ok", "refused" (a
-    wrong PIN, not enough credit...) or "bad" (a request that makes no sense);
-    `body` is its JSON (with an `error` text unless ok)."""
-
-    request: int
-    status: str
-    body: dict[str, Any]
-
-
-Action: TypeAlias = (
-    Publish
-    | RememberCommand
-    | CheckStorage
-    | LogEvent
-    | SaveDelta
-    | SaveSnapshot
-    | AppendEvents
-    | SendEvents
-    | DeleteAcked
-    | ForgetDebits
-    | FoldEvents
-    | DropEvents
-    | Output
-    | KioskSend
-    | KioskAnswer
 )
