@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware.core.errors import LocalError
+from firmware.data_move import to_disk, to_memory
 from firmware.outbox_store import OutboxStore, Range
 from firmware.salvage import (
     SIDE_FILES,
@@ -55,7 +56,6 @@ from firmware.salvage import (
     written,
 )
 from firmware.storage import DB_FILE, Loaded, NewerSchema, Storage, load_store
-from firmware.write_back import write_back
 from firmware.write_gate import WriteGate
 
 log = logging.getLogger("alc.storage")
@@ -107,7 +107,7 @@ class DataFiles:
         # The file in the data directory is damaged but could not be moved aside
         # at boot (the directory could not be written): `reattach` moves it.
         self.damaged_left = False
-        self._reattach_lock = threading.Lock()
+        self._move_lock = threading.Lock()  # one move (to disk, to memory) at a time
 
     @property
     def on_disk(self) -> bool:
@@ -127,7 +127,7 @@ class DataFiles:
         still refuses; nothing changes then, and it can be called again. It
         probes the disk first (a write and a flush): it may block on a hung card.
         """
-        with self._reattach_lock:
+        with self._move_lock:
             if self.on_disk:
                 return True
             why = unwritable(self.data_dir)
@@ -135,12 +135,37 @@ class DataFiles:
                 log.info("data directory %s still cannot be written: %s", self.data_dir, why)
                 return False
             try:
-                write_back(self.storage, self.outbox.storage, damaged_left=self.damaged_left)
+                to_disk(self.storage, self.outbox.storage, damaged_left=self.damaged_left)
             except (OSError, LocalError, sqlite3.Error) as exc:
                 log.warning("could not move the data back to %s: %s", self.data_dir, exc)
                 return False
             self.damaged_left = False
             log.warning("data back on disk in %s", self.data_dir)
+            return True
+
+    def detach(self) -> bool:
+        """From the file to an in-memory database, for a card that refuses writes
+        while the controller runs (full, read-only): the file is read into memory,
+        the dataset a few thousand records per transaction holding only the
+        dataset's connection (call it from the storage thread), then the command
+        ids, outbox and debits holding both; both connections switch to it. Every
+        later write succeeds, in memory, until `reattach` puts it all back on the
+        card. Costs memory: the dataset's bytes (about 64 MB for a million
+        credentials) beside the live store.
+
+        Returns True when in memory (at once if already there), False if the file
+        cannot be read either (both connections then stay on it, unchanged).
+        """
+        with self._move_lock:
+            if not self.on_disk:
+                return True
+            name = f"alc-{os.getpid()}-{next(_memory_names)}"
+            try:
+                to_memory(self.storage, self.outbox.storage, name)
+            except (OSError, LocalError, sqlite3.Error) as exc:
+                log.error("could not read the data into memory from %s: %s", self.data_dir, exc)
+                return False
+            log.error("the card refuses writes: data in memory until it takes them again")
             return True
 
     def close(self) -> None:

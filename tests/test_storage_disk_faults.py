@@ -233,3 +233,51 @@ def test_a_hung_card_at_boot_runs_from_memory_and_goes_back_once_it_answers(
             assert again.outbox.stats().last_seq == EVENTS + 1
         finally:
             again.close()
+
+
+# --- running on: into memory and back ---------------------------------------------------
+
+
+def test_a_full_card_while_running_goes_to_memory_and_back(card: Path, files: DataFiles) -> None:
+    """A save refused by a full card: the data goes to memory, the save is made
+    there, and everything returns to the card once it has room."""
+    store = fill(files)
+    ops: list[Op] = [Put("member", "late", b"\xa0")]
+    store.apply(ops)
+    with disks.full(card) as filler:
+        with pytest.raises(LocalError):
+            files.storage.save_delta("e1", 43, ops, store.digest)
+        assert files.detach() is True
+        files.storage.save_delta("e1", 43, ops, store.digest)  # the refused save, again
+        files.outbox.append([LoggedEvent(EVENTS + 1, 1, "system", {"what": "storage"})], [])
+        assert files.reattach() is False
+        filler.unlink()
+        assert files.reattach() is True
+    files.close()
+    again, boot = open_data(card / "data", NOW)
+    try:
+        assert boot.problems == ()
+        assert boot.loaded.state.v == 43 and boot.loaded.intact
+        assert boot.loaded.store.digest == store.digest
+        assert again.outbox.stats().last_seq == EVENTS + 1
+        assert boot.commands == {"cmd-1": int(NOW) + 600}
+    finally:
+        again.close()
+
+
+def test_a_card_turned_read_only_while_running_goes_to_memory(tmp_path: Path) -> None:
+    image, mountpoint = tmp_path / "card.img", tmp_path / "card"
+    with disks.ext4(image, mountpoint) as card:
+        files, _ = open_data(card / "data", NOW)
+        try:
+            store = fill(files)
+            disks.fail(card)
+            assert files.detach() is True
+            ops: list[Op] = [Delete("member", "m0002")]
+            store.apply(ops)
+            files.storage.save_delta("e1", 43, ops, store.digest)
+            files.outbox.append([LoggedEvent(EVENTS + 1, 1, "access", {})], [])
+            assert files.outbox.stats().count == EVENTS + 1
+            assert files.reattach() is False  # read-only until a restart
+        finally:
+            files.close()

@@ -296,3 +296,74 @@ def test_a_full_card_at_boot_runs_on_a_copy_of_its_file(mounted: Path) -> None:
         finally:
             files.close()
     assert on_disk(data_dir)["events"] == list(range(1, EVENTS + 1))
+
+
+# --- from disk to memory while running --------------------------------------------------
+
+
+def test_detach_moves_everything_to_memory_and_reattach_brings_it_back(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    files, _ = open_data(data_dir, NOW)
+    try:
+        store = fill(files)
+        dataset, outbox = files.storage, files.outbox.storage
+        assert files.detach() is True
+        assert not files.on_disk and files.storage is dataset and files.outbox.storage is outbox
+        assert files.detach() is True  # already there
+        # Everything is in memory, and writes go there.
+        assert load_store(files.storage).store.digest == store.digest
+        assert files.storage.commands(NOW) == {"cmd-1": int(NOW) + 600}
+        assert files.outbox.stats().count == EVENTS
+        files.outbox.append([LoggedEvent(EVENTS + 1, 1, "system", {})], [])
+        files.storage.remember_command("cmd-2", int(NOW) + 600)
+        assert on_disk(data_dir)["last_seq"] == EVENTS  # the file is left as it was
+        assert files.reattach() is True
+    finally:
+        files.close()
+    stored = on_disk(data_dir)
+    assert stored["events"] == list(range(1, EVENTS + 2))
+    assert stored["commands"] == {"cmd-1": int(NOW) + 600, "cmd-2": int(NOW) + 600}
+    assert stored["state"] == ("e1", 42, store.digest, NOW - 60)
+
+
+def test_no_event_appended_during_detach_is_lost(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    files, _ = open_data(data_dir, NOW)
+    many = [("member", f"x{i:05d}", b"\xa0") for i in range(30_000)]
+    files.storage.save_snapshot("e1", 1, many, Store.build(many).store.digest, NOW)
+    stop = threading.Event()
+    appended: list[int] = []
+
+    def events() -> None:
+        seq = 0
+        while not stop.is_set() or len(appended) < 50:
+            seq += 1
+            files.outbox.append([LoggedEvent(seq, 1, "access", {})], [DebitEntry(seq, "m", 1)])
+            appended.append(seq)
+
+    writer = threading.Thread(target=events)
+    writer.start()
+    try:
+        assert files.detach() is True
+    finally:
+        stop.set()
+        writer.join()
+    try:
+        assert [row[0] for row in files.outbox.batch(0, appended[-1])] == appended
+        assert [d.seq for d in files.outbox.debits()] == appended
+        assert files.storage.counts() == {"member": 30_000}
+    finally:
+        files.close()
+
+
+def test_detach_of_a_file_that_cannot_be_read_stays_on_it(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    files, _ = open_data(data_dir, NOW)
+    try:
+        fill(files)
+        # The file vanishes under the open connections (a card pulled out).
+        (data_dir / DB_FILE).unlink()
+        assert files.detach() is False
+        assert files.on_disk
+    finally:
+        files.close()

@@ -1,8 +1,10 @@
-"""Moving the controller's data from its in-memory database back to the card.
+"""Moving the controller's data between the card and an in-memory database.
 
 `firmware.data_files` runs on an in-memory database when the data directory
-cannot be written at boot; once it can, `write_back` makes a new file from the
-database and switches both connections to it:
+cannot be written: from the boot, or from the moment a running controller finds
+its card refusing writes (`to_memory`: the file is read into memory, both
+connections switch to it). Once the card takes writes again, `to_disk` makes a
+new file from the database and switches both connections to it:
 
 1. holding only the dataset's connection (the storage thread waits, the event
    thread does not), the records are copied into `alc.sqlite3.new`, a few
@@ -12,10 +14,11 @@ database and switches both connections to it:
    log is folded in, the new file takes the old one's place, and both
    connections switch to it. Events wait only for this short step.
 
-SQLite's backup API would copy the database in one call, but an in-memory source
-restarts a backup at every commit of any of its connections, and a backup in one
-step would hold every connection for the whole copy: a door would wait for its
-access event behind a million records written to an SD card.
+`to_memory` goes the same two steps the other way. SQLite's backup API would copy
+the database in one call, but an in-memory source restarts a backup at every
+commit of any of its connections, and a backup in one step would hold every
+connection for the whole copy: a door would wait for its access event behind a
+million records written to an SD card.
 """
 
 from __future__ import annotations
@@ -25,16 +28,49 @@ import sqlite3
 import time
 from contextlib import suppress
 from pathlib import Path
+from urllib.parse import quote
 
 from firmware.core.errors import LocalError
 from firmware.salvage import SIDE_FILES, set_aside, sync_dir
 from firmware.storage import DB_FILE, Storage
 
 COPY_ROWS = 5000
-"""Records per transaction while copying the dataset to disk."""
+"""Records per transaction while copying the dataset."""
 
 
-def write_back(dataset: Storage, outbox: Storage, *, damaged_left: bool) -> None:
+def to_memory(dataset: Storage, outbox: Storage, name: str) -> None:
+    """Read the file of `dataset` and `outbox` (two connections to it) into the
+    in-memory database `name`, and switch both to it: for a card that refuses
+    writes while the controller runs. The file is only read (a snapshot half
+    staged in it is left: the save is done again). Raises `LocalError` or
+    `sqlite3.Error` if the file cannot be read; both then stay on the file.
+    """
+    path = dataset.path
+    memory = Storage.open_memory(name, path)  # the schema
+    events: Storage | None = None
+    try:
+        with dataset.exclusive(), memory.exclusive() as conn:
+            conn.execute("ATTACH DATABASE ? AS disk", (f"file:{quote(str(path))}?mode=ro",))
+            try:
+                _copy_records(conn, "records", "disk", "main")
+                with outbox.exclusive():
+                    _copy_lasting(conn, "disk", "main")
+                    conn.execute("DETACH DATABASE disk")
+                    events = Storage.open_memory(name, path)
+                    dataset.take_over(memory)
+                    outbox.take_over(events)
+            finally:
+                if not dataset.in_memory:  # failed before the switch
+                    with suppress(sqlite3.Error):
+                        conn.execute("DETACH DATABASE disk")
+    finally:
+        if not dataset.in_memory:
+            memory.close()
+            if events is not None:
+                events.close()
+
+
+def to_disk(dataset: Storage, outbox: Storage, *, damaged_left: bool) -> None:
     """Copy the in-memory database of `dataset` and `outbox` (two connections to
     it) into a new file at `dataset.path`, and switch both to it. With
     `damaged_left`, the file at that path is damaged: it is set aside first;
@@ -55,10 +91,10 @@ def write_back(dataset: Storage, outbox: Storage, *, damaged_left: bool) -> None
                 tables = {name for (name,) in conn.execute("SELECT name FROM main.sqlite_master")}
                 if "records_next" in tables:  # a snapshot half staged: it goes on there
                     conn.execute(_CREATE_NEXT_ON_DISK)
-                    _copy_records(conn, "records_next")
-                _copy_records(conn, "records")
+                    _copy_records(conn, "records_next", "main", "disk")
+                _copy_records(conn, "records", "main", "disk")
                 with outbox.exclusive():
-                    _copy_lasting(conn)
+                    _copy_lasting(conn, "main", "disk")
                     conn.execute("DETACH DATABASE disk")
                     _checkpoint(new)
                     if damaged_left:
@@ -95,10 +131,10 @@ _CREATE_NEXT_ON_DISK = """CREATE TABLE disk.records_next (
 ) WITHOUT ROWID"""
 
 
-def _copy_records(conn: sqlite3.Connection, table: str) -> None:
-    """Copy a record table from memory to disk in key order, a chunk per
-    transaction (each is flushed): the dataset's connection is the only one held."""
-    select = f"SELECT kind, id, rec FROM main.{table}"
+def _copy_records(conn: sqlite3.Connection, table: str, source: str, target: str) -> None:
+    """Copy a record table from the `source` schema to the `target` one in key
+    order, a chunk per transaction: only the dataset's connection is held."""
+    select = f"SELECT kind, id, rec FROM {source}.{table}"
     after: tuple[str, str] | None = None
     while True:
         if after is None:
@@ -112,7 +148,7 @@ def _copy_records(conn: sqlite3.Connection, table: str) -> None:
             return
         conn.execute("BEGIN")
         try:
-            conn.executemany(f"INSERT INTO disk.{table} (kind, id, rec) VALUES (?, ?, ?)", rows)
+            conn.executemany(f"INSERT INTO {target}.{table} (kind, id, rec) VALUES (?, ?, ?)", rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.rollback()
@@ -120,7 +156,7 @@ def _copy_records(conn: sqlite3.Connection, table: str) -> None:
         after = (rows[-1][0], rows[-1][1])
 
 
-def _copy_lasting(conn: sqlite3.Connection) -> None:
+def _copy_lasting(conn: sqlite3.Connection, source: str, target: str) -> None:
     """Copy the dataset's state, command ids, outbox and debits in one transaction."""
     conn.execute("BEGIN")
     try:
@@ -129,14 +165,17 @@ def _copy_lasting(conn: sqlite3.Connection) -> None:
             ("outbox", "seq, time, type, body"),
             ("debits", "seq, member, amount, acked_v"),
         ):
-            conn.execute(f"DELETE FROM disk.{table}")
-            conn.execute(f"INSERT INTO disk.{table} ({columns}) SELECT {columns} FROM main.{table}")
+            conn.execute(f"DELETE FROM {target}.{table}")
+            conn.execute(
+                f"INSERT INTO {target}.{table} ({columns}) SELECT {columns} FROM {source}.{table}"
+            )
         conn.execute(
-            "UPDATE disk.outbox_meta SET last_seq = (SELECT last_seq FROM main.outbox_meta)"
+            f"UPDATE {target}.outbox_meta"
+            f" SET last_seq = (SELECT last_seq FROM {source}.outbox_meta)"
         )
         conn.execute(
-            "UPDATE disk.meta SET (epoch, v, digest, last_full) ="
-            " (SELECT epoch, v, digest, last_full FROM main.meta)"
+            f"UPDATE {target}.meta SET (epoch, v, digest, last_full) ="
+            f" (SELECT epoch, v, digest, last_full FROM {source}.meta)"
         )
         conn.execute("COMMIT")
     except BaseException:
