@@ -450,12 +450,9 @@ class Runtime:
     def _output(self, action: Output) -> None:
         if self.hardware is not None:
             # In the data or config but not wired to a pin: nothing to switch.
-            # `held` (a door open by schedule or mode: no max_open_s) comes with
-            # the core's output action; until it carries one, every output counts
-            # as held, so the HAL's limit cuts nothing the core meant to keep on.
-            held = bool(getattr(action, "held", True))
+            # `held`: a door open by schedule or mode, which max_open_s spares.
             with contextlib.suppress(UnknownOutput):
-                self.hardware.set_output(action.name, action.on, held=held)
+                self.hardware.set_output(action.name, action.on, held=action.held)
         if self._bench:
             now = int(self.clock())
             message = {"t": "output", "name": action.name, "on": action.on, "time": now}

@@ -18,15 +18,14 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from firmware.core.actions import FacilityAction, LogEvent, Output
 from firmware.core.decide import Decision, Target, decide
 from firmware.core.doors import (
-    DoorAction,
-    DoorEvent,
     Doors,
     DoorStatus,
     DoorWiring,
     PinGuard,
-    SetOutput,
+    door_event,
     open_schedule_check,
 )
 from firmware.core.errors import LocalError, RemoteError
@@ -49,16 +48,21 @@ def make(*wirings: DoorWiring, now: float = T0) -> Doors:
     return Doors(wirings or (FRONT, GATE), now)
 
 
-def ev(what: str, by: str | None = None, door: str = "front") -> DoorEvent:
-    return DoorEvent(door, what, by)
+def ev(what: str, by: str | None = None, door: str = "front") -> LogEvent:
+    return door_event(door, what, by)
 
 
-def unlocked(by: str, door: str = "front") -> list[DoorAction]:
-    return [SetOutput(f"door:{door}", True), DoorEvent(door, "unlocked", by)]
+def unlocked(by: str, door: str = "front", *, held: bool = False) -> list[FacilityAction]:
+    return [Output(f"door:{door}", True, held=held), door_event(door, "unlocked", by)]
 
 
-def locked(by: str, door: str = "front") -> list[DoorAction]:
-    return [SetOutput(f"door:{door}", False), DoorEvent(door, "locked", by)]
+def locked(by: str, door: str = "front") -> list[FacilityAction]:
+    return [Output(f"door:{door}", False), door_event(door, "locked", by)]
+
+
+def what(actions: list[FacilityAction]) -> list[str]:
+    """The `what` of each `door` event among `actions`."""
+    return [a.body["what"] for a in actions if isinstance(a, LogEvent)]
 
 
 def never(door: str, now: float) -> bool:
@@ -74,7 +78,7 @@ def grant(member: str | None = "ann", unlock_s: int = 5, reason: str = "granted"
 
 def test_power_on_locks_every_door_whatever_its_fail_mode() -> None:
     doors = make()
-    assert doors.power_on() == [SetOutput("door:front", False), SetOutput("door:gate", False)]
+    assert doors.power_on() == [Output("door:front", False), Output("door:gate", False)]
     assert doors.next_deadline() is None
     assert doors.status("gate") == DoorStatus(
         "gate", False, None, "normal", False, False, None, False
@@ -305,7 +309,7 @@ def test_unlocked_mode_keeps_the_output_on_until_the_mode_changes() -> None:
     doors.contact("front", False, T0)
     assert doors.data_changed("front", door_record(mode="unlocked"), False, T0) == [
         ev("mode", "unlocked"),
-        *unlocked("mode"),
+        *unlocked("mode", held=True),
     ]
     assert doors.next_deadline() is None
     # Comings and goings in unlocked mode: no alarms, no relock.
@@ -313,9 +317,12 @@ def test_unlocked_mode_keeps_the_output_on_until_the_mode_changes() -> None:
     assert doors.tick(T0 + 3600, never) == []
     assert doors.contact("front", False, T0 + 3601) == [ev("closed")]
     assert doors.granted("front", grant("ann", 5), T0 + 3602) == []
+    # The grant's 5 s still run: unlocked still, but no longer held (the HAL's
+    # limit on the on-time applies again), and no `unlocked` event.
     assert doors.data_changed("front", door_record(mode="normal"), False, T0 + 3603) == [
-        ev("mode", "normal")
-    ]  # the grant's 5 s still run
+        ev("mode", "normal"),
+        Output(OUT, True, held=False),
+    ]
     assert doors.tick(T0 + 3607, never) == locked("timer")
     doors.data_changed("front", door_record(mode="unlocked"), False, T0 + 4000)
     assert doors.data_changed("front", door_record(mode="normal"), False, T0 + 4001) == [
@@ -411,7 +418,7 @@ def test_open_schedule_keeps_the_door_unlocked_inside_it() -> None:
     now = at("06:59", 30)
     assert doors.data_changed("front", store.doors["front"], check("front", now), now) == []
     assert doors.next_deadline() == at("07:00")
-    assert doors.tick(at("07:00"), check) == unlocked("schedule")
+    assert doors.tick(at("07:00"), check) == unlocked("schedule", held=True)
     assert doors.next_deadline() == at("07:01")
     assert doors.tick(at("07:01"), check) == []
     # A grant inside the schedule changes nothing; closing the door does not relock.
@@ -429,9 +436,12 @@ def test_a_grant_outlasts_the_end_of_the_open_schedule() -> None:
     check = open_schedule_check(store)
     doors = make()
     now = at("21:59", 58)
-    assert doors.data_changed("front", store.doors["front"], True, now) == unlocked("schedule")
-    doors.granted("front", grant("ann", 5), now)
-    assert doors.tick(at("22:00"), check) == []
+    assert doors.data_changed("front", store.doors["front"], True, now) == unlocked(
+        "schedule", held=True
+    )
+    assert doors.granted("front", grant("ann", 5), now) == []
+    # The schedule ends, the grant holds the door a little longer: not held.
+    assert doors.tick(at("22:00"), check) == [Output(OUT, True, held=False)]
     assert doors.tick(at("22:00", 3), check) == locked("timer")
 
 
@@ -620,6 +630,7 @@ class DoorMachine(RuleBasedStateMachine):
         self.doors = Doors([self.wiring], self.now)
         self.schedule = minute_schedule(mask)
         self.output = False
+        self.out_held = False  # `held` of the last output action
         self.mode = "normal"
         self.has_schedule = False
         self.unlock_s = 5
@@ -630,7 +641,7 @@ class DoorMachine(RuleBasedStateMachine):
         self.held_at: float | None = None  # when the model expects a held alarm
         self.forced = False
         self.held = False
-        assert self.doors.power_on() == [SetOutput("door:d", False)]
+        assert self.doors.power_on() == [Output("door:d", False)]
 
     # --- the model ---
 
@@ -639,32 +650,38 @@ class DoorMachine(RuleBasedStateMachine):
             return True
         return self.mode == "normal" and self.has_schedule and self.schedule("d", self.now)
 
-    def check(self, actions: list[DoorAction], first: list[str]) -> None:
+    def check(self, actions: list[FacilityAction], first: list[str]) -> None:
         """Follow `actions` in the model, checking each; the call's `door` events
         must start with `first`."""
-        got = [a.what for a in actions if isinstance(a, DoorEvent)]
+        got = what(actions)
         assert got[: len(first)] == first
         for i, action in enumerate(actions):
-            if isinstance(action, SetOutput):
+            if isinstance(action, Output):
                 assert action.name == "door:d"
-                assert action.on != self.output, "redundant output change"
+                self.out_held = action.held
+                if action.on == self.output:
+                    # Only `held` changed, with no event: unlocked all along.
+                    assert action.on, "redundant output change"
+                    following = what(actions[i + 1 : i + 2])
+                    assert following not in (["unlocked"], ["locked"])
+                    continue
                 self.output = action.on
                 if action.on:
                     self.held_at = None
                 elif self.open and not self.held:
                     self.held_at = self.now + self.held_s
-                after = actions[i + 1]
-                assert isinstance(after, DoorEvent)
-                assert after.what == ("unlocked" if action.on else "locked")
-            elif action.what == "held":
+                assert what(actions[i + 1 : i + 2]) == ["unlocked" if action.on else "locked"]
+                continue
+            action_what = action.body["what"]
+            if action_what == "held":
                 assert self.open and not self.held and not self.output
                 assert self.held_at is not None and self.now >= self.held_at
                 self.held = True
                 self.held_at = None
-            elif action.what == "held_end":
+            elif action_what == "held_end":
                 assert self.held
                 self.held = False
-            elif action.what == "forced":
+            elif action_what == "forced":
                 self.forced = True
 
     def momentary(self, s: float) -> None:
@@ -681,7 +698,7 @@ class DoorMachine(RuleBasedStateMachine):
         self.momentary(unlock_s)
         self.check(actions, [])
         if actions:
-            assert actions[1] == DoorEvent("d", "unlocked", member or "master")
+            assert actions[1] == door_event("d", "unlocked", member or "master")
 
     @rule()
     def denied(self) -> None:
@@ -713,7 +730,7 @@ class DoorMachine(RuleBasedStateMachine):
         if open:
             forced = not was_output and not initial
             expected = ["opened", "forced"] if forced else ["opened"]
-            assert [a.what for a in actions if isinstance(a, DoorEvent)] == expected
+            assert what(actions) == expected
             self.held_at = None if was_output else self.now + self.held_s
             self.check(actions, expected)
         else:
@@ -748,7 +765,7 @@ class DoorMachine(RuleBasedStateMachine):
         expected = ["mode"] if self.mode != before else []
         self.check(actions, expected)
         if self.mode != before:
-            assert actions[0] == DoorEvent("d", "mode", self.mode)
+            assert actions[0] == door_event("d", "mode", self.mode)
 
     @rule(dt=st.one_of(st.integers(0, 60), st.integers(0, 1500)))
     def wait(self, dt: int) -> None:
@@ -795,6 +812,12 @@ class DoorMachine(RuleBasedStateMachine):
             )
         # And exactly the reasons of the model (relock on close included).
         assert self.output == self.reason()
+        # Held (spared by the HAL's on-time limit) exactly while a standing
+        # reason holds: its mode, or its open schedule.
+        standing = self.mode == "unlocked" or (
+            self.mode == "normal" and self.has_schedule and self.schedule("d", self.now)
+        )
+        assert self.out_held == (self.output and standing)
 
     @invariant()
     def alarms_match_the_door(self) -> None:

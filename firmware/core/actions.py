@@ -22,10 +22,16 @@ from firmware.core.sync import SaveDelta, SaveSnapshot
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """Switch a physical output: `door:<id>` (on = unlocked), `light:<id>`, `warn:<id>`."""
+    """Switch a physical output: `door:<id>` (on = unlocked), `light:<id>`, `warn:<id>`.
+
+    `held`: a door unlocked for as long as a standing reason holds (its
+    `open_schedule` or its mode `unlocked`), not for a moment. The HAL cuts a door
+    output that stays on too long unless it is held, so a door that goes from
+    held to momentary (or back) while it stays unlocked gets a new `Output`."""
 
     name: str
     on: bool
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,9 @@ class KioskAnswer:
     status: str
     body: dict[str, Any]
 
+
+FacilityAction: TypeAlias = Output | LogEvent
+"""What the doors, lights and readers hand back: outputs to switch, events to log."""
 
 Action: TypeAlias = (
     Publish

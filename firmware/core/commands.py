@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from firmware.core.actions import Action, Publish, RememberCommand
 from firmware.core.errors import RemoteError
-from firmware.core.facility import Facility, FacilityAction
+from firmware.core.facility import Facility
 from firmware.core.messages import Command, parse_command
 from firmware.core.outbox import DropEvents, Outbox
 from firmware.core.reports import Reports
@@ -34,9 +34,9 @@ MAX_REMEMBERED_COMMANDS = 10_000
 MAX_RUNNING_SYNCS = 8
 PURGE_UPLOAD_S = 30.0
 
-Step = list[Action | SyncAction | FacilityAction]
-"""What a command does: controller actions, and sync-session and facility actions
-the controller turns into its own (a full sync requested, progress, `sync` events)."""
+Step = list[Action | SyncAction]
+"""What a command does: controller actions, and sync-session actions the
+controller turns into its own (a full sync requested, progress, `sync` events)."""
 
 
 # --- the purge state machine ------------------------------------------------------------

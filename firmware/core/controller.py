@@ -19,7 +19,7 @@ from firmware.core.actions import Action, CheckStorage, LogEvent, Publish
 from firmware.core.commands import Commands
 from firmware.core.decide import Decision, Target, decide
 from firmware.core.errors import RemoteError
-from firmware.core.facility import Facility, FacilityAction, Logged, Reader
+from firmware.core.facility import Facility, Reader
 from firmware.core.inputs import (
     Connected,
     ContactChanged,
@@ -146,7 +146,7 @@ class Controller:
             actions += self.kiosk.request(event, self, now)
         actions += self.kiosk.tick(self, now)
         actions += self._own(self.session.tick(now), now)
-        actions += self._own(self.facility.tick(self.store, now), now)
+        actions += self.facility.tick(self.store, now)
         actions += self._timers(now)
         return self._finish(actions, now)
 
@@ -154,7 +154,7 @@ class Controller:
         """The controller started; `intact` is False when the stored records do
         not hash to the stored digest (a full sync with reason `digest` follows)."""
         actions: list[Action] = [
-            *self._own(self.facility.power_on(), now),
+            *self.facility.power_on(),
             LogEvent("system", {"what": "boot", "detail": f"alc {FW_VERSION}"}),
         ]
         if not intact:
@@ -172,7 +172,7 @@ class Controller:
     def _finish(self, actions: list[Action], now: float) -> list[Action]:
         """Number the step's events and put them first; then the ledger and upload."""
         # Door modes and booking periods follow any change of the data at once.
-        actions = actions + self._own(self.facility.data_changed(self.store, now), now)
+        actions = [*actions, *self.facility.data_changed(self.store, now)]
         logged = []
         rest: list[Action] = []
         for action in actions:
@@ -322,9 +322,9 @@ class Controller:
         self, event: ContactChanged | RexPressed | ReaderFault, now: float
     ) -> list[Action]:
         if isinstance(event, ContactChanged):
-            return self._own(self.facility.contact(event.door, event.open, now), now)
+            return [*self.facility.contact(event.door, event.open, now)]
         if isinstance(event, RexPressed):
-            return self._own(self.facility.rex(event.door, now), now)
+            return [*self.facility.rex(event.door, now)]
         detail = f"reader {event.reader}: {event.detail}"
         return self.reports.report("error", detail, now, key="reader")
 
@@ -339,7 +339,7 @@ class Controller:
             )
         except RemoteError as exc:
             return self.reports.report("error", str(exc), now, key="reader")
-        return self._own(done, now)
+        return [*done]
 
     def _events_removed(self, event: EventsRemoved, now: float) -> list[Action]:
         """Folded or dropped events: one counted event names their seqs, so the
@@ -357,11 +357,8 @@ class Controller:
 
     # --- what the parts return -> controller actions --------------------------------
 
-    def _own(
-        self, actions: Sequence[Action | SyncAction | FacilityAction], now: float
-    ) -> list[Action]:
-        """The sync session's, the facility's and the commands' actions as the
-        controller's own."""
+    def _own(self, actions: Sequence[Action | SyncAction], now: float) -> list[Action]:
+        """The sync session's and the commands' actions as the controller's own."""
         out: list[Action] = []
         for action in actions:
             if isinstance(action, RequestSync):
@@ -388,8 +385,6 @@ class Controller:
                 out += self._own(self.commands.sync_ended(action, now), now)
             elif isinstance(action, SystemEvent):
                 out.append(LogEvent("system", {"what": action.what, "detail": action.detail}))
-            elif isinstance(action, Logged):
-                out.append(LogEvent(action.type, action.body))
             else:
                 out.append(action)
         return out

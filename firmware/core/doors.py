@@ -6,11 +6,15 @@ takes `now` (Unix seconds, the same clock the decisions use) and returns actions
 the runtime carries them out and calls `Doors.tick(now, ...)` at `next_deadline()`.
 
 Actions
-    `SetOutput("door:<id>", on)`: **on means unlocked**, whatever the wiring.
-    `DoorEvent(door, what, by)`: a `door` log event (PROTOCOL.md s5). Within one
-    call, cause comes first: a `mode` event, then the `SetOutput`, then the
+    `Output("door:<id>", on, held)`: **on means unlocked**, whatever the wiring;
+    `held` while a standing reason (mode `unlocked`, the open schedule) holds,
+    so the HAL's limit on the on-time spares it. A door that stays unlocked while
+    `held` changes gets a new `Output`, with no event.
+    `LogEvent("door", {door, what, by})` (`door_event`): PROTOCOL.md s5. Within
+    one call, cause comes first: a `mode` event, then the `Output`, then the
     `unlocked`/`locked` event describing it. `unlocked`/`locked` are sent exactly
-    when the output changes, never for a grant that finds the door already open.
+    when the door's output changes, never for a grant that finds the door already
+    open.
 
 Fail-secure and fail-safe
     `DoorWiring.fail` does not change anything the core decides. It only tells the
@@ -100,6 +104,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from firmware.core.actions import FacilityAction, LogEvent, Output
 from firmware.core.decide import DEFAULT_UNLOCK_S, Decision, schedule_allows
 from firmware.core.errors import LocalError, RemoteError
 from firmware.core.model import DOOR_MODES, Door
@@ -139,26 +144,6 @@ class DoorWiring:
 
 
 @dataclass(frozen=True, slots=True)
-class SetOutput:
-    """Drive output `name` (`door:<id>`); `on` means unlocked."""
-
-    name: str
-    on: bool
-
-
-@dataclass(frozen=True, slots=True)
-class DoorEvent:
-    """A `door` event for the log (PROTOCOL.md s5)."""
-
-    door: str
-    what: str
-    by: str | None
-
-
-DoorAction: TypeAlias = SetOutput | DoorEvent
-
-
-@dataclass(frozen=True, slots=True)
 class DoorStatus:
     """A read-only view of one door, for status reports and tests.
 
@@ -173,6 +158,11 @@ class DoorStatus:
     forced: bool
     unlock_until: float | None
     schedule_open: bool
+
+
+def door_event(door: str, what: str, by: str | None) -> LogEvent:
+    """A `door` event for the log (PROTOCOL.md s5)."""
+    return LogEvent("door", {"door": door, "what": what, "by": by})
 
 
 def output_name(door: str) -> str:
@@ -212,6 +202,7 @@ class _Door:
         "forced",
         "held",
         "held_at",
+        "held_out",
         "id",
         "mode",
         "name",
@@ -234,6 +225,7 @@ class _Door:
         self.schedule_at: float | None = None  # next open-schedule re-evaluation
         self.unlock_until: float | None = None  # the momentary unlock, if any
         self.output = False
+        self.held_out = False  # the output is on for a standing reason (`Output.held`)
         self.open: bool | None = None  # None: no contact report yet
         self.held_at: float | None = None  # when the held alarm fires
         self.held = False
@@ -247,18 +239,27 @@ class _Door:
     def held_s(self) -> int:
         return self.record.held_s if self.record is not None else DEFAULT_HELD_S
 
+    def standing(self) -> bool:
+        """Is a standing reason (mode `unlocked`, the open schedule) holding?"""
+        return self.mode == "unlocked" or (self.mode == "normal" and self.schedule_open)
+
     def wanted(self) -> bool:
         """Should the output be on right now?"""
-        if self.mode == "unlocked" or self.unlock_until is not None:
-            return True
-        return self.mode == "normal" and self.schedule_open
+        return self.unlock_until is not None or self.standing()
 
-    def settle(self, now: float, by: str) -> list[DoorAction]:
+    def settle(self, now: float, by: str) -> list[FacilityAction]:
         """Bring the output in line with the reasons; `by` names what changed."""
         want = self.wanted()
+        held = want and self.standing()
         if want == self.output:
-            return []
-        self.output = want
+            if held == self.held_out:
+                return []
+            # Still unlocked, now for a standing reason or only for a moment:
+            # the HAL's limit on the on-time starts or stops. No event: the
+            # door stays as it was.
+            self.held_out = held
+            return [Output(self.name, want, held=held)]
+        self.output, self.held_out = want, held
         if self.open:
             if want:
                 self.held_at = None
@@ -267,9 +268,9 @@ class _Door:
                 # the opening, so the unlock time never counts towards `held_s`.
                 self.held_at = now + self.held_s
         what = "unlocked" if want else "locked"
-        return [SetOutput(self.name, want), DoorEvent(self.id, what, by)]
+        return [Output(self.name, want, held=held), door_event(self.id, what, by)]
 
-    def momentary(self, seconds: float, now: float, by: str) -> list[DoorAction]:
+    def momentary(self, seconds: float, now: float, by: str) -> list[FacilityAction]:
         until = now + seconds
         if self.unlock_until is None or until > self.unlock_until:
             self.unlock_until = until
@@ -334,14 +335,14 @@ class Doors:
 
     # --- inputs -----------------------------------------------------------------------
 
-    def power_on(self) -> list[DoorAction]:
+    def power_on(self) -> list[FacilityAction]:
         """The safe state, before MQTT or data: every door locked (on=False).
 
         No events: nothing changed, this *is* the initial state.
         """
-        return [SetOutput(d.name, False) for d in self._doors.values()]
+        return [Output(d.name, False) for d in self._doors.values()]
 
-    def granted(self, door: str, decision: Decision, now: float) -> list[DoorAction]:
+    def granted(self, door: str, decision: Decision, now: float) -> list[FacilityAction]:
         """Unlock for `decision.unlock_s` after a granted decision; a refusal does
         nothing (its `access` event is the controller's)."""
         d = self._door(door)
@@ -350,7 +351,7 @@ class Doors:
             return []
         return d.momentary(decision.unlock_s, now, decision.member or decision.reason)
 
-    def rex(self, door: str, now: float) -> list[DoorAction]:
+    def rex(self, door: str, now: float) -> list[FacilityAction]:
         """The exit button: unlock for the door's `unlock_s`, in every mode, no alarm."""
         d = self._door(door)
         if not d.wiring.has_rex:
@@ -358,7 +359,7 @@ class Doors:
         self._clock(now)
         return d.momentary(d.unlock_s, now, "rex")
 
-    def open_door(self, door: str, s: float | None, now: float) -> list[DoorAction]:
+    def open_door(self, door: str, s: float | None, now: float) -> list[FacilityAction]:
         """The `open_door` command: unlock for `s` seconds (None: the door's
         `unlock_s`), logged `by: remote`. Bad arguments are `RemoteError`."""
         d = self._doors.get(door)
@@ -376,7 +377,7 @@ class Doors:
         self._clock(now)
         return d.momentary(s, now, "remote")
 
-    def contact(self, door: str, open: bool, now: float) -> list[DoorAction]:
+    def contact(self, door: str, open: bool, now: float) -> list[FacilityAction]:
         """The door contact reported open or closed (debounced by the HAL);
         a repeated report of the same state does nothing."""
         d = self._door(door)
@@ -388,19 +389,19 @@ class Doors:
         initial = d.open is None
         d.open = open
         if open:
-            actions: list[DoorAction] = [DoorEvent(d.id, "opened", None)]
+            actions: list[FacilityAction] = [door_event(d.id, "opened", None)]
             if not d.output:
                 if not initial:
                     d.forced = True
-                    actions.append(DoorEvent(d.id, "forced", None))
+                    actions.append(door_event(d.id, "forced", None))
                 d.held_at = now + d.held_s
             return actions
-        actions = [DoorEvent(d.id, "closed", None)]
+        actions = [door_event(d.id, "closed", None)]
         d.held_at = None
         d.forced = False
         if d.held:
             d.held = False
-            actions.append(DoorEvent(d.id, "held_end", None))
+            actions.append(door_event(d.id, "held_end", None))
         if not initial and d.unlock_until is not None:
             d.unlock_until = None  # relock on close
             actions += d.settle(now, "closed")
@@ -408,7 +409,7 @@ class Doors:
 
     def data_changed(
         self, door: str, record: Door | None, schedule_open: bool, now: float
-    ) -> list[DoorAction]:
+    ) -> list[FacilityAction]:
         """The door's record was put (`record`) or deleted (None), or the data were
         (re)loaded. `schedule_open`: whether the door is inside its open schedule
         now (ignored without one; see `open_schedule_check`)."""
@@ -418,7 +419,7 @@ class Doors:
         if record is not None and record.id != door:
             raise LocalError(f"data_changed: record {record.id!r} given for door {door!r}")
         self._clock(now)
-        actions: list[DoorAction] = []
+        actions: list[FacilityAction] = []
         mode = record.mode if record is not None else "normal"
         if mode not in DOOR_MODES:
             raise LocalError(f"door {door!r}: unknown mode {mode!r}")
@@ -426,18 +427,18 @@ class Doors:
         if mode != d.mode:
             d.mode = mode
             by = "mode"
-            actions.append(DoorEvent(d.id, "mode", mode))
+            actions.append(door_event(d.id, "mode", mode))
         d.record = record
         has_schedule = record is not None and record.open_schedule is not None
         d.schedule_open = has_schedule and schedule_open
         d.schedule_at = _next_minute(now) if has_schedule else None
         return actions + d.settle(now, by)
 
-    def tick(self, now: float, schedule_open: ScheduleCheck) -> list[DoorAction]:
+    def tick(self, now: float, schedule_open: ScheduleCheck) -> list[FacilityAction]:
         """Run what is due at `now`: unlock deadlines, open-schedule changes at
         minute boundaries (asking `schedule_open(door_id, now)`), held alarms."""
         self._clock(now)
-        actions: list[DoorAction] = []
+        actions: list[FacilityAction] = []
         for d in self._doors.values():
             by = ""
             if d.unlock_until is not None and d.unlock_until <= now:
@@ -452,7 +453,7 @@ class Doors:
             if d.held_at is not None and d.held_at <= now:
                 d.held_at = None
                 d.held = True
-                actions.append(DoorEvent(d.id, "held", None))
+                actions.append(door_event(d.id, "held", None))
         return actions
 
     # --- internals --------------------------------------------------------------------

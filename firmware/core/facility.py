@@ -1,32 +1,21 @@
 """The facility: the readers, doors and light circuits wired to this controller.
 
 Ties a presentation at a reader to `decide`, the PIN lockout, the door and light
-state machines and the debit ledger, and turns what those return into the
-controller's plain actions: `Output` for the HAL (and the simulator's bench
-topic) and `LogEvent`s for the outbox. Pure, like the rest of the core.
+state machines and the debit ledger. Everything here returns the controller's
+own plain actions: `Output` for the HAL and `LogEvent`s for the outbox. Pure,
+like the rest of the core.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from firmware.core.actions import Output
+from firmware.core.actions import FacilityAction, LogEvent
 from firmware.core.decide import PIN_LOCKOUT, UNKNOWN_CREDENTIAL, Decision, Target
-from firmware.core.doors import (
-    DoorAction,
-    DoorEvent,
-    Doors,
-    DoorWiring,
-    PinGuard,
-    open_schedule_check,
-)
-from firmware.core.doors import SetOutput as DoorOutput
+from firmware.core.doors import Doors, DoorWiring, PinGuard, open_schedule_check
 from firmware.core.errors import RemoteError
-from firmware.core.lights import CircuitWiring, Debit, LightAction, LightEvent, Lights
-from firmware.core.lights import SetOutput as LightOutput
+from firmware.core.lights import CircuitWiring, Lights
 from firmware.core.store import Store
 from firmware.core.wiring import Wiring
 
@@ -34,17 +23,6 @@ Decider = Callable[[Target, str, str, float], Decision]
 
 KIOSK_KEYPAD = "kiosk-screen"
 """The reader id of the kiosk screens' on-screen keypads (PIN lockout, access log)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Logged:
-    """An event for the outbox (the controller turns it into its `LogEvent`)."""
-
-    type: str
-    body: dict[str, Any]
-
-
-FacilityAction = Output | Logged
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +57,7 @@ class Facility:
 
     def power_on(self) -> list[FacilityAction]:
         """Every output to its safe state, before data or network."""
-        return self._doors(self.doors.power_on()) + self._lights(self.lights.power_on())
+        return self.doors.power_on() + self.lights.power_on()
 
     def presented(
         self,
@@ -152,7 +130,7 @@ class Facility:
         blocks: int = 1,
     ) -> list[FacilityAction]:
         actions: list[FacilityAction] = [
-            Logged(
+            LogEvent(
                 "access",
                 {
                     target.kind: target.id,
@@ -170,37 +148,37 @@ class Facility:
             return actions
         if target.kind == "door":
             if target.id in self.doors:
-                actions += self._doors(self.doors.granted(target.id, decision, now))
+                actions += self.doors.granted(target.id, decision, now)
             return actions
         balance = credit(decision.member) if decision.member is not None else 0
         lit = self.lights.presented(target.id, decision, now, balance, blocks=blocks)
-        return actions + self._lights(lit)
+        return actions + lit
 
     def contact(self, door: str, open: bool, now: float) -> list[FacilityAction]:
         """A door contact changed."""
         if door not in self.doors:
             raise RemoteError(f"contact of unknown door {door!r}")
         self.changes += 1
-        return self._doors(self.doors.contact(door, open, now))
+        return self.doors.contact(door, open, now)
 
     def rex(self, door: str, now: float) -> list[FacilityAction]:
         """The exit button of a door was pressed."""
         if door not in self.doors:
             raise RemoteError(f"exit button of unknown door {door!r}")
         self.changes += 1
-        return self._doors(self.doors.rex(door, now))
+        return self.doors.rex(door, now)
 
     def open_door(self, door: str, s: float | None, now: float) -> list[FacilityAction]:
         """The `open_door` command (raises `RemoteError` for an unknown door)."""
         if door not in self.doors:
             raise RemoteError(f"no door {door!r} on this controller")
         self.changes += 1
-        return self._doors(self.doors.open_door(door, s, now))
+        return self.doors.open_door(door, s, now)
 
     def set_light(self, light: str, on: bool, s: float | None, now: float) -> list[FacilityAction]:
         """The `set_light` command (raises `RemoteError` for an unknown light)."""
         self.changes += 1
-        return self._lights(self.lights.set_light(light, on, s, now))
+        return self.lights.set_light(light, on, s, now)
 
     def data_changed(self, store: Store, now: float) -> list[FacilityAction]:
         """The live data changed (a delta, a full sync, a purge): door modes and
@@ -212,16 +190,14 @@ class Facility:
         check = open_schedule_check(store)
         actions: list[FacilityAction] = []
         for door in self.doors.ids:
-            actions += self._doors(
-                self.doors.data_changed(door, store.doors.get(door), check(door, now), now)
-            )
+            actions += self.doors.data_changed(door, store.doors.get(door), check(door, now), now)
         self.changes += 1
-        return actions + self._lights(self.lights.refresh(store, now))
+        return actions + self.lights.refresh(store, now)
 
     def tick(self, store: Store, now: float) -> list[FacilityAction]:
         """Timers: relocks, held alarms, open schedules, light periods, warnings."""
         doors = self.doors.tick(now, open_schedule_check(store))
-        actions = self._doors(doors) + self._lights(self.lights.tick(now))
+        actions = doors + self.lights.tick(now)
         if actions:
             self.changes += 1
         return actions
@@ -230,46 +206,6 @@ class Facility:
         """When `tick` next has something to do."""
         times = [t for t in (self.doors.next_deadline(), self.lights.next_deadline()) if t]
         return min(times) if times else None
-
-    # --- translation ------------------------------------------------------------------
-
-    @staticmethod
-    def _doors(actions: list[DoorAction]) -> list[FacilityAction]:
-        out: list[FacilityAction] = []
-        for a in actions:
-            if isinstance(a, DoorOutput):
-                out.append(Output(a.name, a.on))
-            elif isinstance(a, DoorEvent):
-                out.append(Logged("door", {"door": a.door, "what": a.what, "by": a.by}))
-        return out
-
-    @staticmethod
-    def _lights(actions: list[LightAction]) -> list[FacilityAction]:
-        out: list[FacilityAction] = []
-        for a in actions:
-            if isinstance(a, LightOutput):
-                out.append(Output(a.name, a.on))
-            elif isinstance(a, LightEvent):
-                until = math.ceil(a.until) if a.until is not None else None
-                body = {
-                    "light": a.light,
-                    "what": a.what,
-                    "why": a.why,
-                    "member": a.member,
-                    "booking": a.booking,
-                    "until": until,
-                }
-                out.append(Logged("light", body))
-            elif isinstance(a, Debit):
-                body = {
-                    "member": a.member,
-                    "light": a.light,
-                    "amount": a.amount,
-                    "seconds": a.seconds,
-                    "balance": a.balance,
-                }
-                out.append(Logged("debit", body))
-        return out
 
 
 def facility_from(wiring: Wiring, now: float) -> Facility:

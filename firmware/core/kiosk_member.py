@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from firmware.core.actions import Action, KioskAnswer, LogEvent, Output
+from firmware.core.actions import Action, KioskAnswer, LogEvent
 from firmware.core.decide import (
     BOOKING,
     GRANTED,
@@ -20,7 +20,6 @@ from firmware.core.decide import (
     UNKNOWN_CREDENTIAL,
     member_status,
 )
-from firmware.core.facility import FacilityAction
 from firmware.core.inputs import KioskRequest
 from firmware.core.kiosk_views import MAX_BLOCKS, Club, SignedIn, hhmm, light_name, offer
 from firmware.core.model import Member
@@ -119,7 +118,7 @@ def check_in(req: KioskRequest, session: Session, club: Club, now: float) -> lis
         club.credit,
         reasons=(BOOKING,),
     )
-    actions = logged(done)
+    actions: list[Action] = [*done]
     if decision.booking == booking.id and lights.checked_in(booking.id):
         names = ", ".join(light_name(store, lid) for lid in booking.lights)
         text = f"Checked in: {names}."
@@ -188,7 +187,7 @@ def activate(req: KioskRequest, session: Session, club: Club, now: float) -> lis
         reasons=(GRANTED,),
         blocks=blocks,
     )
-    actions = logged(done)
+    actions: list[Action] = [*done]
     if not any(isinstance(a, LogEvent) and a.type in ("debit", "light") for a in actions):
         return [*actions, answer(req, REFUSED, "The court is already lit for longer.")]
     status = club.facility.lights.status(light)
@@ -206,8 +205,3 @@ def answer(req: KioskRequest, status: str, error: str = "", **body: Any) -> Kios
     elif error:
         body["error"] = error
     return KioskAnswer(req.request, status, body)
-
-
-def logged(actions: list[FacilityAction]) -> list[Action]:
-    """The facility's actions as the controller's."""
-    return [a if isinstance(a, Output) else LogEvent(a.type, a.body) for a in actions]

@@ -2,7 +2,7 @@
 
 `Lights` is a pure state machine over every wired light circuit, shaped like the
 rest of the core: no I/O, no clock reads. Every method takes `now` and returns
-plain actions (`SetOutput`, `LightEvent`, `Debit`); `next_deadline()` says when
+plain actions (`Output`, and `light` and `debit` events as `LogEvent`s); `next_deadline()` says when
 `tick(now)` must run next. The controller calls `refresh` after every data
 change, `presented` after `decide` at a court reader or kiosk, and `set_light`
 for the remote command.
@@ -55,7 +55,7 @@ Choices made (the issue leaves them open):
   refused, and a light with ``block_s > max_s`` cannot be self-activated. A grant
   that would not make the circuit go off any later (a booking or remote period
   already lights it longer) is refused too: no time, no debit. Each grant with
-  ``price > 0`` emits one ``Debit``; free lights emit none. A grant on a circuit
+  ``price > 0`` emits one ``debit`` event; free lights emit none. A grant on a circuit
   that is already lit emits ``extended``. A master credential (reason
   ``master``) grants a free block the same way, also with no light record (then
   the protocol's default timings apply).
@@ -70,8 +70,8 @@ Choices made (the issue leaves them open):
 - **Missing records.** A booking of a light whose record is missing does not
   light it (fail closed); remote and master use the protocol's default timings.
   Lights that are not wired here are ignored by `presented` and `refresh`.
-- **Action order** in one result: ``Debit`` first (the payment precedes the
-  time it buys), then ``SetOutput``s, then ``LightEvent``s.
+- **Action order** in one result: the ``debit`` event first (the payment
+  precedes the time it buys), then the ``Output``s, then the ``light`` events.
 - `power_on()` is meant for boot: every output off, before the first `refresh`.
 """
 
@@ -80,8 +80,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TypeAlias
 
+from firmware.core.actions import FacilityAction, LogEvent, Output
 from firmware.core.decide import BOOKING, GRANTED, MASTER, Decision
 from firmware.core.errors import LocalError, RemoteError
 from firmware.core.model import DEFAULT_SITE, Booking, Light
@@ -125,40 +125,27 @@ class CircuitWiring:
             raise LocalError(f"light {self.id!r}: flash_s must be a positive number of seconds")
 
 
-@dataclass(frozen=True, slots=True)
-class SetOutput:
-    """Drive output `name` (``light:<id>`` or ``warn:<id>``) on or off."""
-
-    name: str
-    on: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LightEvent:
+def light_event(
+    light: str, what: str, why: str, member: str | None, booking: str | None, until: float | None
+) -> LogEvent:
     """A `light` event for the log (PROTOCOL.md s5). `until` is when the circuit
-    is due to go off (seconds, may be fractional), None on `off`."""
+    is due to go off (rounded up to the second), None on `off`."""
+    body = {
+        "light": light,
+        "what": what,
+        "why": why,
+        "member": member,
+        "booking": booking,
+        "until": math.ceil(until) if until is not None else None,
+    }
+    return LogEvent("light", body)
 
-    light: str
-    what: str
-    why: str
-    member: str | None
-    booking: str | None
-    until: float | None
 
-
-@dataclass(frozen=True, slots=True)
-class Debit:
+def debit_event(member: str, light: str, amount: int, seconds: int, balance: int) -> LogEvent:
     """A `debit` event: `member` paid `amount` cents for `seconds` of `light`;
     `balance` is their effective balance after it."""
-
-    member: str
-    light: str
-    amount: int
-    seconds: int
-    balance: int
-
-
-LightAction: TypeAlias = SetOutput | LightEvent | Debit
+    body = {"member": member, "light": light, "amount": amount, "seconds": seconds}
+    return LogEvent("debit", {**body, "balance": balance})
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,28 +262,28 @@ class Lights:
 
     # --- inputs -------------------------------------------------------------------
 
-    def power_on(self) -> list[LightAction]:
+    def power_on(self) -> list[FacilityAction]:
         """Every output off: the safe state at boot, before any data is known."""
-        actions: list[LightAction] = []
+        actions: list[FacilityAction] = []
         for c in self._circuits.values():
             c.lit = False
             c.top = None
             c.warned_for = None
             c.flash_until = None
             c.light_out = False
-            actions.append(SetOutput(c.light_name, False))
+            actions.append(Output(c.light_name, False))
             if c.wiring.warn_output:
                 c.warn_out = False
-                actions.append(SetOutput(c.warn_name, False))
+                actions.append(Output(c.warn_name, False))
             # Anything that should be lit already is due at once.
             c.deadline = self._deadline(c, c.periods(), self._now)
         return actions
 
-    def refresh(self, store: Store, now: float) -> list[LightAction]:
+    def refresh(self, store: Store, now: float) -> list[FacilityAction]:
         """Take the store's lights, bookings and site as they are now; call after
         every data change. Changes take effect at once (see the module docstring)."""
         self._now = now
-        actions: list[LightAction] = []
+        actions: list[FacilityAction] = []
         for c in self._circuits.values():
             actions += self._step(c, now)  # finish what was due on the old data first
         self._checkin_before_s = store.site.checkin_before_s
@@ -322,7 +309,7 @@ class Lights:
         effective_credit: int,
         *,
         blocks: int = 1,
-    ) -> list[LightAction]:
+    ) -> list[FacilityAction]:
         """After `decide` granted a credential at light `light_id` (a court reader,
         or the kiosk naming one of the booking's lights): reason ``booking`` checks
         the booking in, ``granted`` self-activates (or extends) and pays from
@@ -340,7 +327,9 @@ class Lights:
             return self._activate(c, decision, now, effective_credit, blocks)
         return []
 
-    def set_light(self, light_id: str, on: bool, s: float | None, now: float) -> list[LightAction]:
+    def set_light(
+        self, light_id: str, on: bool, s: float | None, now: float
+    ) -> list[FacilityAction]:
         """The `set_light` command: on for `s` seconds, or off now (ends remote and
         activation periods and suppresses the booking periods holding now).
         Raises `RemoteError` for an unknown light or a bad `s`."""
@@ -368,10 +357,10 @@ class Lights:
         c.bookings = self._booking_periods(c)
         return actions + self._step(c, now, off_why=_Period(now, now, WHY_REMOTE))
 
-    def tick(self, now: float) -> list[LightAction]:
+    def tick(self, now: float) -> list[FacilityAction]:
         """Time passed: switch, warn and flash whatever is due by `now`."""
         self._now = now
-        actions: list[LightAction] = []
+        actions: list[FacilityAction] = []
         for c in self._circuits.values():
             actions += self._step(c, now)
         self._forget_old()
@@ -422,7 +411,7 @@ class Lights:
     def _checkin_valid(self, booking: Booking, at: float) -> bool:
         return booking.start - self._checkin_before_s <= at < booking.end
 
-    def _check_in(self, booking_id: str | None, now: float) -> list[LightAction]:
+    def _check_in(self, booking_id: str | None, now: float) -> list[FacilityAction]:
         booking = self._bookings.get(booking_id) if booking_id is not None else None
         if booking is None:
             return []
@@ -433,7 +422,7 @@ class Lights:
             old = self._checkins.get(booking.id)
             if old is None or not self._checkin_valid(booking, old):
                 self._checkins[booking.id] = now
-        actions: list[LightAction] = []
+        actions: list[FacilityAction] = []
         for light in booking.lights:
             c = self._circuits.get(light)
             if c is not None:
@@ -444,7 +433,7 @@ class Lights:
 
     def _activate(
         self, c: _Circuit, decision: Decision, now: float, credit: int, blocks: int = 1
-    ) -> list[LightAction]:
+    ) -> list[FacilityAction]:
         actions = self._step(c, now)  # an activation that just ran out is over
         free = decision.reason == MASTER
         light = c.record if c.record is not None else (DEFAULT_LIGHT if free else None)
@@ -471,11 +460,11 @@ class Lights:
             c.activation = old  # lit at least as long anyway: no time to sell
             return actions
         if price > 0 and member is not None:
-            actions.append(Debit(member, c.id, price, bought, credit - price))
+            actions.append(debit_event(member, c.id, price, bought, credit - price))
         was_lit = c.lit
         actions += self._step(c, now)
         if was_lit:
-            actions.append(LightEvent(c.id, EXTENDED, WHY_ACTIVATION, member, None, c.off_at))
+            actions.append(light_event(c.id, EXTENDED, WHY_ACTIVATION, member, None, c.off_at))
         return actions
 
     # --- the circuit ---------------------------------------------------------------
@@ -504,10 +493,10 @@ class Lights:
 
     def _step(
         self, c: _Circuit, now: float, *, off_why: _Period | None = None
-    ) -> list[LightAction]:
+    ) -> list[FacilityAction]:
         """Bring circuit `c` to what its reasons say at `now`; `off_why` names the
         cause if it goes off early (a data change or a remote off)."""
-        events: list[LightAction] = []
+        events: list[FacilityAction] = []
         periods = c.periods()
         holding = [p for p in periods if p.start <= now < p.end]
         if holding:
@@ -519,7 +508,7 @@ class Lights:
                 c.on_since = now
                 c.warned_for = None
                 c.flash_until = None
-                events.append(LightEvent(c.id, ON, top.why, top.member, top.booking, off_at))
+                events.append(light_event(c.id, ON, top.why, top.member, top.booking, off_at))
             c.top = top
             c.off_at = off_at
             if c.warned_for is not None and off_at > c.warned_for:
@@ -531,7 +520,7 @@ class Lights:
             warn_s = c.warn_s
             if c.warned_for is None and warn_s > 0 and now >= off_at - warn_s:
                 c.warned_for = off_at
-                events.append(LightEvent(c.id, WARN, top.why, top.member, top.booking, off_at))
+                events.append(light_event(c.id, WARN, top.why, top.member, top.booking, off_at))
                 if not c.wiring.warn_output and now > c.on_since:
                     c.flash_until = min(now + c.wiring.flash_s, off_at)
             if c.flash_until is not None and now >= c.flash_until:
@@ -547,23 +536,23 @@ class Lights:
             c.top = None
             c.warned_for = None
             c.flash_until = None
-            events.append(LightEvent(c.id, OFF, why.why, why.member, why.booking, None))
+            events.append(light_event(c.id, OFF, why.why, why.member, why.booking, None))
         outputs = self._drive(c)
         c.deadline = self._deadline(c, periods, now)
         return outputs + events
 
-    def _drive(self, c: _Circuit) -> list[LightAction]:
+    def _drive(self, c: _Circuit) -> list[FacilityAction]:
         """The output changes the circuit's state calls for, and nothing else."""
-        out: list[LightAction] = []
+        out: list[FacilityAction] = []
         want_light = c.lit and c.flash_until is None
         if c.light_out != want_light:
             c.light_out = want_light
-            out.append(SetOutput(c.light_name, want_light))
+            out.append(Output(c.light_name, want_light))
         if c.wiring.warn_output:
             want_warn = c.lit and c.warned_for is not None
             if c.warn_out != want_warn:
                 c.warn_out = want_warn
-                out.append(SetOutput(c.warn_name, want_warn))
+                out.append(Output(c.warn_name, want_warn))
         return out
 
     def _deadline(self, c: _Circuit, periods: list[_Period], now: float) -> float | None:
