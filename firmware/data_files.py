@@ -19,6 +19,10 @@ on the card's account (issue 12 s5: the card may fail; the door may not):
   `DataFiles.reattach` moves it back to a file once the directory can be
   written again.
 
+While running, `DataFiles.detach` moves the data into memory the same way when
+the card starts refusing writes, and `reattach` brings it back
+(`firmware.data_move` does the copying both ways).
+
 What happened is in `BootData.problems`, one line each, for the `system` event
 (`what: storage`) the core raises, and `BootData.lost` names the event seqs that
 went with a damaged file, for a `dropped` range the hub's acknowledgements can
@@ -394,7 +398,14 @@ def _on_disk(
         boot.salvaged = salvage(path)
         moved = set_aside(data_dir, exc.kind, now)
         boot.problems.append(_moved(", ".join(p.name for p in moved), boot.salvaged))
-        dataset, outbox, found = _fresh(opener, boot.salvaged, now)
+        try:
+            dataset, outbox, found = _fresh(opener, boot.salvaged, now)
+        except _Fault:
+            # A fresh file the card would not take: ours, and of no use to anyone.
+            for suffix in ("", *SIDE_FILES):
+                with suppress(OSError):
+                    os.unlink(f"{path}{suffix}")
+            raise
     return DataFiles(data_dir, dataset, outbox), boot.report(dataset, outbox, found)
 
 
@@ -474,9 +485,11 @@ def _in_memory(
             boot.seq_unknown = True
         boot.salvaged = salvage(path) if damaged else Salvage()
         if damaged:
-            boot.problems.append(
-                _moved("", boot.salvaged).replace("moved aside: nothing", "left in place")
-            )
+            boot.problems.append(_moved("", boot.salvaged))
+    else:
+        # Judged damaged on the card, which then refused to move it aside or to
+        # make a fresh file: the salvage is used here, the file left for later.
+        damaged = os.path.lexists(path)
     try:
         dataset, outbox, found = _fresh(opener_of(None), boot.salvaged, now)
     except _Fault as exc:  # memory refused: nothing else to fall back on

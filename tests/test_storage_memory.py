@@ -367,3 +367,30 @@ def test_detach_of_a_file_that_cannot_be_read_stays_on_it(tmp_path: Path) -> Non
         assert files.on_disk
     finally:
         files.close()
+
+
+def test_a_damaged_file_on_a_card_too_full_for_a_fresh_one(mounted: Path) -> None:
+    """The card takes the boot's test write but not a fresh database: the damaged
+    file is moved aside all the same (kept for support), the salvage goes to
+    memory, and no half-made file is left to take a damaged copy's place."""
+    data_dir = mounted / "data"
+    files, _ = open_data(data_dir, NOW)
+    fill(files)
+    files.close()
+    zero_the_header(data_dir / DB_FILE)
+    gap = mounted / "gap"
+    gap.write_bytes(bytes(8192))  # two pages: room for the test write, not a database
+    with disks.full(mounted) as filler:
+        gap.unlink()
+        files, boot = open_data(data_dir, NOW)
+        try:
+            assert not boot.disk_ok and boot.empty
+            assert any("moved aside" in p for p in boot.problems), boot.problems
+            assert not (data_dir / DB_FILE).exists()
+            assert not files.damaged_left
+            filler.unlink()
+            assert files.reattach() is True
+        finally:
+            files.close()
+    assert len(aside_copies(data_dir)) == 1
+    assert on_disk(data_dir)["verify"]
