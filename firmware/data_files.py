@@ -129,7 +129,8 @@ class DataFiles:
 
         Returns True when on disk (at once if already there), False if the disk
         still refuses; nothing changes then, and it can be called again. It
-        probes the disk first (a write and a flush): it may block on a hung card.
+        probes the disk first: a write and a flush, waited for `PROBE_WAIT_S` at
+        most (a hung card answers False at once while that probe is stuck).
         """
         with self._move_lock:
             if self.on_disk:
