@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from firmware.core.actions import KioskAnswer, KioskSend, Publish
+from firmware.core.circuit import CircuitWiring
 from firmware.core.controller import Controller
 from firmware.core.doors import DoorWiring
 from firmware.core.facility import Facility, Reader
@@ -28,7 +29,6 @@ from firmware.core.inputs import (
 )
 from firmware.core.kiosk import BOARD_EVERY_S, REFRESH_WAIT_S
 from firmware.core.kiosk_views import IDLE_S, board_of, member_view
-from firmware.core.lights import CircuitWiring
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import AppendEvents
 from firmware.core.sync import SyncSession

@@ -17,9 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware.core.actions import FacilityAction, LogEvent, Output
+from firmware.core.circuit import CircuitWiring, light_event
 from firmware.core.decide import Decision
 from firmware.core.errors import LocalError, RemoteError
-from firmware.core.lights import CircuitWiring, Lights, debit_event, light_event
+from firmware.core.lights import Lights, debit_event
 from firmware.core.store import Store
 from tests.builders import rec, store_of
 

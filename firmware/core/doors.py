@@ -1,99 +1,12 @@
 """Door state machine: unlock, relock, forced and held-open alarms, REX, modes,
-open schedules, remote opening, and the PIN brute-force guard (PROTOCOL.md s3, s5, s6).
+open schedules, remote opening (PROTOCOL.md s3, s5, s6). docs/doors.md has the
+rules: the reasons a door is unlocked, `held`, the alarms, schedules, data and
+time. Also, for now, the PIN brute-force guard `PinGuard`.
 
 Pure like the rest of the core: no I/O, no threads, no clock reads. Every method
-takes `now` (Unix seconds, the same clock the decisions use) and returns actions;
-the runtime carries them out and calls `Doors.tick(now, ...)` at `next_deadline()`.
-
-Actions
-    `Output("door:<id>", on, held)`: **on means unlocked**, whatever the wiring;
-    `held` while a standing reason (mode `unlocked`, the open schedule) holds,
-    so the HAL's limit on the on-time spares it. A door that stays unlocked while
-    `held` changes gets a new `Output`, with no event.
-    `LogEvent("door", {door, what, by})` (`door_event`): PROTOCOL.md s5. Within
-    one call, cause comes first: a `mode` event, then the `Output`, then the
-    `unlocked`/`locked` event describing it. `unlocked`/`locked` are sent exactly
-    when the door's output changes, never for a grant that finds the door already
-    open.
-
-Fail-secure and fail-safe
-    `DoorWiring.fail` does not change anything the core decides. It only tells the
-    HAL how "unlocked"/"locked" map onto relay levels, so that a de-energised relay
-    (controller dead, crashed or unpowered) leaves the door in its fail state:
-    shut for "secure" (electric strike: powered to open), free for "safe"
-    (maglock: powered to hold). While the controller runs, and at power-on before
-    MQTT or any data are loaded, every door is locked from the core's point of
-    view: `power_on()` sets every output to on=False.
-
-Why the output is on (the "reasons"); the output is on while any one holds:
-    - a momentary unlock: a granted decision (`decision.unlock_s`, which is already
-      `extended_s` for `extended` members), REX (the door's `unlock_s`), or the
-      `open_door` command (`s`, default the door's `unlock_s`). A new one extends a
-      running one, never shortens it. It ends at its deadline (`by: timer`) or as
-      soon as the door closes (`by: closed`): relock on close. Any close ends it,
-      also a close of a door that was already open when the unlock started: the
-      door has been used, and a shut door should be locked unless a standing
-      reason says otherwise.
-    - mode `unlocked` (`by: mode`).
-    - mode `normal` and inside the door's `open_schedule` (`by: schedule`).
-    Mode `locked` (lockdown) ignores the open schedule. Refusing members there is
-    `decide`'s job (`door_locked`); `granted()` trusts its decision, so a master
-    credential still opens a locked-down door, as docs/decisions.md says. REX
-    still opens in lockdown: people must always be able to get *out* (fire
-    safety). A remote `open_door` also still opens: it is an explicit act of the
-    club's staff.
-
-`by` of `unlocked`: the member id of the decision, else its reason (`master`,
-`booking` for a booking PIN without a member, `granted`), `rex`, `remote`,
-`mode`, `schedule`. `by` of `locked`: `timer`, `closed`, `mode`, `schedule`.
-`by` of `mode`: the new mode (`normal`, `locked`, `unlocked`); the event has no
-other field to carry it. `opened`, `closed`, `forced`, `held`, `held_end`: None.
-
-Contact and alarms (only on doors with `has_contact`)
-    - `forced`: the door opened while its output was off. REX unlocks first, so an
-      exit through a REX door is never forced. A door without an exit button and
-      with a free-egress handle will report every exit as forced: wire a REX.
-    - `held`: the door stayed open `held_s` while its output was off, counted
-      from the later of the opening and the moment the output went off (so the
-      unlock time itself never counts). A forced door left open also gets `held`.
-    - The end of both is the door closing: `closed`, then `held_end` if `held`
-      fired (the protocol has no `forced_end`: `closed` ends a forced opening).
-    - The first contact report after power-on is the door's initial state, not
-      a transition: it is logged (`opened`/`closed`) but never `forced`, and an
-      initial `closed` does not relock anything. A door open at power-on gets its
-      `held` alarm `held_s` later.
-
-Open schedules
-    Schedules are minute-granular in site time. For a door with an
-    `open_schedule`, `next_deadline()` includes the next whole minute and `tick`
-    asks the caller's `schedule_open(door_id, now)` (see `open_schedule_check`),
-    so this module needs no store and no time zone. `data_changed` takes the
-    current answer as a plain bool. A changed `schedule` record therefore takes
-    effect at the next minute boundary (or at once, if the caller re-calls
-    `data_changed` for the doors that use it).
-
-Data
-    Before data (or when the door record is deleted) a door uses the record
-    defaults: mode `normal`, no open schedule, `unlock_s` 5, `held_s` 30. A door
-    record for a door this controller does not wire is ignored. The caller feeds
-    every wired door's record once the stored data are loaded at boot, so a door
-    in lockdown logs `mode` (`locked`) at every boot: it leaves the power-on default.
-
-Time
-    Nothing runs by itself: between a deadline and the `tick` that handles it the
-    output really is still on, and events see it that way. If `now` goes
-    backwards (the wall clock was stepped back, e.g. by NTP after a boot without
-    RTC), every pending deadline moves back by the same amount, so an unlock
-    never lasts longer than asked for.
-
-PIN lockout (`PinGuard`)
-    5 wrong PINs at one reader within a sliding 60 s lock that reader's PIN entry
-    for 60 s (reason `pin_lockout`). Entries during a lockout are not evaluated
-    and do not extend it (a prankster cannot keep a keypad locked forever by
-    hammering it beyond one lockout at a time). A correct PIN does *not* forgive
-    earlier wrong ones: otherwise anyone who knows one valid PIN could interleave
-    it to brute-force the others. Memory: at most 5 timestamps per reader, and
-    only readers from the local config.
+takes `now` (Unix seconds, the same clock the decisions use) and returns actions
+(`Output`, and `door` events as `LogEvent`s); the runtime carries them out and
+calls `Doors.tick(now, ...)` at `next_deadline()`.
 """
 
 from __future__ import annotations

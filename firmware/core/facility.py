@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from firmware.core.actions import FacilityAction, LogEvent
+from firmware.core.circuit import CircuitWiring
 from firmware.core.decide import PIN_LOCKOUT, UNKNOWN_CREDENTIAL, Decision, Target
 from firmware.core.doors import Doors, DoorWiring, PinGuard, open_schedule_check
 from firmware.core.errors import RemoteError
-from firmware.core.lights import CircuitWiring, Lights
+from firmware.core.lights import Lights
 from firmware.core.store import Store
 from firmware.core.wiring import Wiring
 

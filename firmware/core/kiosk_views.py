@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from firmware.core.circuit import WHY_BOOKING, WHY_CHECKIN
 from firmware.core.decide import GRANTED, INSUFFICIENT_CREDIT, Decision, Target, member_status
 from firmware.core.facility import Facility
-from firmware.core.lights import WHY_BOOKING, WHY_CHECKIN
 from firmware.core.model import Booking
 from firmware.core.store import Store
 

@@ -1,144 +1,41 @@
 """Court light circuits: bookings, check-in, self-activation, remote, warning.
 
-`Lights` is a pure state machine over every wired light circuit, shaped like the
-rest of the core: no I/O, no clock reads. Every method takes `now` and returns
-plain actions (`Output`, and `light` and `debit` events as `LogEvent`s); `next_deadline()` says when
-`tick(now)` must run next. The controller calls `refresh` after every data
-change, `presented` after `decide` at a court reader or kiosk, and `set_light`
-for the remote command.
-
-How a circuit works: it has *reasons*, each a half-open lit period [start, end):
-
-- ``booking``: a booking of the light lights it from ``start - lead_s`` to
-  ``end + lag_s``.
-- ``checkin``: the same period on a light with ``checkin: true``, but only from
-  the moment the booking is checked in.
-- ``activation``: a member's paid self-activation, in blocks of ``block_s``.
-- ``remote``: the ``set_light`` command, on for ``s`` seconds.
-
-The circuit is on while any reason holds. Periods that overlap or touch (one
-ends at the very second the next begins) form one lit run, so back-to-back
-bookings light the court without a gap, and there is one warning, ``warn_s``
-before the run really ends.
-
-Choices made (the issue leaves them open):
-
-- **Priority of `why`.** Events name the reason that holds, by priority
-  booking > checkin > activation > remote (a booked court is lit because of the
-  booking even if someone also paid). Among equal reasons the one lasting longest
-  wins. An ``off`` event names the reason that held to the end; a remote off says
-  ``remote``; an off caused by a data change names the reason that held before it.
-  ``until`` is when the circuit will go off (the whole lit run); ``None`` on ``off``.
-- **Warning.** ``warn_s`` before the real off moment: with a warn output, that
-  output is on from then until the circuit goes off; without one, the circuit is
-  switched off for ``flash_s`` then on again. A run shorter than ``warn_s`` is
-  warned as it comes on (the warn output comes on with the light; a flashing
-  circuit does not flash at the instant it switches on, which would tell nobody
-  anything). When the off moment moves later (extension, new booking, remote on)
-  the warning is withdrawn (warn output off, flash cut short) and given again
-  before the new moment. ``warn_s: 0`` means no warning.
-- **Data changes take effect at once.** A booking cancelled or moved so that its
-  period no longer holds switches the circuit off at once, with no warning, if no
-  other reason holds: never on past its reason. A booking added whose period
-  already started switches on at once.
-- **Check-in** is for the whole booking: the booking's member or PIN (decision
-  reason ``booking``) at any court reader of the booking, or at the kiosk with
-  any of its lights, from ``checkin_before_s`` before ``start`` until ``end``.
-  Earlier or later it is refused (no actions). It unlocks the booking's usual
-  period, so a check-in before ``start - lead_s`` lights the court at
-  ``start - lead_s``, a later one at once. A check-in stays valid when the booking
-  is moved only if its moment still lies in the moved booking's check-in window.
-- **Self-activation** (decision reason ``granted``): needs the light's record and
-  effective credit >= ``price``. The first grant lights ``[now, now + block_s)``;
-  a grant while the activation runs adds ``block_s`` to its end. The whole
-  activation (first block to last) never exceeds ``max_s``; a grant beyond is
-  refused, and a light with ``block_s > max_s`` cannot be self-activated. A grant
-  that would not make the circuit go off any later (a booking or remote period
-  already lights it longer) is refused too: no time, no debit. Each grant with
-  ``price > 0`` emits one ``debit`` event; free lights emit none. A grant on a circuit
-  that is already lit emits ``extended``. A master credential (reason
-  ``master``) grants a free block the same way, also with no light record (then
-  the protocol's default timings apply).
-- **Remote.** ``set_light(on=True, s)`` lights the circuit for ``s`` seconds
-  (0 < s <= 1 day), replacing an earlier remote period (so it can also shorten
-  it). ``set_light(on=False)`` switches off now, with no warning: it ends the
-  remote period and any activation (no refund: the hub sees the ``off`` event
-  with ``why: remote`` and can credit the member), and suppresses the booking
-  periods that hold at that moment. A suppressed booking lights again only if its
-  member or PIN is presented at a reader again (someone is there after all);
-  other bookings light as usual. An unknown light raises `RemoteError`.
-- **Missing records.** A booking of a light whose record is missing does not
-  light it (fail closed); remote and master use the protocol's default timings.
-  Lights that are not wired here are ignored by `presented` and `refresh`.
-- **Action order** in one result: the ``debit`` event first (the payment
-  precedes the time it buys), then the ``Output``s, then the ``light`` events.
-- `power_on()` is meant for boot: every output off, before the first `refresh`.
+`Lights` is a pure state machine over every wired light circuit (one circuit is
+`circuit.Circuit`); docs/lights.md has the rules. Every method takes `now` and
+returns plain actions (`Output`, and `light` and `debit` events as `LogEvent`s);
+`next_deadline()` says when `tick(now)` must run next. The controller calls
+`refresh` after every data change, `presented` after `decide` at a court reader
+or kiosk, and `set_light` for the remote command.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from firmware.core.actions import FacilityAction, LogEvent, Output
+from firmware.core.circuit import (
+    DEFAULT_LIGHT,
+    EXTENDED,
+    WHY_ACTIVATION,
+    WHY_BOOKING,
+    WHY_CHECKIN,
+    WHY_REMOTE,
+    Circuit,
+    CircuitWiring,
+    Period,
+    light_event,
+    run_end,
+)
 from firmware.core.decide import BOOKING, GRANTED, MASTER, Decision
 from firmware.core.errors import LocalError, RemoteError
-from firmware.core.model import DEFAULT_SITE, Booking, Light
+from firmware.core.model import DEFAULT_SITE, Booking
 from firmware.core.store import Store
-
-# The `light` event's `what` and `why` values (PROTOCOL.md s5).
-ON = "on"
-WARN = "warn"
-OFF = "off"
-EXTENDED = "extended"
-WHY_BOOKING = "booking"
-WHY_CHECKIN = "checkin"
-WHY_ACTIVATION = "activation"
-WHY_REMOTE = "remote"
-_RANK = {WHY_BOOKING: 0, WHY_CHECKIN: 1, WHY_ACTIVATION: 2, WHY_REMOTE: 3}
 
 MAX_REMOTE_S = 86400  # a typo in `s` must not light a court for years
 
-# The protocol's defaults (PROTOCOL.md s3), for remote and master use of a light
-# the dataset does not describe (yet).
-DEFAULT_LIGHT = Light("", "", 300, 300, 300, False, 0, 1800, 7200, None, None, 0)
-
-
 # --- wiring and actions -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CircuitWiring:
-    """One light circuit from the local config: its id (the hub's light record id),
-    whether it has a separate warn output, and how long the warning flash keeps the
-    circuit off when it has none."""
-
-    id: str
-    warn_output: bool
-    flash_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not self.id:
-            raise LocalError("a light circuit needs an id")
-        if not (math.isfinite(self.flash_s) and self.flash_s > 0):
-            raise LocalError(f"light {self.id!r}: flash_s must be a positive number of seconds")
-
-
-def light_event(
-    light: str, what: str, why: str, member: str | None, booking: str | None, until: float | None
-) -> LogEvent:
-    """A `light` event for the log (PROTOCOL.md s5). `until` is when the circuit
-    is due to go off (rounded up to the second), None on `off`."""
-    body = {
-        "light": light,
-        "what": what,
-        "why": why,
-        "member": member,
-        "booking": booking,
-        "until": math.ceil(until) if until is not None else None,
-    }
-    return LogEvent("light", body)
 
 
 def debit_event(member: str, light: str, amount: int, seconds: int, balance: int) -> LogEvent:
@@ -163,94 +60,18 @@ class LightStatus:
     activation_until: float | None
 
 
-# --- internal state -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Period:
-    """One reason to be lit, over [start, end)."""
-
-    start: float
-    end: float
-    why: str
-    member: str | None = None
-    booking: str | None = None
-
-
-def _priority(p: _Period) -> tuple[int, float, float, str]:
-    """Sort key: the reason an event names comes first."""
-    return (_RANK[p.why], -p.end, p.start, p.booking or "")
-
-
-def _run_end(periods: list[_Period], now: float) -> float | None:
-    """When the lit run holding at `now` ends, following every period that
-    overlaps or touches it; None when nothing holds. `periods` sorted by start."""
-    end: float | None = None
-    for p in periods:
-        if end is None:
-            if p.start <= now < p.end:
-                end = p.end
-        elif p.start <= end:
-            end = max(end, p.end)
-        if p.start > now and (end is None or p.start > end):
-            break
-    return end
-
-
-@dataclass(slots=True, eq=False)
-class _Circuit:
-    """One circuit: the data and reasons it lights for, and what it shows now."""
-
-    wiring: CircuitWiring
-    light_name: str
-    warn_name: str
-    record: Light | None = None
-    booked: list[Booking] = field(default_factory=list)
-    bookings: list[_Period] = field(default_factory=list)
-    activation: _Period | None = None
-    remote: _Period | None = None
-    # What the circuit is doing, as the outside sees it.
-    lit: bool = False
-    on_since: float = 0.0
-    off_at: float = 0.0
-    top: _Period | None = None
-    warned_for: float | None = None  # the off moment the current warning announces
-    flash_until: float | None = None
-    # Last value driven on each output; None = unknown (before power_on).
-    light_out: bool | None = None
-    warn_out: bool | None = None
-    deadline: float | None = None
-
-    @property
-    def id(self) -> str:
-        return self.wiring.id
-
-    @property
-    def warn_s(self) -> int:
-        return (self.record or DEFAULT_LIGHT).warn_s
-
-    def periods(self) -> list[_Period]:
-        periods = list(self.bookings)
-        if self.activation is not None:
-            periods.append(self.activation)
-        if self.remote is not None:
-            periods.append(self.remote)
-        periods.sort(key=lambda p: p.start)
-        return periods
-
-
 # --- the state machine ----------------------------------------------------------------
 
 
 class Lights:
-    """Every wired light circuit; see the module docstring for the rules."""
+    """Every wired light circuit; see docs/lights.md for the rules."""
 
     def __init__(self, wirings: Iterable[CircuitWiring], now: float) -> None:
-        self._circuits: dict[str, _Circuit] = {}
+        self._circuits: dict[str, Circuit] = {}
         for w in wirings:
             if w.id in self._circuits:
                 raise LocalError(f"light {w.id!r} is wired twice")
-            self._circuits[w.id] = _Circuit(w, f"light:{w.id}", f"warn:{w.id}")
+            self._circuits[w.id] = Circuit(w, f"light:{w.id}", f"warn:{w.id}")
         self._now = now
         self._checkin_before_s = DEFAULT_SITE.checkin_before_s
         # Booking id -> booking, for the bookings of wired lights still to come.
@@ -276,16 +97,16 @@ class Lights:
                 c.warn_out = False
                 actions.append(Output(c.warn_name, False))
             # Anything that should be lit already is due at once.
-            c.deadline = self._deadline(c, c.periods(), self._now)
+            c.deadline = c.next_deadline(c.periods(), self._now)
         return actions
 
     def refresh(self, store: Store, now: float) -> list[FacilityAction]:
         """Take the store's lights, bookings and site as they are now; call after
-        every data change. Changes take effect at once (see the module docstring)."""
+        every data change. Changes take effect at once (see docs/lights.md)."""
         self._now = now
         actions: list[FacilityAction] = []
         for c in self._circuits.values():
-            actions += self._step(c, now)  # finish what was due on the old data first
+            actions += c.step(now)  # finish what was due on the old data first
         self._checkin_before_s = store.site.checkin_before_s
         for c in self._circuits.values():
             c.record = store.lights.get(c.id)
@@ -298,7 +119,7 @@ class Lights:
         self._forget_old()
         for c in self._circuits.values():
             c.bookings = self._booking_periods(c)
-            actions += self._step(c, now, off_why=c.top)
+            actions += c.step(now, off_why=c.top)
         return actions
 
     def presented(
@@ -344,25 +165,25 @@ class Lights:
             and 0 < s <= MAX_REMOTE_S
         ):
             raise RemoteError(f"set_light on needs s between 0 and {MAX_REMOTE_S} seconds")
-        actions = self._step(c, now)
+        actions = c.step(now)
         if on:
             assert s is not None
-            c.remote = _Period(now, now + s, WHY_REMOTE)
-            return actions + self._step(c, now)
+            c.remote = Period(now, now + s, WHY_REMOTE)
+            return actions + c.step(now)
         c.remote = None
         c.activation = None
         for p in c.bookings:
             if p.booking is not None and p.start <= now < p.end:
                 self._suppressed[(c.id, p.booking)] = now
         c.bookings = self._booking_periods(c)
-        return actions + self._step(c, now, off_why=_Period(now, now, WHY_REMOTE))
+        return actions + c.step(now, off_why=Period(now, now, WHY_REMOTE))
 
     def tick(self, now: float) -> list[FacilityAction]:
         """Time passed: switch, warn and flash whatever is due by `now`."""
         self._now = now
         actions: list[FacilityAction] = []
         for c in self._circuits.values():
-            actions += self._step(c, now)
+            actions += c.step(now)
         self._forget_old()
         return actions
 
@@ -426,15 +247,15 @@ class Lights:
         for light in booking.lights:
             c = self._circuits.get(light)
             if c is not None:
-                actions += self._step(c, now)
+                actions += c.step(now)
                 c.bookings = self._booking_periods(c)
-                actions += self._step(c, now)
+                actions += c.step(now)
         return actions
 
     def _activate(
-        self, c: _Circuit, decision: Decision, now: float, credit: int, blocks: int = 1
+        self, c: Circuit, decision: Decision, now: float, credit: int, blocks: int = 1
     ) -> list[FacilityAction]:
-        actions = self._step(c, now)  # an activation that just ran out is over
+        actions = c.step(now)  # an activation that just ran out is over
         free = decision.reason == MASTER
         light = c.record if c.record is not None else (DEFAULT_LIGHT if free else None)
         member = decision.member
@@ -448,28 +269,28 @@ class Lights:
             act = None  # ran out (maybe unnoticed, inside a longer lit run): start afresh
         bought = light.block_s * blocks
         if act is None:
-            new = _Period(now, now + bought, WHY_ACTIVATION, member)
+            new = Period(now, now + bought, WHY_ACTIVATION, member)
         else:
-            new = _Period(act.start, act.end + bought, WHY_ACTIVATION, act.member)
+            new = Period(act.start, act.end + bought, WHY_ACTIVATION, act.member)
         if new.end - new.start > light.max_s:
             return actions
-        before = _run_end(c.periods(), now)
+        before = run_end(c.periods(), now)
         c.activation, old = new, act
-        after = _run_end(c.periods(), now)
+        after = run_end(c.periods(), now)
         if before is not None and after is not None and after <= before:
             c.activation = old  # lit at least as long anyway: no time to sell
             return actions
         if price > 0 and member is not None:
             actions.append(debit_event(member, c.id, price, bought, credit - price))
         was_lit = c.lit
-        actions += self._step(c, now)
+        actions += c.step(now)
         if was_lit:
             actions.append(light_event(c.id, EXTENDED, WHY_ACTIVATION, member, None, c.off_at))
         return actions
 
     # --- the circuit ---------------------------------------------------------------
 
-    def _booking_periods(self, c: _Circuit) -> list[_Period]:
+    def _booking_periods(self, c: Circuit) -> list[Period]:
         light = c.record
         if light is None:
             return []
@@ -488,83 +309,8 @@ class Lights:
             if off is not None and start <= off < end:
                 end = off
             if end > start:
-                periods.append(_Period(start, end, why, b.member, b.id))
+                periods.append(Period(start, end, why, b.member, b.id))
         return periods
-
-    def _step(
-        self, c: _Circuit, now: float, *, off_why: _Period | None = None
-    ) -> list[FacilityAction]:
-        """Bring circuit `c` to what its reasons say at `now`; `off_why` names the
-        cause if it goes off early (a data change or a remote off)."""
-        events: list[FacilityAction] = []
-        periods = c.periods()
-        holding = [p for p in periods if p.start <= now < p.end]
-        if holding:
-            off_at = _run_end(periods, now)
-            assert off_at is not None
-            top = min(holding, key=_priority)
-            if not c.lit:
-                c.lit = True
-                c.on_since = now
-                c.warned_for = None
-                c.flash_until = None
-                events.append(light_event(c.id, ON, top.why, top.member, top.booking, off_at))
-            c.top = top
-            c.off_at = off_at
-            if c.warned_for is not None and off_at > c.warned_for:
-                # The circuit now stays on longer: that warning was wrong.
-                c.warned_for = None
-                c.flash_until = None
-            elif c.warned_for is not None:
-                c.warned_for = off_at
-            warn_s = c.warn_s
-            if c.warned_for is None and warn_s > 0 and now >= off_at - warn_s:
-                c.warned_for = off_at
-                events.append(light_event(c.id, WARN, top.why, top.member, top.booking, off_at))
-                if not c.wiring.warn_output and now > c.on_since:
-                    c.flash_until = min(now + c.wiring.flash_s, off_at)
-            if c.flash_until is not None and now >= c.flash_until:
-                c.flash_until = None
-        elif c.lit:
-            why = off_why
-            if why is None:
-                # A natural end: the reasons that held to the last second.
-                ended = [p for p in periods if p.end == c.off_at]
-                why = min(ended, key=_priority) if ended else c.top
-            assert why is not None  # `top` is set whenever the circuit is lit
-            c.lit = False
-            c.top = None
-            c.warned_for = None
-            c.flash_until = None
-            events.append(light_event(c.id, OFF, why.why, why.member, why.booking, None))
-        outputs = self._drive(c)
-        c.deadline = self._deadline(c, periods, now)
-        return outputs + events
-
-    def _drive(self, c: _Circuit) -> list[FacilityAction]:
-        """The output changes the circuit's state calls for, and nothing else."""
-        out: list[FacilityAction] = []
-        want_light = c.lit and c.flash_until is None
-        if c.light_out != want_light:
-            c.light_out = want_light
-            out.append(Output(c.light_name, want_light))
-        if c.wiring.warn_output:
-            want_warn = c.lit and c.warned_for is not None
-            if c.warn_out != want_warn:
-                c.warn_out = want_warn
-                out.append(Output(c.warn_name, want_warn))
-        return out
-
-    def _deadline(self, c: _Circuit, periods: list[_Period], now: float) -> float | None:
-        if c.lit:
-            times = [c.off_at]
-            if c.warned_for is None and c.warn_s > 0:
-                times.append(c.off_at - c.warn_s)
-            if c.flash_until is not None:
-                times.append(c.flash_until)
-            return min(times)
-        starts = [p.start for p in periods if p.end > now]
-        return max(min(starts), now) if starts else None
 
     def _forget_old(self) -> None:
         """Drop what can no longer light anything: bookings past their lag, ended

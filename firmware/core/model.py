@@ -6,6 +6,9 @@ Unknown fields are kept in `extra`; unknown kinds become `OtherRecord`.
 
 Every record carries `part`, its share of the dataset digest, so the store can add
 and remove it in O(1) without keeping the bytes in memory.
+
+Longer than 400 lines on purpose: one table, every record kind of the protocol
+with its fields, defaults and bounds, read side by side with PROTOCOL.md s3.
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ again when the site's minimum changes (a snapshot may bring the site after the
 members). A delta is refused whole when it brings such a record, or when it
 changes `pin_min` in a way that changes which stored records are valid: the full
 sync that follows builds the store again, reporting every rejected record.
+
+Longer than 400 lines on purpose: the records, every index and the digest change
+together in `_put` and `_remove`; cut in two, each half would reach into the
+other's state.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ Two rules hold throughout:
   or changed by one whole delta, so doors always decide on one exact `(epoch, v)`;
 - a full sync is assembled and built aside, a slice at a time (`work`), so the
   event loop keeps deciding while it runs.
+
+Longer than 400 lines on purpose: one state machine, whose deltas, gap requests
+and full syncs share one version, one buffer and one store.
 """
 
 from __future__ import annotations
