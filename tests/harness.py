@@ -25,6 +25,7 @@ from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
 from tests.broker import Broker
+from tests.waiting import WAIT_S, wait_for
 from tools.ctl import build_command
 from tools.hub.db import HubDB
 from tools.hub.keys import read_controller_key, write_new_key
@@ -34,7 +35,6 @@ from tools.hub.server import Hub
 SITE = "demo"
 CONTROLLER = "c1"
 BASE = f"alc/{SITE}/{CONTROLLER}"
-WAIT_S = 20.0  # generous: a loaded CI machine, never a claim about speed
 JOIN_S = 30.0
 
 Triple = tuple[str | None, int, bytes]
@@ -89,16 +89,6 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> float:
-    """Poll until `predicate()` holds; return the seconds it took (for printing)."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.005)
-    return time.monotonic() - start
 
 
 def logged_events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, dict[str, Any]]]:

@@ -16,7 +16,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,8 @@ from firmware.outbox_store import OutboxStore
 from firmware.runtime import DB_FILE, Runtime
 from firmware.storage import Storage
 from hal.sim import SimBackend
+from tests.waiting import WAIT_S, wait_for
 
-WAIT_S = 20.0  # generous: a loaded CI machine, never a claim about speed
 ANN = "0a1b2c3d4e"  # tags as the RDM6300 reader reports them
 CAT = "0a0a0a0a0a"
 
@@ -42,14 +42,6 @@ def free_closed_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
     return port
-
-
-def wait_for(what: str, predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {WAIT_S:g} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def seed(db: Path, now: float) -> None:
@@ -162,32 +154,32 @@ def test_the_sim_hardware_drives_the_real_runtime(config_path: Path, outbox: Out
     thread = threading.Thread(target=run, name="test-runtime", daemon=True)
     thread.start()
     try:
-        wait_for("the booked court's lights", lambda: sim.level("light:court1") is lit)
-        wait_for("the door's first contact report", lambda: door("closed") in logged(outbox))
+        wait_for(lambda: sim.level("light:court1") is lit, "the booked court's lights")
+        wait_for(lambda: door("closed") in logged(outbox), "the door's first contact report")
 
         # A member's tag at the reader: the relay releases the strike, then relocks.
         sim.present("front-in", "tag", ANN)
-        wait_for("the door to unlock", lambda: sim.level("door:front") is unlocked)
-        wait_for("the door to relock", lambda: sim.level("door:front") is locked)
-        wait_for("the relock event", lambda: logged(outbox).count(door("locked", "timer")) == 1)
+        wait_for(lambda: sim.level("door:front") is unlocked, "the door to unlock")
+        wait_for(lambda: sim.level("door:front") is locked, "the door to relock")
+        wait_for(lambda: logged(outbox).count(door("locked", "timer")) == 1, "the relock event")
 
         # The door opened while locked: forced; then shut.
         sim.set_contact("front", True)
-        wait_for("the forced event", lambda: door("forced") in logged(outbox))
+        wait_for(lambda: door("forced") in logged(outbox), "the forced event")
         sim.set_contact("front", False)
-        wait_for("the door to be shut", lambda: logged(outbox).count(door("closed")) == 2)
+        wait_for(lambda: logged(outbox).count(door("closed")) == 2, "the door to be shut")
 
         # The exit button: unlocked, then relocked after unlock_s.
         sim.press_rex("front")
-        wait_for("the exit button to unlock", lambda: door("unlocked", "rex") in logged(outbox))
-        wait_for("the relock", lambda: logged(outbox).count(door("locked", "timer")) == 2)
+        wait_for(lambda: door("unlocked", "rex") in logged(outbox), "the exit button to unlock")
+        wait_for(lambda: logged(outbox).count(door("locked", "timer")) == 2, "the relock")
 
         # An extended member: unlocked for two minutes; the door opens and stays
         # open, unlocked, while the controller shuts down.
         sim.present("front-in", "tag", CAT)
-        wait_for("the door to unlock", lambda: sim.level("door:front") is unlocked)
+        wait_for(lambda: sim.level("door:front") is unlocked, "the door to unlock")
         sim.set_contact("front", True)
-        wait_for("the door to open", lambda: logged(outbox).count(door("opened")) == 2)
+        wait_for(lambda: logged(outbox).count(door("opened")) == 2, "the door to open")
     finally:
         runtime.stop()
         thread.join(WAIT_S)
@@ -232,9 +224,9 @@ def test_only_the_loop_thread_runs_at_the_loop_priority(config_path: Path) -> No
     loop = threading.Thread(target=runtime.run, name="test-loop", daemon=True)
     loop.start()
     try:
-        wait_for("the loop to take its priority", lambda: runtime.loop_priority is not None)
+        wait_for(lambda: runtime.loop_priority is not None, "the loop to take its priority")
         wait_for(
-            "the reader thread", lambda: any("reader" in t.name for t in threading.enumerate())
+            lambda: any("reader" in t.name for t in threading.enumerate()), "the reader thread"
         )
         nice = {
             t.name: os.getpriority(os.PRIO_PROCESS, t.native_id)
