@@ -452,6 +452,7 @@ def test_the_proxy_passes_holds_resets_and_delays(
 
     got: list[bytes] = []
     ups: list[LinkEvent] = []
+    seen_direct: list[bytes] = []
 
     def deliver(event: LinkEvent) -> None:
         if isinstance(event, Got):
@@ -459,25 +460,37 @@ def test_the_proxy_passes_holds_resets_and_delays(
         else:
             ups.append(event)
 
+    def deliver_direct(event: LinkEvent) -> None:
+        if isinstance(event, Got):
+            seen_direct.append(event.payload)
+
     behind = Link("behind", BrokerSettings(proxy.host, proxy.port), deliver, subscriptions=["t"])
-    direct = Link("direct", BrokerSettings(broker.host, broker.port), lambda _: None)
+    direct = Link(
+        "direct", BrokerSettings(broker.host, broker.port), deliver_direct, subscriptions=["t"]
+    )
     behind.start()
     direct.start()
     try:
         assert behind.wait_connected(JOIN_S) and direct.wait_connected(JOIN_S)
-        # Connected is not yet subscribed: publish until one arrives.
-        for _ in range(100):
-            direct.publish("t", b"1")
-            time.sleep(0.1)
-            if got:
-                break
-        wait_for(lambda: b"1" in got, "a message through the proxy")
-        time.sleep(0.3)  # let any extra copies of "1" land before clearing
+
+        def through() -> bool:
+            # Connected is not yet subscribed: publish until one arrives.
+            if not got:
+                direct.publish("t", b"1")
+            return bool(got)
+
+        wait_for(through, "a message through the proxy")
+        # Copies of "1" may still be on their way: a marker sent after them
+        # arrives after them all.
+        direct.publish("t", b"marker")
+        wait_for(lambda: b"marker" in got, "the marker after the copies of 1")
         got.clear()
 
         proxy.blackhole()
         direct.publish("t", b"2")
-        time.sleep(0.3)
+        # The broker hands a message to every subscriber at once: once "direct"
+        # has its copy, the proxy's is in its socket, held.
+        wait_for(lambda: b"2" in seen_direct, "the broker to pass 2 on")
         assert got == []  # held, not lost
         proxy.passing()
         wait_for(lambda: got == [b"2"], "the held message")
@@ -488,7 +501,8 @@ def test_the_proxy_passes_holds_resets_and_delays(
 
         proxy.reset()
         wait_for(lambda: not behind.connected, "the reset to cut the connection")
-        time.sleep(1.5)  # paho retries after 1 s and is refused
+        tried = proxy.accepted
+        wait_for(lambda: proxy.accepted > tried, "paho to retry (and be refused)")
         assert not behind.connected
         proxy.passing()
         wait_for(lambda: behind.connected, "the reconnect after the reset")

@@ -30,7 +30,7 @@ from firmware.core.wire import peek
 from firmware.mqtt import BrokerSettings
 from firmware.runtime import DB_FILE, Runtime
 from firmware.storage import Storage
-from tests.broker import Broker
+from tests.broker import Broker, NoBroker
 from tests.harness import (
     BASE,
     CLUB,
@@ -245,12 +245,14 @@ def test_reboot_from_disk_with_the_broker_down_then_catch_up(
     write_atomically(rig.data_file, CLUB + member_toml("m3", "00000000c3"))
     wait_for(lambda: rig.hub_triple()[1] == before[1] + 1, "the hub to commit the edit")
 
-    # The loop runs offline: a broker that is down is not fatal.
-    runtime = rig.run_controller()
-    time.sleep(1.5)  # long enough for paho to fail and retry at least once
-    assert not runtime.link.connected
-    assert grants(rig, "tag", "00000000a1") == "granted:m1"
-    assert rig.triple() == before
+    # The loop runs offline: a broker that is down is not fatal. Where the broker
+    # was, connections are reset: paho fails, retries and fails again.
+    with NoBroker(broker.host, broker.port) as no_broker:
+        runtime = rig.run_controller()
+        wait_for(lambda: no_broker.attempts >= 2, "paho to fail and retry")
+        assert not runtime.link.connected
+        assert grants(rig, "tag", "00000000a1") == "granted:m1"
+        assert rig.triple() == before
     caplog.clear()
 
     broker.start()
@@ -370,7 +372,10 @@ def test_events_lost_in_a_broker_restart_go_again_once_the_hub_is_back(
     wait_for(lambda: runtime.link.connected, "the controller to reconnect")
     # It sends the batch again on reconnecting: still nobody there to take it.
     wait_for(lambda: outbox.sent_upto == outbox.last_seq, "the resend into the void")
-    time.sleep(0.5)  # let that publish leave before the hub subscribes
+    # The reply to a later command leaves after the resend (it waits behind the
+    # event thread's upload), through the same client and broker: once it is
+    # here, the resend has gone by, before the hub subscribes.
+    rig.settle()
     assert outbox.acked_upto < lost
     rig.start_hub()
     wait_for(lambda: outbox.acked_upto >= lost, "the hub to acknowledge the lost event")
