@@ -283,6 +283,11 @@ class Rig:
         self._runtime_thread = _Thread(runtime.run, "test-controller")
         return runtime
 
+    def loop_alive(self) -> bool:
+        """True while the controller's loop thread runs (False once it died)."""
+        thread = self._runtime_thread
+        return thread is not None and thread.thread.is_alive()
+
     def stop_controller(self) -> None:
         runtime, self.runtime = self.runtime, None
         if runtime is None:
