@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from firmware.core.actions import Output
 from firmware.core.errors import LocalError
-from firmware.core.facility import Output
+from firmware.core.inputs import PayloadReceived
 from firmware.core.outbox import AppendEvents
-from firmware.core.steps import PayloadReceived
 from firmware.core.wire import seal
 from tests.broker import Broker
 from tests.fuzz import HOW, MISSING, Fuzzer, hand_seal, with_field
