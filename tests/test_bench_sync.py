@@ -18,6 +18,7 @@ import gpiozero
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from tests.waiting import wait_for
 from tools import cli
 from tools.bench_rig import BenchError, RelockProbe
 
@@ -121,8 +122,7 @@ def test_relock_probe_times_each_relock_against_its_deadline() -> None:
             gap_s=0.01,
         )
         with probe:
-            while len(probe.relocks) < 3:
-                time.sleep(0.01)
+            wait_for(lambda: len(probe.relocks) >= 3, "three relocks")
     finally:
         door.close()
     assert len(probe.relocks) == len(door.threads)  # one figure per unlock

@@ -1,12 +1,11 @@
 """Fixtures of the HAL tests: a clock the test moves, an event recorder, mock pins
-reset after every test, pseudo-terminals, and a check that no thread outlives its
-test."""
+reset after every test, and pseudo-terminals. (tests/conftest.py checks that no
+thread outlives its test; `wait_until` is tests/waiting.py's `wait_for`.)"""
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -15,19 +14,13 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from hal.events import HalEvent
+from tests.waiting import wait_for
 
 E = TypeVar("E")
 
 WAIT_S = 10.0  # generous: a loaded CI machine, never a claim about speed
 
-
-def wait_until(done: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    """Poll `done` until it holds (for state with no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        time.sleep(0.001)
+wait_until = wait_for  # the HAL tests' name for the suite's one polling wait
 
 
 class FakeClock:
@@ -103,16 +96,3 @@ def pty() -> Iterator[tuple[str, int]]:
     finally:
         os.close(master)
         os.close(slave)
-
-
-@pytest.fixture(autouse=True)
-def _no_thread_outlives_its_test() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not extra or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    assert not extra, f"threads left running: {extra}"
