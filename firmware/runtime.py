@@ -214,7 +214,7 @@ class Runtime:
             session=session,
             boot_time=now,
             masters=self.config.masters,
-            facility=facility_from(self.config.wiring, now),
+            facility=facility_from(self.config.wiring, now, self.config.pins),
             executed=self.storage.commands(now),
             bench=self.config.backend == "sim",
             outbox=self._restore_outbox(),

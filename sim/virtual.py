@@ -135,7 +135,7 @@ class VirtualClub:
             session=session,
             boot_time=self.now,
             masters=self.config.masters,
-            facility=facility_from(self.config.wiring, self.now),
+            facility=facility_from(self.config.wiring, self.now, self.config.pins),
             executed=self.storage.commands(self.now),
             outbox=Outbox.restore(
                 last_seq=stats.last_seq,

@@ -1,4 +1,5 @@
-"""The door state machine and the PIN guard in virtual time (PROTOCOL.md s3, s5, s6).
+"""The door state machine in virtual time (PROTOCOL.md s3, s5, s6; PIN lockouts are
+tests/test_pins.py).
 
 Every test drives `Doors` with explicit times and compares the exact action lists
 (outputs and `door` events, in order). The state machine at the end throws random
@@ -24,7 +25,6 @@ from firmware.core.doors import (
     Doors,
     DoorStatus,
     DoorWiring,
-    PinGuard,
     door_event,
     open_schedule_check,
 )
@@ -532,75 +532,6 @@ def test_a_clock_stepped_back_rechecks_the_open_schedule_at_once() -> None:
     doors.data_changed("front", store.doors["front"], True, now)
     assert doors.tick(at("06:59", 50), check) == locked("schedule")
     assert doors.next_deadline() == at("07:00")
-
-
-# --- PIN guard ---------------------------------------------------------------------------
-
-
-def test_five_wrong_pins_within_a_minute_lock_the_reader_for_a_minute() -> None:
-    guard = PinGuard(["front-in", "side-in"])
-    for i in range(4):
-        assert not guard.wrong_pin("front-in", T0 + i * 10)
-        assert not guard.locked_out("front-in", T0 + i * 10)
-    assert guard.wrong_pin("front-in", T0 + 50)
-    assert guard.locked_out("front-in", T0 + 50)
-    assert guard.locked_out("front-in", T0 + 109.9)
-    assert not guard.locked_out("side-in", T0 + 60)  # per reader
-    assert not guard.locked_out("front-in", T0 + 110)
-    # A fresh start after the lockout: four more wrong PINs do not lock again.
-    for i in range(4):
-        assert not guard.wrong_pin("front-in", T0 + 111 + i)
-    assert not guard.locked_out("front-in", T0 + 115)
-
-
-def test_the_window_slides() -> None:
-    guard = PinGuard(["r"])
-    for t in (0, 20, 40, 59):
-        guard.wrong_pin("r", T0 + t)
-    assert not guard.wrong_pin("r", T0 + 60)  # the one at 0 is 60 s old: out
-    assert not guard.locked_out("r", T0 + 60)
-    assert guard.wrong_pin("r", T0 + 79)  # 20, 40, 59, 60, 79
-    assert guard.locked_out("r", T0 + 79)
-
-
-def test_a_correct_pin_does_not_forgive_wrong_ones() -> None:
-    guard = PinGuard(["r"])
-    for t in range(4):
-        guard.wrong_pin("r", T0 + t)
-        guard.correct("r", T0 + t + 0.5)
-    assert guard.wrong_pin("r", T0 + 5)
-
-
-def test_entries_during_a_lockout_do_not_extend_it() -> None:
-    guard = PinGuard(["r"])
-    for t in range(5):
-        guard.wrong_pin("r", T0 + t)
-    for t in range(5, 60):
-        assert not guard.wrong_pin("r", T0 + t)
-    assert not guard.locked_out("r", T0 + 64)
-
-
-def test_pin_guard_memory_is_bounded_and_readers_come_from_config() -> None:
-    guard = PinGuard(["r"], tries=3, window_s=10, lockout_s=5)
-    for i in range(1000):
-        guard.wrong_pin("r", T0 + i * 4)
-    assert all(len(q) <= 3 for q in guard._wrong.values())
-    assert len(guard._until) <= 1
-    with pytest.raises(LocalError):
-        guard.wrong_pin("elsewhere", T0)
-    with pytest.raises(LocalError):
-        guard.locked_out("elsewhere", T0)
-    with pytest.raises(LocalError):
-        PinGuard(["r"], tries=0)
-
-
-def test_a_clock_stepped_back_does_not_stretch_a_lockout() -> None:
-    guard = PinGuard(["r"])
-    for t in range(5):
-        guard.wrong_pin("r", T0 + t)
-    back = T0 - 3600
-    assert guard.locked_out("r", back)
-    assert not guard.locked_out("r", back + 60)
 
 
 # --- property: random use of one door against a model of its reasons ---------------------

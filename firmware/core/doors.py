@@ -1,7 +1,7 @@
 """Door state machine: unlock, relock, forced and held-open alarms, REX, modes,
 open schedules, remote opening (PROTOCOL.md s3, s5, s6). docs/doors.md has the
 rules: the reasons a door is unlocked, `held`, the alarms, schedules, data and
-time. Also, for now, the PIN brute-force guard `PinGuard`.
+time. PIN lockouts are `firmware.core.pins`.
 
 Pure like the rest of the core: no I/O, no threads, no clock reads. Every method
 takes `now` (Unix seconds, the same clock the decisions use) and returns actions
@@ -12,7 +12,6 @@ calls `Doors.tick(now, ...)` at `next_deadline()`.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
@@ -25,9 +24,6 @@ from firmware.core.store import Store
 
 DEFAULT_HELD_S = 30  # the `door` record's default, for a door with no record yet
 MAX_OPEN_S = 86400  # longest remote `open_door`, the same bound as a record's unlock_s
-PIN_TRIES = 5
-PIN_WINDOW_S = 60.0
-PIN_LOCKOUT_S = 60.0
 
 ScheduleCheck: TypeAlias = Callable[[str, float], bool]
 """`schedule_open(door_id, now)`: is this door inside its open schedule at `now`?"""
@@ -390,79 +386,3 @@ class Doors:
                 if d.schedule_at is not None:
                     d.schedule_at = now  # the wall time jumped: ask the schedule again now
         self._last = now
-
-
-# --- PIN brute-force guard ----------------------------------------------------------------
-
-
-class PinGuard:
-    """Per-reader lockout of PIN entry after too many wrong PINs (`pin_lockout`).
-
-    The controller asks `locked_out` before evaluating a PIN, and reports each
-    evaluated PIN with `wrong_pin` or `correct`.
-    """
-
-    def __init__(
-        self,
-        readers: Iterable[str],
-        *,
-        tries: int = PIN_TRIES,
-        window_s: float = PIN_WINDOW_S,
-        lockout_s: float = PIN_LOCKOUT_S,
-    ) -> None:
-        """`readers`: the configured reader ids (the only ones ever remembered)."""
-        if tries < 1 or window_s <= 0 or lockout_s <= 0:
-            raise LocalError("PinGuard: tries, window_s and lockout_s must be positive")
-        self._tries = tries
-        self._window_s = window_s
-        self._lockout_s = lockout_s
-        # Only the last `tries` wrong entries can matter for a lockout.
-        self._wrong: dict[str, deque[float]] = {r: deque(maxlen=tries) for r in readers}
-        self._until: dict[str, float] = {}
-
-    def wrong_pin(self, reader: str, now: float) -> bool:
-        """A wrong PIN was entered at `reader`; True when it starts a lockout.
-
-        Ignored while the reader is locked out (such entries are never evaluated).
-        """
-        wrong = self._history(reader)
-        if self.locked_out(reader, now):
-            return False
-        self._forget(wrong, now)
-        wrong.append(now)
-        if len(wrong) >= self._tries:
-            wrong.clear()
-            self._until[reader] = now + self._lockout_s
-            return True
-        return False
-
-    def locked_out(self, reader: str, now: float) -> bool:
-        """True while PIN entry at `reader` is locked."""
-        self._history(reader)
-        until = self._until.get(reader)
-        if until is None:
-            return False
-        # A clock stepped back must not stretch the lockout beyond lockout_s.
-        until = min(until, now + self._lockout_s)
-        if now < until:
-            self._until[reader] = until
-            return True
-        del self._until[reader]
-        return False
-
-    def correct(self, reader: str, now: float) -> None:
-        """A correct PIN was entered at `reader`. It does not forgive earlier wrong
-        PINs (see the module docstring); it only drops history older than the window."""
-        self._forget(self._history(reader), now)
-
-    def _history(self, reader: str) -> deque[float]:
-        wrong = self._wrong.get(reader)
-        if wrong is None:
-            raise LocalError(f"PinGuard: reader {reader!r} is not configured")
-        return wrong
-
-    def _forget(self, wrong: deque[float], now: float) -> None:
-        # Entries from "the future" (clock stepped back) count as made just now.
-        fresh = [min(t, now) for t in wrong if t > now - self._window_s]
-        wrong.clear()
-        wrong.extend(fresh)

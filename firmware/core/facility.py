@@ -1,9 +1,9 @@
 """The facility: the readers, doors and light circuits wired to this controller.
 
-Ties a presentation at a reader to `decide`, the PIN lockout, the door and light
-state machines and the debit ledger. Everything here returns the controller's
-own plain actions: `Output` for the HAL and `LogEvent`s for the outbox. Pure,
-like the rest of the core.
+Ties a presentation at a reader to `decide`, the PIN lockouts (`pins.py`), the
+door and light state machines and the debit ledger. Everything here returns the
+controller's own plain actions: `Output` for the HAL and `LogEvent`s for the
+outbox. Pure, like the rest of the core.
 """
 
 from __future__ import annotations
@@ -13,17 +13,19 @@ from dataclasses import dataclass
 
 from firmware.core.actions import FacilityAction, LogEvent
 from firmware.core.circuit import CircuitWiring
-from firmware.core.decide import PIN_LOCKOUT, UNKNOWN_CREDENTIAL, Decision, Target
-from firmware.core.doors import Doors, DoorWiring, PinGuard, open_schedule_check
+from firmware.core.decide import PIN_LOCKOUT, Decision, Target
+from firmware.core.doors import Doors, DoorWiring, open_schedule_check
 from firmware.core.errors import RemoteError
 from firmware.core.lights import Lights
+from firmware.core.pins import PinAlert, PinLocks, PinRules, Place
 from firmware.core.store import Store
 from firmware.core.wiring import Wiring
 
 Decider = Callable[[Target, str, str, float], Decision]
 
 KIOSK_KEYPAD = "kiosk-screen"
-"""The reader id of the kiosk screens' on-screen keypads (PIN lockout, access log)."""
+"""The reader id of the kiosk screens' on-screen keypads in the access log (each
+screen is a place of its own for the PIN lockouts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +46,15 @@ class Facility:
         lights: Iterable[CircuitWiring] = (),
         readers: Iterable[Reader] = (),
         now: float,
+        pins: PinRules | None = None,
     ) -> None:
+        """`pins`: the site's PIN budget (controller.toml `[pins]`; default 30 an
+        hour, alert only)."""
         self.readers = {r.id: r for r in readers}
         self.doors = Doors(doors, now)
         self.lights = Lights(lights, now)
-        # The kiosk screens' on-screen keypads share one PIN lockout.
-        self.pins = PinGuard([*self.readers, KIOSK_KEYPAD])
+        # Every reader, and every kiosk screen, is a place of its own.
+        self.pins = PinLocks(self.readers, pins)
         self._seen: tuple[int, bytes] | None = None
         # Moves with every input that may change what a door or light shows.
         self.changes = 0
@@ -80,16 +85,22 @@ class Facility:
         target = reader.target
         if target is None:
             raise RemoteError(f"kiosk reader {reader_id!r} signs members in on the kiosk screens")
-        if credkind == "pin" and self.pins.locked_out(reader_id, now):
-            decision = Decision(False, PIN_LOCKOUT)
+        alerts: list[PinAlert] = []
+        place = Place.reader(reader_id)
+        if credkind == "pin" and self.pins.closed_for(place, now) > 0:
+            decision = Decision(False, PIN_LOCKOUT)  # not even looked up
         else:
             decision = decide(target, credkind, value, now)
             if credkind == "pin":
-                if decision.reason == UNKNOWN_CREDENTIAL:
-                    self.pins.wrong_pin(reader_id, now)
+                # Every PIN that does not open counts, whatever the reason
+                # (unknown, expired, out of hours...): else guessing finds real
+                # PINs for free. The door stays shut either way.
+                if decision.granted:
+                    self.pins.granted(place, now)
                 else:
-                    self.pins.correct(reader_id, now)
-        return self._act(reader_id, target, credkind, value, decision, now, credit)
+                    alerts = self.pins.refused(place, now)
+        done = self._act(reader_id, target, credkind, value, decision, now, credit)
+        return done + pin_alerts(alerts)
 
     def kiosk_use(
         self,
@@ -196,20 +207,32 @@ class Facility:
         return actions + self.lights.refresh(store, now)
 
     def tick(self, store: Store, now: float) -> list[FacilityAction]:
-        """Timers: relocks, held alarms, open schedules, light periods, warnings."""
+        """Timers: relocks, held alarms, open schedules, light periods, warnings,
+        the end of the PIN budget's hour."""
         doors = self.doors.tick(now, open_schedule_check(store))
         actions = doors + self.lights.tick(now)
         if actions:
             self.changes += 1
-        return actions
+        # PIN alerts change nothing a screen shows: `changes` stays.
+        return actions + pin_alerts(self.pins.tick(now))
 
     def next_deadline(self) -> float | None:
         """When `tick` next has something to do."""
-        times = [t for t in (self.doors.next_deadline(), self.lights.next_deadline()) if t]
-        return min(times) if times else None
+        times = [
+            self.doors.next_deadline(),
+            self.lights.next_deadline(),
+            self.pins.next_deadline(),
+        ]
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
 
 
-def facility_from(wiring: Wiring, now: float) -> Facility:
+def pin_alerts(alerts: list[PinAlert]) -> list[FacilityAction]:
+    """PIN lockout and budget alerts as `system` events."""
+    return [LogEvent("system", {"what": a.what, "detail": a.detail}) for a in alerts]
+
+
+def facility_from(wiring: Wiring, now: float, pins: PinRules | None = None) -> Facility:
     """The facility wired to this controller (`firmware.config` read it from
     controller.toml): here only what the logic needs, not the pins."""
     doors = [
@@ -225,4 +248,4 @@ def facility_from(wiring: Wiring, now: float) -> Facility:
             readers.append(Reader(r.id, Target.light(r.light)))
         else:
             readers.append(Reader(r.id, None))
-    return Facility(doors=doors, lights=lights, readers=readers, now=now)
+    return Facility(doors=doors, lights=lights, readers=readers, now=now, pins=pins)
