@@ -145,15 +145,22 @@ kiosk = true
 
 @contextmanager
 def kiosk_rig(
-    broker: Broker, tmp: Path, *, token: str | None = None, port: int | None = None
+    broker: Broker,
+    tmp: Path,
+    *,
+    token: str | None = None,
+    port: int | None = None,
+    config: str = "",
+    data: str = "",
 ) -> Iterator[tuple[Rig, str]]:
     """A running club with its kiosk server; yields the rig and the page's base URL.
-    Afterwards no thread it started may still run."""
+    `config` and `data`: more controller.toml and more records. Afterwards no
+    thread it started may still run."""
     before = set(threading.enumerate())
     port = port or free_port()
-    rig = Rig(broker, tmp, extra=wiring(port, token))
+    rig = Rig(broker, tmp, extra=wiring(port, token) + config)
     try:
-        write_atomically(rig.data_file, club_data(time.time()))
+        write_atomically(rig.data_file, club_data(time.time()) + data)
         rig.start_hub()
         rig.run_controller()
         rig.wait_converged()

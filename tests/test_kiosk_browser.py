@@ -130,7 +130,7 @@ def test_sign_in_by_pin_check_in_and_a_paid_activation(
             page.click(f'[data-key="{digit}"]')
         page.click("#pin-ok")
         page.wait_for_selector("#pin-error:not([hidden])", timeout=WAIT_MS)
-        assert "not known" in page.inner_text("#pin-error")
+        assert page.inner_text("#pin-error") == "PIN not accepted."
         for digit in ADA_PIN:
             page.click(f'[data-key="{digit}"]')
         page.click("#pin-ok")

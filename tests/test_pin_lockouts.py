@@ -21,6 +21,7 @@ from firmware.core.steps import (
     ContactChanged,
     KioskAnswer,
     KioskRequest,
+    KioskSend,
     Output,
     Presented,
     ScreenJoined,
@@ -36,7 +37,7 @@ ADA_PIN = "4711"
 EXPIRED_PIN = "5555"  # Cy's membership ended yesterday
 INACTIVE_PIN = "6666"  # Di is switched off
 BOOKING_PIN = "2468"  # a booking's PIN (tomorrow): signs nobody in at the kiosk
-UNKNOWN = ["0000", "0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"]
+UNKNOWN = [f"{i:04d}" for i in range(20)]  # PINs nobody holds
 
 RECORDS = [
     ("site", "site", rec(tz="UTC", name="Riverside")),
@@ -192,7 +193,7 @@ def test_the_lockout_doubles_and_caps_at_an_hour_at_a_screen() -> None:
         pin(c, A, UNKNOWN[i], now)
     lengths = []
     for i in range(9):
-        answer, _ = pin(c, A, UNKNOWN[2 + i], now)
+        pin(c, A, UNKNOWN[2 + i], now)
         closed = closed_for(c, Place.screen(A), now)
         lengths.append(closed / 60)
         # A right PIN a second before it opens is still refused.
@@ -209,21 +210,23 @@ def test_the_lockout_doubles_and_caps_at_an_hour_at_a_screen() -> None:
 
 
 def test_a_quiet_hour_resets_a_screen() -> None:
-    c = make()
-    for i in range(4):  # closed 1 min, then 2 min
-        pin(c, A, UNKNOWN[i], T0 + 60 * i)
-    assert closed_for(c, Place.screen(A), T0 + 180) == 60  # opens at T0 + 240
-    quiet = T0 + 240 + 3600
+    def two_lockouts() -> Controller:
+        c = make()
+        for i, t in enumerate((0, 1, 2, 62)):  # closed 1 min at T0 + 2, then 2 min
+            pin(c, A, UNKNOWN[i], T0 + t)
+        assert closed_for(c, Place.screen(A), T0 + 62) == 120  # opens at T0 + 182
+        return c
+
+    quiet = T0 + 182 + 3600  # an hour after the last lockout ended
+    c = two_lockouts()
     pin(c, A, UNKNOWN[5], quiet - 1)
     assert closed_for(c, Place.screen(A), quiet - 1) == 240  # not quiet yet: 4 min next
-    c2 = make()
-    for i in range(4):
-        pin(c2, A, UNKNOWN[i], T0 + 60 * i)
+    c = two_lockouts()
     for i in range(2):
-        pin(c2, A, UNKNOWN[5 + i], quiet + i)
-        assert closed_for(c2, Place.screen(A), quiet + i) == 0  # two typos are free again
-    pin(c2, A, UNKNOWN[9], quiet + 2)
-    assert closed_for(c2, Place.screen(A), quiet + 2) == 60  # and the next lockout is 1 min
+        pin(c, A, UNKNOWN[5 + i], quiet + i)
+        assert closed_for(c, Place.screen(A), quiet + i) == 0  # two typos are free again
+    pin(c, A, UNKNOWN[9], quiet + 2)
+    assert closed_for(c, Place.screen(A), quiet + 2) == 60  # and the next lockout is 1 min
 
 
 # --- readers -------------------------------------------------------------------------------
@@ -256,13 +259,22 @@ def test_every_refused_pin_at_a_door_keypad_counts_and_the_door_stays_shut() -> 
 
 def test_the_kiosks_hardware_keypad_counts_on_its_own() -> None:
     c = make()
+    local = "screen-local-001"  # the touchscreen beside the kiosk's keypad
+    c.handle(ScreenJoined(local, local=True), T0)
     for i in range(3):
         c.handle(Presented("kiosk", "pin", UNKNOWN[i]), T0 + i)
-    assert closed_for(c, Place.reader("kiosk"), T0 + 3) == 57
+    assert closed_for(c, Place.reader("kiosk"), T0 + 3) == 59
     assert closed_for(c, Place.screen(A), T0 + 3) == 0
     out = c.handle(Presented("kiosk", "pin", ADA_PIN), T0 + 4)
     assert logged(out, "access")[0]["reason"] == "pin_lockout"
-    assert c.kiosk.signed_in(A) is None
+    notices = [a.data for a in out if isinstance(a, KioskSend) and a.kind == "notice"]
+    assert notices == [
+        {"error": "PIN entry at this keypad is closed for 1 min. Tags and cards still work."}
+    ]
+    assert c.kiosk.signed_in(local) is None
+    # The screen's own keypad is open: Ada signs in there.
+    assert pin(c, local, ADA_PIN, T0 + 5)[0].status == "ok"
+    assert c.kiosk.signed_in(local) == "ada"
 
 
 # --- the site budget -----------------------------------------------------------------------

@@ -49,6 +49,7 @@ from firmware.core.kiosk_views import (
     member_view,
     member_view_changes,
 )
+from firmware.core.pins import Place
 
 REFRESH_WAIT_S = 10.0  # how long a refresh waits for screens to confirm
 BOARD_EVERY_S = 0.25  # boards are coalesced to at most four a second
@@ -177,7 +178,8 @@ class Kiosk:
         if not screens and self._screens:
             note = {"error": "Sign in with your PIN on the screen."}
             return [KioskSend(None, "notice", note)]
-        actions, error = self._sign_in(screens, reader, credkind, value, club, now)
+        place = Place.reader(reader)
+        actions, error = self._sign_in(screens, place, reader, credkind, value, club, now)
         if error:
             # Nobody typed anything on a screen, so say it there.
             actions.append(KioskSend(None, "notice", {"error": error}))
@@ -187,16 +189,24 @@ class Kiosk:
         pin = req.args.get("pin")
         if not isinstance(pin, str) or not (pin.isascii() and pin.isdecimal()) or len(pin) > 32:
             return [answer(req, BAD, "A PIN is 1 to 32 digits.")]
-        actions, error = self._sign_in([req.screen], KIOSK_KEYPAD, "pin", pin, club, now)
+        place = Place.screen(req.screen)  # each screen counts its own refused PINs
+        actions, error = self._sign_in([req.screen], place, KIOSK_KEYPAD, "pin", pin, club, now)
         if error:
             return [*actions, answer(req, REFUSED, error)]
         view = self._sessions[req.screen].view
         return [*actions, answer(req, OK, session=view)]
 
     def _sign_in(
-        self, screens: list[str], reader: str, credkind: str, value: str, club: Club, now: float
+        self,
+        screens: list[str],
+        place: Place,
+        reader: str,
+        credkind: str,
+        value: str,
+        club: Club,
+        now: float,
     ) -> tuple[list[Action], str]:
-        actions, who, error = sign_in(club, reader, credkind, value, now)
+        actions, who, error = sign_in(club, place, reader, credkind, value, now)
         if who is None:
             return actions, error
         for screen in screens:

@@ -20,15 +20,18 @@ from firmware.core.decide import (
     UNKNOWN_CREDENTIAL,
     member_status,
 )
+from firmware.core.facility import pin_alerts
 from firmware.core.inputs import KioskRequest
 from firmware.core.kiosk_views import MAX_BLOCKS, Club, SignedIn, hhmm, light_name, offer
 from firmware.core.model import Member
+from firmware.core.pins import PinAlert, Place
 
 OK, REFUSED, BAD = "ok", "refused", "bad"
 
+PIN_REFUSED = "PIN not accepted."
+
 _REFUSALS = {
     UNKNOWN_CREDENTIAL: "not known here",
-    PIN_LOCKOUT: "Too many wrong PINs. Try again in a minute.",
     "inactive": "This membership is not active. Please ask at the desk.",
     "not_yet_valid": "This membership has not started yet.",
     "expired": "This membership has expired. Please ask at the desk.",
@@ -54,25 +57,30 @@ class Session:
 
 
 def sign_in(
-    club: Club, reader: str, credkind: str, value: str, now: float
+    club: Club, place: Place, reader: str, credkind: str, value: str, now: float
 ) -> tuple[list[Action], SignedIn | None, str]:
-    """Check a credential for signing in: the `access` event it logs, and who
-    signs in, or None with the refusal to show."""
+    """Check a credential for signing in: the events it logs (`access`, and any
+    PIN lockout alert), and who signs in, or None with the refusal to show.
+
+    A PIN counts toward the lockout of `place` (the screen it was typed on, or
+    the kiosk's reader) unless it signs a member in, and until then every PIN
+    gets one answer (`pin_refusal`): which PINs are real must not show."""
     pins = club.facility.pins
     store = club.store
     member: Member | None = None
-    if credkind == "pin" and pins.locked_out(reader, now):
-        reason = PIN_LOCKOUT
+    alerts: list[PinAlert] = []
+    if credkind == "pin" and pins.closed_for(place, now) > 0:
+        reason = PIN_LOCKOUT  # not even looked up
     else:
         member = store.credentials.get(credkind, {}).get(value)
         status = member_status(member, now) if member is not None else UNKNOWN_CREDENTIAL
         booking_pin = member is None and credkind == "pin" and value in store.bookings_by_pin
         reason = NO_ACCESS if booking_pin else status or GRANTED
         if credkind == "pin":
-            if reason == UNKNOWN_CREDENTIAL:
-                pins.wrong_pin(reader, now)
+            if reason == GRANTED and member is not None:
+                pins.granted(place, now)
             else:
-                pins.correct(reader, now)
+                alerts = pins.refused(place, now)
     granted = reason == GRANTED and member is not None
     log = LogEvent(
         "access",
@@ -86,14 +94,29 @@ def sign_in(
             "reason": reason,
         },
     )
+    actions: list[Action] = [log, *pin_alerts(alerts)]
     if not granted or member is None:
+        if credkind == "pin":
+            return actions, None, pin_refusal(reason, pins.closed_for(place, now), place)
+        # A tag or card cannot be guessed by typing: its holder may hear why.
         error = _REFUSALS.get(reason, "Not possible.")
         if reason == UNKNOWN_CREDENTIAL:
-            error = f"That {'PIN' if credkind == 'pin' else credkind} is not known here."
-        elif reason == NO_ACCESS:
-            error = "A booking PIN opens the door and the court; members sign in here."
-        return [log], None, error
-    return [log], SignedIn(member.id, credkind, value, reader), ""
+            error = f"That {credkind} is not known here."
+        return actions, None, error
+    return actions, SignedIn(member.id, credkind, value, reader), ""
+
+
+def pin_refusal(reason: str, closed_s: float, place: Place) -> str:
+    """The one answer to a PIN that signs nobody in, whatever the reason (that
+    goes to the log only), and how long PIN entry stays closed here: that
+    depends on how many PINs were refused, never on which."""
+    where = "on this screen" if place.kind == "screen" else "at this keypad"
+    minutes = f"{max(1, math.ceil(closed_s / 60))} min"
+    if reason == PIN_LOCKOUT:
+        return f"PIN entry {where} is closed for {minutes}. Tags and cards still work."
+    if closed_s > 0:
+        return f"{PIN_REFUSED} PIN entry {where} is closed for {minutes}."
+    return PIN_REFUSED
 
 
 def check_in(req: KioskRequest, session: Session, club: Club, now: float) -> list[Action]:
