@@ -10,23 +10,15 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from firmware.core.actions import KioskAnswer, KioskSend, Output
 from firmware.core.controller import Controller
 from firmware.core.decide import Target
 from firmware.core.doors import DoorWiring
 from firmware.core.facility import Facility, Reader
+from firmware.core.inputs import ContactChanged, KioskRequest, Presented, ScreenJoined, Tick
 from firmware.core.lights import CircuitWiring
 from firmware.core.outbox import AppendEvents
 from firmware.core.pins import PinRules, Place
-from firmware.core.steps import (
-    ContactChanged,
-    KioskAnswer,
-    KioskRequest,
-    KioskSend,
-    Output,
-    Presented,
-    ScreenJoined,
-    Tick,
-)
 from firmware.core.sync import SyncSession
 from tests.builders import rec, store_of
 
