@@ -11,12 +11,12 @@ import itertools
 from typing import Any
 
 from firmware.core.actions import KioskAnswer, KioskSend, Output
+from firmware.core.circuit import CircuitWiring
 from firmware.core.controller import Controller
 from firmware.core.decide import Target
 from firmware.core.doors import DoorWiring
 from firmware.core.facility import Facility, Reader
 from firmware.core.inputs import ContactChanged, KioskRequest, Presented, ScreenJoined, Tick
-from firmware.core.lights import CircuitWiring
 from firmware.core.outbox import AppendEvents
 from firmware.core.pins import PinRules, Place
 from firmware.core.sync import SyncSession
