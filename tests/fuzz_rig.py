@@ -183,7 +183,7 @@ class Counts:
                 f"command ids remembered (expected): {self.commands_remembered}",
                 f"loop stalls over {STALL_S * 1000:.0f} ms: {self.stalls} of {self.probes}"
                 f" probes (longest round trip {self.probe_max_s * 1000:.1f} ms)",
-                f"memory (max RSS of the test process): {self.rss_start_kib} KiB"
+                f"memory (resident, the test process): {self.rss_start_kib} KiB"
                 f" -> {self.rss_end_kib} KiB",
             ]
         )
