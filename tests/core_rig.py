@@ -10,6 +10,7 @@ from typing import Any
 from firmware.core.actions import Publish
 from firmware.core.controller import Controller
 from firmware.core.decide import Target
+from firmware.core.facility import Facility
 from firmware.core.inputs import PayloadReceived
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import AppendEvents
@@ -29,7 +30,14 @@ RECORDS = [
 ]
 
 
-def make(*, bench: bool = False, executed: dict[str, int] | None = None) -> Controller:
+def make(
+    *,
+    bench: bool = False,
+    executed: dict[str, int] | None = None,
+    facility: Facility | None = None,
+) -> Controller:
+    """The controller of `RECORDS`, with reader `front-in` at door `front`
+    (wired to no door unless `facility` says otherwise)."""
     counter = itertools.count(1)
     session = SyncSession(store_of(RECORDS), "e1", 3, now=T0, new_id=lambda: f"req-{next(counter)}")
     return Controller(
@@ -39,7 +47,8 @@ def make(*, bench: bool = False, executed: dict[str, int] | None = None) -> Cont
         session=session,
         boot_time=T0,
         masters=frozenset({("tag", "master")}),
-        readers={"front-in": Target.door("front")},
+        readers={"front-in": Target.door("front")} if facility is None else None,
+        facility=facility,
         executed=executed,
         bench=bench,
     )

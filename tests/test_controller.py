@@ -8,9 +8,20 @@ from typing import Any
 
 import cbor2
 
-from firmware.core.actions import CheckStorage, Publish
+from firmware.core.actions import CheckStorage, Output, Publish
 from firmware.core.controller import Controller
-from firmware.core.inputs import Connected, PayloadReceived, StorageChecked, Tick
+from firmware.core.doors import DoorWiring
+from firmware.core.facility import Facility
+from firmware.core.inputs import (
+    Connected,
+    ContactChanged,
+    DiskStatus,
+    InputsDropped,
+    PayloadReceived,
+    RexPressed,
+    StorageChecked,
+    Tick,
+)
 from firmware.core.outbox import DeleteAcked, SendEvents
 from firmware.core.wire import seal
 from tests.builders import rec, store_of
@@ -177,3 +188,51 @@ def test_a_clock_far_off_the_hubs_is_reported_once_and_again_when_right() -> Non
     assert system(c.handle(delta(5, T0 - 3600), T0 + 2)) == []
     out = c.handle(delta(6, T0 + 3), T0 + 3)
     assert logged(out, "system") == [{"what": "clock", "detail": "clock agrees"}]
+
+
+def test_the_card_failing_and_recovering_shows_in_state_and_one_event_each_way() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+    assert c.state()["disk_ok"] is True  # until told otherwise
+    out = c.handle(DiskStatus(False, "data directory read-only"), T0 + 5)
+    assert logged(out, "system") == [{"what": "storage", "detail": "data directory read-only"}]
+    states = [a.message for a in out if isinstance(a, Publish) and a.suffix == "state"]
+    assert [s["disk_ok"] for s in states] == [False]
+    assert system(c.handle(DiskStatus(False, "still read-only"), T0 + 6)) == []
+    out = c.handle(DiskStatus(True, "writes reach the card again"), T0 + 7)
+    assert system(out) == ["storage"] and c.state()["disk_ok"] is True
+
+
+def test_dropped_inputs_are_counted_in_state_and_reported_once_a_minute() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+    assert c.state()["dropped"] == 0
+    out = c.handle(InputsDropped(3), T0 + 1)
+    assert logged(out, "system") == [
+        {"what": "overload", "detail": "3 inputs dropped since the last report: the queue was full"}
+    ]
+    assert system(c.handle(InputsDropped(2), T0 + 30)) == []  # within the minute
+    assert c.state()["dropped"] == 5
+    out = c.handle(InputsDropped(1), T0 + 61)
+    assert [b["detail"] for b in logged(out, "system")] == [
+        "3 inputs dropped since the last report: the queue was full"
+    ]
+    assert c.state()["dropped"] == 6
+
+
+def test_exit_buttons_and_contacts_that_are_not_there_are_refused_and_reported() -> None:
+    """Issue 12: a `rex` for a door without an exit button ended the loop."""
+    door = DoorWiring("front", "secure", has_contact=False, has_rex=False)
+    c = make(facility=Facility(doors=[door], now=T0))
+    for i, event in enumerate(
+        [RexPressed("front"), ContactChanged("front", True), RexPressed("back")]
+    ):
+        out = c.handle(event, T0 + 61 * i)  # a minute apart: each is reported
+        assert [b["detail"] for b in logged(out, "system")] == [
+            [
+                "door 'front' has no exit button wired",
+                "door 'front' has no contact wired",
+                "exit button of unknown door 'back'",
+            ][i]
+        ]
+        assert not [a for a in out if isinstance(a, Output)]

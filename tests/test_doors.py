@@ -94,15 +94,16 @@ def test_wiring_is_validated() -> None:
         Doors([FRONT, FRONT], T0)
 
 
-def test_unknown_doors_and_missing_inputs_are_local_errors() -> None:
+def test_unknown_doors_are_local_errors_and_inputs_not_wired_are_refused() -> None:
     doors = make()
     with pytest.raises(LocalError):
         doors.granted("back", grant(), T0)
     with pytest.raises(LocalError):
         doors.contact("back", True, T0)
-    with pytest.raises(LocalError, match="no contact"):
+    # Reports of what the door does not have: input refused, not our bug.
+    with pytest.raises(RemoteError, match="no contact"):
         doors.contact("gate", True, T0)
-    with pytest.raises(LocalError, match="no exit button"):
+    with pytest.raises(RemoteError, match="no exit button"):
         doors.rex("gate", T0)
     with pytest.raises(LocalError):
         doors.status("back")

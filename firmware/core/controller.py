@@ -24,8 +24,10 @@ from firmware.core.inputs import (
     Connected,
     ContactChanged,
     Disconnected,
+    DiskStatus,
     EventsRemoved,
     Input,
+    InputsDropped,
     KioskRequest,
     OutboxCounted,
     PayloadReceived,
@@ -126,6 +128,10 @@ class Controller:
             # PROTOCOL.md s7 `digest`: the local copy is corrupt; fetch a new one.
             actions.append(LogEvent("system", {"what": "error", "detail": "stored data damaged"}))
             actions += self._own(self.session.request_full("digest", now), now)
+        elif isinstance(event, DiskStatus):
+            actions += self.reports.disk(event.ok, event.detail)
+        elif isinstance(event, InputsDropped):
+            actions += self.reports.inputs_dropped(event.count, now)
         elif isinstance(event, OutboxCounted):
             self.reports.changed()
             actions += self.outbox.stats(event.count, event.oldest)
@@ -321,12 +327,16 @@ class Controller:
     def _hardware(
         self, event: ContactChanged | RexPressed | ReaderFault, now: float
     ) -> list[Action]:
-        if isinstance(event, ContactChanged):
-            return [*self.facility.contact(event.door, event.open, now)]
-        if isinstance(event, RexPressed):
+        if isinstance(event, ReaderFault):
+            detail = f"reader {event.reader}: {event.detail}"
+            return self.reports.report("error", detail, now, key="reader")
+        try:
+            if isinstance(event, ContactChanged):
+                return [*self.facility.contact(event.door, event.open, now)]
             return [*self.facility.rex(event.door, now)]
-        detail = f"reader {event.reader}: {event.detail}"
-        return self.reports.report("error", detail, now, key="reader")
+        except RemoteError as exc:
+            # A door this controller does not have, or an input it has not wired.
+            return self.reports.report("error", str(exc), now, key="door")
 
     def _presented(self, event: Presented, now: float) -> list[Action]:
         reader = self.facility.readers.get(event.reader)

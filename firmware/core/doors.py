@@ -204,8 +204,10 @@ class _Door:
 class Doors:
     """Every door this controller wires. Methods take a door id and `now`.
 
-    Unknown door ids are `LocalError` (a wiring or reader config bug), except in
-    `open_door`, where the id comes from the hub: `RemoteError`.
+    Unknown door ids are `LocalError` (the facility asks only about wired doors),
+    except in `open_door`, where the id comes from the hub: `RemoteError`. An exit
+    button or contact report for a door without one wired is input refused:
+    `RemoteError`.
     """
 
     def __init__(self, wirings: Iterable[DoorWiring], now: float) -> None:
@@ -264,7 +266,7 @@ class Doors:
         """The exit button: unlock for the door's `unlock_s`, in every mode, no alarm."""
         d = self._door(door)
         if not d.wiring.has_rex:
-            raise LocalError(f"door {door!r} has no exit button wired")
+            raise RemoteError(f"door {door!r} has no exit button wired")
         self._clock(now)
         return d.momentary(d.unlock_s, now, "rex")
 
@@ -291,7 +293,7 @@ class Doors:
         a repeated report of the same state does nothing."""
         d = self._door(door)
         if not d.wiring.has_contact:
-            raise LocalError(f"door {door!r} has no contact wired")
+            raise RemoteError(f"door {door!r} has no contact wired")
         self._clock(now)
         if d.open is open:
             return []

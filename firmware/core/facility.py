@@ -167,14 +167,15 @@ class Facility:
         return actions + lit
 
     def contact(self, door: str, open: bool, now: float) -> list[FacilityAction]:
-        """A door contact changed."""
+        """A door contact changed. `RemoteError` for a door or contact not wired."""
         if door not in self.doors:
             raise RemoteError(f"contact of unknown door {door!r}")
         self.changes += 1
         return self.doors.contact(door, open, now)
 
     def rex(self, door: str, now: float) -> list[FacilityAction]:
-        """The exit button of a door was pressed."""
+        """The exit button of a door was pressed. `RemoteError` for a door or exit
+        button not wired."""
         if door not in self.doors:
             raise RemoteError(f"exit button of unknown door {door!r}")
         self.changes += 1

@@ -125,6 +125,24 @@ class KioskRequest:
     args: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class DiskStatus:
+    """Whether the card takes the controller's writes (`ok`), and what is wrong
+    with it when not (`detail`). Sent by the runtime when that changes; the core
+    takes the card to be fine until told otherwise."""
+
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputsDropped:
+    """The runtime dropped `count` inputs from outside (a presentation, a message,
+    a screen's request) because the loop's queue was full."""
+
+    count: int
+
+
 Input: TypeAlias = (
     Connected
     | Disconnected
@@ -140,4 +158,6 @@ Input: TypeAlias = (
     | ScreenJoined
     | ScreenLeft
     | KioskRequest
+    | DiskStatus
+    | InputsDropped
 )

@@ -17,7 +17,7 @@ from firmware.core.sync import SyncSession
 FW_VERSION = "0.1.0"
 STATE_EVERY_S = 1.0
 CLOCK_SKEW_S = 300
-REPORT_EVERY_S = 60.0  # rate limit of auth_failed / error events per kind
+REPORT_EVERY_S = 60.0  # rate limit of auth_failed / error / overload events per kind
 
 
 class Reports:
@@ -31,6 +31,9 @@ class Reports:
         self._sent_at = -1e18
         self._clock_skew: float | None = None
         self._reported: dict[str, tuple[float, int]] = {}
+        self.disk_ok = True  # until the runtime says otherwise
+        self.dropped = 0  # inputs the runtime dropped, in all
+        self._dropped_told = 0  # of those, the ones a report already counted
 
     # --- the state message --------------------------------------------------------
 
@@ -51,6 +54,8 @@ class Reports:
             "outbox_oldest": outbox.oldest,
             "clock_ok": self.clock_ok,
             "fw": FW_VERSION,
+            "disk_ok": self.disk_ok,
+            "dropped": self.dropped,
         }
 
     @property
@@ -98,6 +103,32 @@ class Reports:
         ok = self.clock_ok
         detail = f"clock is {self._clock_skew:+.0f} s off the hub's" if not ok else "clock agrees"
         return [LogEvent("system", {"what": "clock", "detail": detail})]
+
+    # --- the controller's own health ------------------------------------------------
+
+    def disk(self, ok: bool, detail: str) -> list[Action]:
+        """The card takes our writes again, or stopped taking them: `disk_ok` in
+        the state, and a `system`/`storage` event when it changes."""
+        if ok == self.disk_ok:
+            return []
+        self.disk_ok = ok
+        self._due = True
+        return [LogEvent("system", {"what": "storage", "detail": detail})]
+
+    def inputs_dropped(self, count: int, now: float) -> list[Action]:
+        """The runtime dropped `count` inputs from outside (its queue was full):
+        counted in the state, and a rate-limited `system`/`overload` event."""
+        if count <= 0:
+            return []
+        self.dropped += count
+        self._due = True
+        last, _ = self._reported.get("overload", (-1e18, 0))
+        if now - last < REPORT_EVERY_S:
+            return []  # told within the minute: the next report has the count
+        self._reported["overload"] = (now, 0)
+        since, self._dropped_told = self.dropped - self._dropped_told, self.dropped
+        detail = f"{since} inputs dropped since the last report: the queue was full"
+        return [LogEvent("system", {"what": "overload", "detail": detail})]
 
     # --- rate-limited system events ------------------------------------------------
 
