@@ -136,12 +136,6 @@ def test_no_malformed_field_of_any_message_ends_the_loop(fuzz_rig: FuzzRig) -> N
     assert fuzz_rig.alive()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a sealed bench rex or contact naming a wired door without that input raises"
-    " LocalError from firmware/core/doors.py out of the loop (issue 12 s3, issue 15 s3):"
-    " until a step's failure is contained, the loop ends",
-)
 def test_a_bench_input_for_a_door_without_that_input_does_not_end_the_loop(
     broker: Broker, tmp_path: Path
 ) -> None:
