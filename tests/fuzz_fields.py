@@ -31,14 +31,11 @@ COMMANDS = ("status", "sync", "purge", "refresh_kiosks", "open_door", "set_light
 MAX_TEXT = 128  # longest id or name in a hub message (firmware/core/messages.py)
 GAP = 1000  # versions ahead of the controller's: parsed, never applied
 
-KNOWN_BUGS = frozenset({"bare door", "keypad junk"})
+KNOWN_BUGS = frozenset({"keypad junk"})
 """Bad inputs that end the loop or change data today. The generator leaves them
 out, so the campaign still guards everything else, and a strict xfail test in
 tests/test_fuzz.py documents each. Remove a name once its test passes:
 
-- `bare door`: a sealed bench `contact` or `rex` naming a wired door that has no
-  such input raises `LocalError` out of firmware/core/doors.py through the core's
-  bench path, and the loop ends (issue 12 s3, issue 15 s3).
 - `keypad junk`: bench `keys` with characters no keypad has (`KEYPAD_JUNK`) are
   refused by the simulated hardware, then typed by the core's own bench path as
   if only the digits were there: a PIN is presented and an `access` event logged.
@@ -60,7 +57,7 @@ class Club:
     doors: tuple[str, ...]  # wired with a contact and an exit button
     lights: tuple[str, ...]
     readers: dict[str, str]  # reader id -> kind (rdm6300, wiegand, keypad, line)
-    bare_doors: tuple[str, ...] = ()  # wired with neither (see `KNOWN_BUGS`)
+    bare_doors: tuple[str, ...] = ()  # wired with neither contact nor exit button
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +162,9 @@ def templates(club: Club, now: int, new_id: Callable[[], str]) -> list[Template]
         if kind in ("keypad", "wiegand"):
             keys = {"t": "keys", "reader": reader, "keys": "4711#"}
             out.append(Template("bench/in", keys, "t:type reader:reader keys:keys", kind))
-    out.append(
-        Template(
-            "bench/in", {"t": "contact", "door": door, "open": True}, "t:type door:door open:bool"
-        )
-    )
-    out.append(Template("bench/in", {"t": "rex", "door": door}, "t:type door:door"))
+    contact = {"t": "contact", "door": door, "open": True}
+    out.append(Template("bench/in", contact, "t:type door:input_door open:bool"))
+    out.append(Template("bench/in", {"t": "rex", "door": door}, "t:type door:input_door"))
     return out
 
 
@@ -239,8 +233,9 @@ def wrong_values(
     if kind == "exp":  # long expired, or not a time
         return [now - 3600 - rng.randrange(10**6), -(2**62), *_NOT_INT, 2**63, None]
     if kind == "door":
-        bare = () if "bare door" in KNOWN_BUGS else club.bare_doors
-        return [*_NO_NAME, *club.lights, *club.readers, *bare]
+        return [*_NO_NAME, *club.lights, *club.readers]
+    if kind == "input_door":  # a contact or exit button: also a door without one
+        return [*_NO_NAME, *club.lights, *club.readers, *club.bare_doors]
     if kind == "light":
         return [*_NO_NAME, *club.doors, *club.readers]
     if kind == "reader":
