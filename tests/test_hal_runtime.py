@@ -25,9 +25,9 @@ import pytest
 
 from firmware.config import load_config
 from firmware.core.model import digest_bytes, digest_part
-from firmware.members_first import BACKGROUND_NICE, HIGH_NICE
 from firmware.outbox_store import OutboxStore
 from firmware.runtime import DB_FILE, Runtime
+from firmware.runtime.priorities import BACKGROUND_NICE, HIGH_NICE
 from firmware.storage import Storage
 from hal.sim import SimBackend
 from tests.waiting import WAIT_S, wait_for

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from firmware.members_first import (
+from firmware.runtime.priorities import (
     BACKGROUND_NICE,
     HIGH_NICE,
     MembersFirst,

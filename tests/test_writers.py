@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from firmware.core.outbox import DebitEntry, LoggedEvent
-from firmware.writers import DurableStep, DurableWriter
+from firmware.runtime.disk import DurableStep, DurableWriter
 
 
 class FlakyStore:

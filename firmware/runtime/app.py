@@ -77,14 +77,14 @@ from firmware.core.outbox import (
 )
 from firmware.core.reception import Unsealed
 from firmware.core.sync import SaveDelta, SaveSnapshot, SyncSession
-from firmware.decoder import Decoder
 from firmware.kiosk.server import KioskServer
-from firmware.members_first import MembersFirst, member_thread
 from firmware.mqtt import BrokerSettings, Link, LinkDown, LinkEvent, LinkUp, Received, Will
 from firmware.outbox_store import OutboxStore
+from firmware.runtime.decoder import Decoder
+from firmware.runtime.disk import DurableStep, DurableWriter, StorageWriter
+from firmware.runtime.priorities import MembersFirst, member_thread
 from firmware.storage import Storage, load_store
 from firmware.write_gate import WriteGate
-from firmware.writers import DurableStep, DurableWriter, StorageWriter
 from hal.backend import Backend, UnknownOutput
 from hal.errors import BackendUnavailable
 from hal.events import (

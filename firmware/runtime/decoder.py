@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from firmware.core.inputs import PayloadReceived
 from firmware.core.reception import Unsealed
-from firmware.members_first import background_thread
+from firmware.runtime.priorities import background_thread
 
 log = logging.getLogger("alc.controller")
 

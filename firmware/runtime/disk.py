@@ -22,8 +22,8 @@ from typing import Any
 
 from firmware.core.outbox import DebitEntry, LoggedEvent
 from firmware.core.sync import SaveDelta
-from firmware.members_first import background_thread
 from firmware.outbox_store import OutboxStore
+from firmware.runtime.priorities import background_thread
 from firmware.storage import Storage
 
 log = logging.getLogger("alc.controller")

@@ -1,0 +1,67 @@
+"""Adapters at the edge: what the caller plugs into a runtime, never the other way.
+
+The runtime knows nothing of the simulator (an import contract in
+pyproject.toml holds it to that). A caller that wants more on the wire than the
+hub's topics (the simulator's `bench/in` and `bench/out`, PROTOCOL.md s8) passes
+an `EdgeFactory` to `Runtime(..., edges=[...])`. The app calls it once with an
+`EdgeContext`; the edge it returns claims topic suffixes under the controller's
+base topic, hears every output the loop switches, and is stopped with the rest.
+
+An edge reaches the core only through `submit`, with the same typed inputs a
+reader or a door contact would give: so whatever an edge gets wrong, the core
+refuses it as it refuses any bad input, and the loop never sees an exception.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from firmware.config import Config
+from firmware.core import wire
+from firmware.core.inputs import Input
+from hal.backend import Backend
+
+
+@dataclass(frozen=True)
+class EdgeContext:
+    """What an edge may use. Every callable is safe from any thread."""
+
+    config: Config
+    # The HAL backend, or None when the simulator runs without wiring.
+    hardware: Backend | None
+    # Hand an input to the loop, as the HAL does (a `Presented` goes ahead of
+    # hub messages). Counted and dropped if the loop is that far behind.
+    submit: Callable[[Input], None]
+    # Seal `message` for `<base>/<suffix>` with the controller's key and publish it.
+    publish: Callable[[str, Mapping[str, Any]], None]
+    clock: Callable[[], float] = field(default=time.time)
+
+    def unseal(self, suffix: str, payload: bytes) -> wire.Message:
+        """Verify and decode a payload received on `<base>/<suffix>` with the
+        controller's key. Raises `RemoteError` (its `AuthError` included) for
+        anything that does not open or is malformed."""
+        keys = {self.config.controller.id.encode(): self.config.key()}
+        return wire.unseal(keys, f"{self.config.base_topic}/{suffix}", payload)
+
+
+class Edge(Protocol):
+    """An adapter the runtime drives. None of its methods may raise."""
+
+    # Topic suffixes under the base topic that this edge takes. The link
+    # subscribes to them and hands their (non-retained) payloads to `received`.
+    topics: tuple[str, ...]
+
+    def received(self, suffix: str, payload: bytes) -> None:
+        """A payload arrived on one of `topics` (paho's network thread)."""
+
+    def output_switched(self, name: str, on: bool) -> None:
+        """The loop switched an output (the loop's thread), wired or not."""
+
+    def stop(self) -> None:
+        """The runtime is stopping; nothing is called after this."""
+
+
+EdgeFactory = Callable[[EdgeContext], Edge]
