@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +82,7 @@ from firmware.mqtt import BrokerSettings, Link, LinkDown, LinkEvent, LinkUp, Rec
 from firmware.outbox_store import OutboxStore
 from firmware.runtime.decoder import Decoder
 from firmware.runtime.disk import DurableStep, DurableWriter, StorageWriter
+from firmware.runtime.edge import Edge, EdgeContext, EdgeFactory
 from firmware.runtime.priorities import MembersFirst, member_thread
 from firmware.storage import Storage, load_store
 from firmware.write_gate import WriteGate
@@ -125,7 +126,15 @@ OutboxUpkeep = SendEvents | DeleteAcked | ForgetDebits | FoldEvents | DropEvents
 class Runtime:
     """A whole controller: storage, MQTT link, the core and its loop."""
 
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        edges: Sequence[EdgeFactory] = (),
+    ) -> None:
+        """`edges`: adapters the caller plugs in (`firmware.runtime.edge`), such as
+        the simulator's bench; none on a real installation."""
         self.config = config
         self.clock = clock
         self._key = config.key()
@@ -157,7 +166,15 @@ class Runtime:
             self.kiosk = KioskServer(config.kiosk_listen, config.kiosk_token, self.submit)
         # The HAL first: every output is in its safe state before anything else.
         self.hardware = self._hardware()
-        self._hands = self._bench_hands()
+        # The old bench path (core bench keypad, `sim.bench.BenchHands`) only
+        # while no edge takes the bench: it leaves with the core's bench.
+        self._hands = self._bench_hands() if not edges else None
+        self._bench = self._bench and not edges
+        context = EdgeContext(config, self.hardware, self.submit, self._publish_sealed, clock)
+        self._edges: list[tuple[Edge, frozenset[str]]] = []
+        for make in edges:
+            edge = make(context)
+            self._edges.append((edge, frozenset(f"{self._base}/{t}" for t in edge.topics)))
         # Two connections to one file: the dataset's (storage thread) and the
         # outbox's (event thread), whose writes go first at every transaction
         # boundary, so a member never waits behind a full sync being saved.
@@ -178,6 +195,7 @@ class Runtime:
         offline = self._seal("state", {"t": "state", "online": False})
         suffixes = ("data", "cmd", "ack", "bench/in") if self._bench else ("data", "cmd", "ack")
         topics = [f"{self._base}/{s}" for s in suffixes]
+        topics += sorted(t for _, claimed in self._edges for t in claimed)
         self.link = Link(
             f"alc-{config.controller.site}-{config.controller.id}",
             BrokerSettings.of(config.mqtt),
@@ -216,7 +234,7 @@ class Runtime:
             masters=self.config.masters,
             facility=facility_from(self.config.wiring, now, self.config.pins),
             executed=self.storage.commands(now),
-            bench=self.config.backend == "sim",
+            bench=self._bench,
             outbox=self._restore_outbox(),
         )
         log.info(
@@ -239,6 +257,11 @@ class Runtime:
         elif isinstance(event, LinkDown):
             self.submit(Disconnected())
         elif isinstance(event, Received):
+            for edge, claimed in self._edges:
+                if event.topic in claimed:
+                    if not event.retained:  # a retained input would act again at each start
+                        edge.received(event.topic[len(self._base) + 1 :], event.payload)
+                    return
             hands = self._hands
             if (
                 hands is not None
@@ -453,6 +476,8 @@ class Runtime:
             # `held`: a door open by schedule or mode, which max_open_s spares.
             with contextlib.suppress(UnknownOutput):
                 self.hardware.set_output(action.name, action.on, held=action.held)
+        for edge, _ in self._edges:
+            edge.output_switched(action.name, action.on)
         if self._bench:
             now = int(self.clock())
             message = {"t": "output", "name": action.name, "on": action.on, "time": now}
@@ -515,7 +540,10 @@ class Runtime:
         storage.forget_expired(self.clock())
         self.submit(StorageChecked(storage.verify()))
 
-    def _seal(self, suffix: str, message: dict[str, Any]) -> bytes:
+    def _publish_sealed(self, suffix: str, message: Mapping[str, Any]) -> None:
+        self.link.publish(f"{self._base}/{suffix}", self._seal(suffix, message))
+
+    def _seal(self, suffix: str, message: Mapping[str, Any]) -> bytes:
         return wire.seal(self._key, self._kid, f"{self._base}/{suffix}", message)
 
     def _shutdown(self) -> None:
@@ -529,6 +557,8 @@ class Runtime:
         # for it (outputs, publishes) are not carried out any more: we are stopping.
         self.durable.stop()
         self._resumed.clear()
+        for edge, _ in self._edges:
+            edge.stop()
         self.link.stop()
         self.decoder.stop()  # after the link: nothing puts to it any more
         if self.hardware is not None:
