@@ -1,22 +1,32 @@
-"""The event thread: a step's actions come back after its events are written, in
-order; events a refused write left over are written with the next step."""
+"""The event thread: steps are written in order and said written through the
+inbox; events a refused write left over are written with the next step, the
+disk's state is told when it changes, and past the memory bound the oldest
+access events are folded (counted, their seqs named), never debits."""
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Sequence
-from typing import Any
 
+import pytest
+
+from firmware.core.inputs import EventsRemoved
 from firmware.core.outbox import DebitEntry, LoggedEvent
+from firmware.runtime import disk
 from firmware.runtime.disk import DurableStep, DurableWriter
+from firmware.runtime.inbox import Inbox
+from firmware.runtime.messages import DiskChanged, ForCore, Internal, Written
+from firmware.runtime.watchdog import Pulse
+from tests.waiting import wait_for
 
 
 class FlakyStore:
-    """Refuses its first write, as a full card would, then accepts."""
+    """Refuses its first `refusals` writes, as a full card would, then accepts."""
 
-    def __init__(self) -> None:
+    def __init__(self, refusals: int = 1) -> None:
+        self.refusals = refusals
         self.calls = 0
         self.written: list[int] = []
+        self.debits: list[int] = []
 
     def append(
         self,
@@ -26,21 +36,72 @@ class FlakyStore:
         commands: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.calls += 1
-        if self.calls == 1:
+        if self.calls <= self.refusals:
             raise OSError("disk full")
         self.written += [e.seq for e in events]
+        self.debits += [d.seq for d in debits]
 
 
-def test_refused_events_are_written_with_the_next_step_and_actions_keep_order() -> None:
+def told(inbox: Inbox[object, Internal]) -> list[Internal]:
+    return inbox.take_internal()
+
+
+def event(seq: int, type: str = "access") -> LoggedEvent:
+    return LoggedEvent(seq, 0, type, {})
+
+
+def test_refused_events_are_written_with_the_next_step_and_the_disk_is_told() -> None:
     store = FlakyStore()
-    back: queue.Queue[list[Any]] = queue.Queue()
-    writer = DurableWriter(store, back.put)  # type: ignore[arg-type]
+    inbox: Inbox[object, Internal] = Inbox()
+    writer = DurableWriter(store, inbox.tell, Pulse("events"))  # type: ignore[arg-type]
+    messages: list[Internal] = []
     try:
-        writer.submit(DurableStep([LoggedEvent(1, 0, "access", {})], [], [], ["first"]))
-        assert back.get(timeout=10) == ["first"]  # the door still opens
-        writer.submit(DurableStep([LoggedEvent(2, 0, "access", {})], [], [], ["second"]))
-        assert back.get(timeout=10) == ["second"]
+        writer.submit(DurableStep(1, [event(1)], [], []))
+        wait_for(lambda: messages.extend(told(inbox)) or Written(1) in messages, "step 1")
+        assert DiskChanged("events", False, "events cannot be written: disk full") in messages
+        assert writer.unwritten() == 1
+        writer.submit(DurableStep(2, [event(2)], [], []))
+        wait_for(lambda: messages.extend(told(inbox)) or Written(2) in messages, "step 2")
     finally:
         writer.stop()
     assert store.written == [1, 2]
-    assert not writer.busy()
+    assert DiskChanged("events", True, "events are written again") in messages
+    assert writer.unwritten() == 0
+
+
+def test_a_refusing_card_is_tried_again_without_new_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(disk, "RETRY_S", (0.01,))
+    store = FlakyStore(refusals=3)
+    inbox: Inbox[object, Internal] = Inbox()
+    writer = DurableWriter(store, inbox.tell, Pulse("events"))  # type: ignore[arg-type]
+    try:
+        writer.submit(DurableStep(1, [event(1)], [], []))
+        wait_for(lambda: store.written == [1], "the retry to write the event")
+    finally:
+        writer.stop()
+
+
+def test_past_the_bound_old_access_events_fold_and_debits_stay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(disk, "MAX_UNWRITTEN", 3)
+    store = FlakyStore(refusals=2)
+    inbox: Inbox[object, Internal] = Inbox()
+    writer = DurableWriter(store, inbox.tell, Pulse("events"))  # type: ignore[arg-type]
+    messages: list[Internal] = []
+    debit = DebitEntry(2, "m1", 50)
+    try:
+        writer.submit(DurableStep(1, [event(1), event(2, "debit"), event(3)], [debit], []))
+        wait_for(lambda: messages.extend(told(inbox)) or Written(1) in messages, "step 1")
+        writer.submit(DurableStep(2, [event(4), event(5)], [], []))
+        wait_for(lambda: messages.extend(told(inbox)) or Written(2) in messages, "step 2")
+        writer.submit(DurableStep(3, [event(6)], [], []))
+        wait_for(lambda: messages.extend(told(inbox)) or Written(3) in messages, "step 3")
+    finally:
+        writer.stop()
+    folded = [m.input for m in messages if isinstance(m, ForCore)]
+    assert folded == [EventsRemoved("folded", [(1, 1), (3, 3)])]
+    assert store.written == [2, 4, 5, 6]  # the debit's event kept, the newest access events kept
+    assert store.debits == [2]

@@ -296,7 +296,7 @@ def _clock_offset(clock: Callable[[], float]) -> float:
 
 
 def in_thread(
-    stack: ExitStack, run: Callable[[], None], stop: Callable[[], None], name: str
+    stack: ExitStack, run: Callable[[], object], stop: Callable[[], None], name: str
 ) -> Callable[[], None]:
     """Run `run` in a thread; on unwinding `stack` (or calling the function this
     returns, once), call `stop` and join it."""

@@ -229,7 +229,7 @@ def _plain(key: str, value: object) -> object:
 
 
 @contextlib.contextmanager
-def running(target: Callable[[], None], stop: Callable[[], None], name: str) -> Iterator[None]:
+def running(target: Callable[[], object], stop: Callable[[], None], name: str) -> Iterator[None]:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     try:

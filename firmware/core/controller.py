@@ -36,7 +36,9 @@ from firmware.core.inputs import (
     RexPressed,
     ScreenJoined,
     ScreenLeft,
+    StepFailed,
     StorageChecked,
+    StorageTrouble,
 )
 from firmware.core.kiosk import Kiosk
 from firmware.core.limits import CREDKINDS, MAX_VALUE_LEN
@@ -132,6 +134,10 @@ class Controller:
             actions += self.reports.disk(event.ok, event.detail)
         elif isinstance(event, InputsDropped):
             actions += self.reports.inputs_dropped(event.count, now)
+        elif isinstance(event, StepFailed):
+            actions += self.reports.report("error", event.detail, now, key="step_failed")
+        elif isinstance(event, StorageTrouble):
+            actions += self._storage_trouble(event, now)
         elif isinstance(event, OutboxCounted):
             self.reports.changed()
             actions += self.outbox.stats(event.count, event.oldest)
@@ -350,6 +356,16 @@ class Controller:
         except RemoteError as exc:
             return self.reports.report("error", str(exc), now, key="reader")
         return [*done]
+
+    def _storage_trouble(self, event: StorageTrouble, now: float) -> list[Action]:
+        """The boot found the card damaged or unwritable: one `system`/`storage`
+        event naming each problem (and the seqs that may be lost, for the hub's
+        acknowledgements to move past), and a full sync."""
+        body: dict[str, Any] = {"what": "storage", "detail": "; ".join(event.problems)}
+        if event.lost:
+            body["dropped"] = [[first, last] for first, last in event.lost]
+        actions: list[Action] = [LogEvent("system", body)]
+        return actions + self._own(self.session.request_full("digest", now), now)
 
     def _events_removed(self, event: EventsRemoved, now: float) -> list[Action]:
         """Folded or dropped events: one counted event names their seqs, so the

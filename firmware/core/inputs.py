@@ -143,6 +143,25 @@ class InputsDropped:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class StepFailed:
+    """Handling an input or carrying out an action raised (our bug): the runtime
+    dropped that step and goes on; `detail` names what failed, for a
+    rate-limited `system`/`error` event."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class StorageTrouble:
+    """What the boot found wrong with the card (`problems`, one line each) and
+    the event seqs that may have gone with a damaged file (`lost`, inclusive
+    ranges). The data may be gone: a full sync is asked for."""
+
+    problems: tuple[str, ...]
+    lost: tuple[tuple[int, int], ...]
+
+
 Input: TypeAlias = (
     Connected
     | Disconnected
@@ -160,4 +179,6 @@ Input: TypeAlias = (
     | KioskRequest
     | DiskStatus
     | InputsDropped
+    | StepFailed
+    | StorageTrouble
 )

@@ -173,7 +173,7 @@ class _HTTPServer(ThreadingHTTPServer):
 class KioskServer:
     """The kiosk web server of one controller; see the module docstring."""
 
-    def __init__(self, listen: str, token: str | None, submit: Callable[[Input], None]) -> None:
+    def __init__(self, listen: str, token: str | None, submit: Callable[[Input], object]) -> None:
         """Bind `listen` (host:port) now, so a port in use is a clear error at
         start; serve from `start()`. Raises `LocalError`."""
         try:

@@ -12,6 +12,7 @@ One module per job (docs/architecture.md draws them):
 - `watchdog`, `supervisor`: liveness for systemd, thread deaths.
 """
 
-from firmware.runtime.app import DB_FILE, Runtime
+from firmware.runtime.app import Runtime
+from firmware.storage import DB_FILE
 
 __all__ = ["DB_FILE", "Runtime"]

@@ -14,6 +14,7 @@ holds the rest (MQTT flow control), rather than memory growing without end.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from firmware.core.inputs import PayloadReceived
 from firmware.core.reception import Unsealed
 from firmware.runtime.priorities import background_thread
+from firmware.runtime.watchdog import Pulse
 
 log = logging.getLogger("alc.controller")
 
@@ -34,30 +36,48 @@ class Decoder:
     def __init__(
         self,
         open: Callable[[PayloadReceived], Unsealed | None],
-        deliver: Callable[[Unsealed], None],
+        deliver: Callable[[Unsealed], object],
+        pulse: Pulse,
         step_aside: Callable[[], None] = lambda: None,
     ) -> None:
-        """`step_aside` is called before each payload: it may wait while a member
-        waits for the loop (see `members_first`)."""
+        """`deliver` queues an opened message for the loop (it may wait: flow
+        control); `pulse` is beaten per payload, for the watchdog; `step_aside`
+        is called before each payload: it may wait while a member waits for the
+        loop (see `priorities`)."""
         self._open = open
         self._deliver = deliver
+        self.pulse = pulse
         self._step_aside = step_aside
         self._payloads: queue.Queue[PayloadReceived | None] = queue.Queue(MAX_QUEUED_PAYLOADS)
-        self._thread = threading.Thread(target=self._run, name="alc-decoder", daemon=True)
-        self._thread.start()
+        self.thread = self._start()
+
+    def _start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="alc-decoder", daemon=True)
+        thread.start()
+        return thread
+
+    def restart(self) -> None:
+        """Start the thread again after it died (the supervisor's call)."""
+        self.thread = self._start()
 
     def put(self, payload: PayloadReceived) -> None:
         """Queue a payload (network thread); waits while the queue is full."""
         self._payloads.put(payload)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         """Open what is queued, then end the thread."""
-        self._payloads.put(None)
-        self._thread.join()
+        with contextlib.suppress(queue.Full):
+            self._payloads.put(None, timeout=timeout)
+        self.thread.join(timeout)
 
     def _run(self) -> None:
         background_thread()
-        while (payload := self._payloads.get()) is not None:
+        while True:
+            self.pulse.idle()
+            payload = self._payloads.get()
+            if payload is None:
+                return
+            self.pulse.beat()
             self._step_aside()
             try:
                 opened = self._open(payload)

@@ -1,17 +1,29 @@
-"""The two writer threads of the runtime, each owning one connection to the file.
+"""The disk side: two writer threads, each owning one connection to the file.
 
-- `StorageWriter`: the dataset (deltas, snapshots, the daily check), in order, off
-  the loop, so a presentation never waits behind a full sync written to SQLite.
-- `DurableWriter`: the event outbox and executed command ids. The loop hands it a
-  step's events together with the step's other actions; once the events are on
-  disk it hands the actions back to the loop. So an event is durable before the
-  action it records is carried out (a door unlocks after its access event is
-  written), while the loop goes on deciding for the next member during the flush.
-  Everything queued while a flush runs shares the next one (group commit).
+- `DurableWriter` (thread `alc-events`): the event outbox and executed command
+  ids. The loop numbers each step that has something to make durable and keeps
+  the step's actions itself; this thread writes the step's events and says
+  `Written(upto)` through the inbox. Everything queued while one write runs
+  shares the next transaction (group commit). The loop carries out an unlock
+  only after its access event is written, but never waits for the card longer
+  than `PATIENCE_S` (see `firmware.runtime.loop`): a hung card must not keep a
+  door shut to its master tag.
+- `StorageWriter` (thread `alc-storage`): the dataset (deltas, snapshots, the
+  daily check, moving the data to memory and back), in order, at a lower
+  priority, so a presentation never waits behind a full sync written to SQLite.
+
+Neither ever blocks the loop: `submit` only appends to a bounded queue. When the
+card refuses writes, events wait in memory (`MAX_UNWRITTEN`), tried again with
+every write and on a backoff; past the bound the oldest access events are folded
+into a counted `outbox_full` event (their seqs go to the hub as dropped), and
+debits are never folded. When the dataset's queue overflows, the save is
+skipped and the writer is marked `stale`: the loop then has the whole dataset
+rewritten by a full sync.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -20,10 +32,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from firmware.core.inputs import EventsRemoved
 from firmware.core.outbox import DebitEntry, LoggedEvent
 from firmware.core.sync import SaveDelta
 from firmware.outbox_store import OutboxStore
+from firmware.runtime.messages import DiskChanged, ForCore, Internal, Written
 from firmware.runtime.priorities import background_thread
+from firmware.runtime.watchdog import Pulse
 from firmware.storage import Storage
 
 log = logging.getLogger("alc.controller")
@@ -31,50 +46,248 @@ events_log = logging.getLogger("alc.events")
 
 MAX_QUEUED_WRITES = 256
 MAX_DELTAS_PER_COMMIT = 1000
-MAX_QUEUED_STEPS = 10_000
+MAX_QUEUED_STEPS = 10_000  # the loop keeps at most this many steps in flight
 MAX_STEPS_PER_COMMIT = 500
 MAX_UNWRITTEN = 100_000  # events kept in memory while the disk refuses them
+RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # backoff between tries on a refusing card
 
 Job = SaveDelta | Callable[[Storage], None]
 # Outbox upkeep (delete acknowledged rows, read a batch to upload, fold, drop)
-# runs on the event thread too: it touches the disk, and the loop never does.
+# runs on the event thread: it touches the disk, and the loop never does.
 Chore = Callable[[OutboxStore], None]
 
 
+@dataclass(frozen=True, slots=True)
+class DurableStep:
+    """One loop step's durable part, numbered by the loop."""
+
+    number: int
+    events: Sequence[LoggedEvent]
+    debits: Sequence[DebitEntry]
+    commands: Sequence[tuple[str, int]]
+
+
+class DurableWriter:
+    """Makes events and command ids durable, in the order they were submitted."""
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        tell: Callable[[Internal], None],
+        pulse: Pulse,
+    ) -> None:
+        """`tell` queues a message for the loop (the inbox's internal lane);
+        `pulse` is beaten after every write, for the watchdog."""
+        self._store = store
+        self._tell = tell
+        self.pulse = pulse
+        self._jobs: queue.Queue[DurableStep | Chore | None] = queue.Queue()
+        self._unwritten: list[LoggedEvent] = []
+        self._unwritten_debits: list[DebitEntry] = []
+        self._refusing = False
+        self.thread = self._start()
+
+    def _start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="alc-events", daemon=True)
+        thread.start()
+        return thread
+
+    def restart(self) -> None:
+        """Start the thread again after it died (the supervisor's call); what
+        was queued is still queued."""
+        self.thread = self._start()
+
+    def submit(self, step: DurableStep) -> None:
+        """Queue a step; never blocks (the loop bounds the steps in flight)."""
+        self._jobs.put(step)
+
+    def chore(self, chore: Chore) -> None:
+        """Queue outbox upkeep, run after the steps queued before it."""
+        self._jobs.put(chore)
+
+    def unwritten(self) -> int:
+        """Events waiting in memory for the card to take them."""
+        return len(self._unwritten)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then end the thread; gives up after `timeout`
+        (a hung card), leaving the daemon thread behind."""
+        self._jobs.put(None)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            log.error("the event thread did not finish within %.0f s: the card hangs", timeout)
+
+    def _run(self) -> None:
+        carried: list[DurableStep | Chore | None] = []  # taken while batching, next
+        tries = 0
+        while True:
+            self.pulse.idle()
+            if carried:
+                first = carried.pop()
+            elif self._unwritten:
+                try:
+                    first = self._jobs.get(timeout=RETRY_S[min(tries, len(RETRY_S) - 1)])
+                except queue.Empty:
+                    tries += 1
+                    self.pulse.beat()
+                    self._write([], [], [])  # try the card again
+                    continue
+            else:
+                first = self._jobs.get()
+            self.pulse.beat()
+            if first is None:
+                if self._unwritten:
+                    self._write([], [], [])  # one last try before stopping
+                return
+            if not isinstance(first, DurableStep):
+                self._do(first)
+                continue
+            batch = [first]
+            while len(batch) < MAX_STEPS_PER_COMMIT:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(more, DurableStep):
+                    carried.append(more)  # after this batch, in order (None: stop)
+                    break
+                batch.append(more)
+            events = [e for step in batch for e in step.events]
+            debits = [d for step in batch for d in step.debits]
+            commands = [c for step in batch for c in step.commands]
+            if events or commands or self._unwritten:
+                self._write(events, debits, commands)
+            self._tell(Written(batch[-1].number))
+
+    def _write(
+        self,
+        events: list[LoggedEvent],
+        debits: list[DebitEntry],
+        commands: list[tuple[str, int]],
+    ) -> None:
+        # What a refused write left over goes first: its seqs were given out,
+        # and the hub can only acknowledge past them once they exist.
+        events = [*self._unwritten, *events]
+        debits = [*self._unwritten_debits, *debits]
+        try:
+            self._store.append(events, debits, commands=commands)
+        except Exception as exc:
+            # The card refused (full, read-only, failing): the loop goes on (a
+            # member is at the door) and the events wait in memory, bounded.
+            if not self._refusing:
+                log.exception("could not make %d events durable", len(events))
+                self._refusing = True
+                self._tell(DiskChanged("events", False, f"events cannot be written: {exc}"))
+            self._unwritten, self._unwritten_debits = self._bounded(events), debits
+            # Command ids are lost with a refused write: a command the hub sends
+            # again within its `exp` would run twice (docs/operations.md).
+            return
+        self._unwritten, self._unwritten_debits = [], []
+        if self._refusing:
+            self._refusing = False
+            self._tell(DiskChanged("events", True, "events are written again"))
+        # Logged once on disk, so the log never shows an event that a power
+        # cut took back (its seq would be given out again).
+        for e in events:
+            events_log.info("%d %s %s", e.seq, e.type, json.dumps(e.body, default=_hex))
+
+    def _bounded(self, events: list[LoggedEvent]) -> list[LoggedEvent]:
+        """Past `MAX_UNWRITTEN`, the oldest access events go, their seqs told to
+        the core as folded (a counted `outbox_full` event); debits and every
+        other event stay."""
+        over = len(events) - MAX_UNWRITTEN
+        if over <= 0:
+            return events
+        kept: list[LoggedEvent] = []
+        ranges: list[tuple[int, int]] = []
+        for e in events:
+            if over > 0 and e.type == "access":
+                over -= 1
+                if ranges and ranges[-1][1] == e.seq - 1:
+                    ranges[-1] = (ranges[-1][0], e.seq)
+                else:
+                    ranges.append((e.seq, e.seq))
+            else:
+                kept.append(e)
+        if ranges:
+            self._tell(ForCore(EventsRemoved("folded", ranges)))
+        return kept
+
+    def _do(self, chore: Chore) -> None:
+        try:
+            chore(self._store)
+        except Exception:
+            # Upkeep only: the rows stay and the next ack or upload retries them.
+            log.exception("outbox upkeep failed")
+
+
 class StorageWriter:
-    """One thread that carries out durable writes in the order they were queued.
+    """One thread that carries out dataset writes in the order they were queued.
 
     Deltas queued back to back are committed together (group commit): each is
     durable when its transaction is, and a burst costs one flush instead of one
     per delta, which is what lets a slow SD card keep up with a busy hub.
     """
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, pulse: Pulse) -> None:
         self._storage = storage
+        self.pulse = pulse
         self._jobs: queue.Queue[Job | None] = queue.Queue(MAX_QUEUED_WRITES)
-        self._thread = threading.Thread(target=self._run, name="alc-storage", daemon=True)
-        self._thread.start()
+        self.stale = False
+        """A save was skipped or failed: the file is behind the live data until
+        a full sync rewrites it (`saved_full`)."""
+        self.thread = self._start()
 
-    def submit(self, job: Job) -> None:
-        """Queue a write; blocks (back-pressure) if the disk is that far behind."""
-        self._jobs.put(job)
+    def _start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="alc-storage", daemon=True)
+        thread.start()
+        return thread
+
+    def restart(self) -> None:
+        """Start the thread again after it died (the supervisor's call)."""
+        self.thread = self._start()
+
+    def submit(self, job: Job) -> bool:
+        """Queue a write; never blocks. False (and `stale`) when the queue is full:
+        the card is that far behind, and the file will be rewritten whole."""
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            if not self.stale:
+                log.error(
+                    "dataset writes are %d behind: the next full sync rewrites the file",
+                    MAX_QUEUED_WRITES,
+                )
+            self.stale = True
+            return False
+        return True
+
+    def saved_full(self) -> None:
+        """A full sync's snapshot is queued: the file will be whole again."""
+        self.stale = False
 
     def flush(self) -> None:
-        """Wait until every queued write is on disk."""
+        """Wait until every queued write is done (tests and tools)."""
         self._jobs.join()
 
-    def stop(self) -> None:
-        """Finish the queued writes, then end the thread."""
-        self._jobs.put(None)
-        self._thread.join()
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the queued writes, then end the thread (gives up after
+        `timeout` on a hung card, leaving the daemon thread behind)."""
+        with contextlib.suppress(queue.Full):
+            self._jobs.put(None, timeout=timeout)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            log.error("the storage thread did not finish within %.0f s: the card hangs", timeout)
 
     def _run(self) -> None:
         # Saving a full sync is background work: the loop and the event thread,
-        # which a member waits for, go first (see `members_first`).
+        # which a member waits for, go first (see `priorities`).
         background_thread()
         carried: list[Job | None] = []  # a job taken while batching, run next
         while True:
+            self.pulse.idle()
             job = carried.pop() if carried else self._jobs.get()
+            self.pulse.beat()
             if job is None:
                 self._jobs.task_done()
                 return
@@ -96,119 +309,12 @@ class StorageWriter:
                 else:
                     job(self._storage)
             except Exception:
-                # The live data stays right; the disk copy is fixed by the next
-                # full sync (the boot digest check notices it).
+                # The live data stays right; the file is rewritten by a full sync.
                 log.exception("a storage write failed")
+                self.stale = True
             finally:
                 for _ in range(done):
                     self._jobs.task_done()
-
-
-@dataclass(frozen=True, slots=True)
-class DurableStep:
-    """One loop step's durable part and the actions that must wait for it."""
-
-    events: Sequence[LoggedEvent]
-    debits: Sequence[DebitEntry]
-    commands: Sequence[tuple[str, int]]
-    then: list[Any]
-
-
-class DurableWriter:
-    """Makes events and command ids durable, then returns each step's actions to
-    the loop through `done`, in the order the steps were submitted."""
-
-    def __init__(self, store: OutboxStore, done: Callable[[list[Any]], None]) -> None:
-        self._store = store
-        self._done = done
-        self._jobs: queue.Queue[DurableStep | Chore | None] = queue.Queue(MAX_QUEUED_STEPS)
-        self._pending = 0
-        self._lock = threading.Lock()
-        self._unwritten_events: list[LoggedEvent] = []
-        self._unwritten_debits: list[DebitEntry] = []
-        self._thread = threading.Thread(target=self._run, name="alc-events", daemon=True)
-        self._thread.start()
-
-    def busy(self) -> bool:
-        """True while submitted steps have not been handed back yet. The loop then
-        sends every step through here, even one with nothing to write, so that
-        actions keep their order."""
-        with self._lock:
-            return self._pending > 0
-
-    def submit(self, step: DurableStep) -> None:
-        """Queue a step (blocks, as back-pressure, if the disk is far behind)."""
-        with self._lock:
-            self._pending += 1
-        self._jobs.put(step)
-
-    def chore(self, chore: Chore) -> None:
-        """Queue outbox upkeep, run on this thread after the steps queued before it
-        (blocks, as back-pressure, like `submit`)."""
-        self._jobs.put(chore)
-
-    def stop(self) -> None:
-        """Write what is queued, then end the thread."""
-        self._jobs.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        carried: list[DurableStep | Chore | None] = []  # taken while batching, next
-        stopping = False
-        while not stopping:
-            first = carried.pop() if carried else self._jobs.get()
-            if first is None:
-                return
-            if not isinstance(first, DurableStep):
-                self._do(first)
-                continue
-            batch = [first]
-            while len(batch) < MAX_STEPS_PER_COMMIT:
-                try:
-                    more = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                if not isinstance(more, DurableStep):
-                    carried.append(more)  # after this batch, in order
-                    break
-                batch.append(more)
-            # Whatever a refused write left over goes again, first: its seqs were
-            # given out, and the hub can only acknowledge past them once they exist.
-            events = [*self._unwritten_events, *(e for step in batch for e in step.events)]
-            debits = [*self._unwritten_debits, *(d for step in batch for d in step.debits)]
-            commands = [c for step in batch for c in step.commands]
-            self._unwritten_events, self._unwritten_debits = [], []
-            if events or commands:
-                try:
-                    self._store.append(events, debits, commands=commands)
-                except Exception:
-                    # The disk refused (full, failing card): the actions still go
-                    # ahead (a member is at the door), the error is logged, and the
-                    # events are kept to be written with the next step (bounded).
-                    log.exception("could not make %d events durable", len(events))
-                    self._unwritten_events = events[-MAX_UNWRITTEN:]
-                    self._unwritten_debits = debits
-                else:
-                    # Logged once on disk, so the log never shows an event that
-                    # a power cut took back (its seq would be given out again).
-                    for e in events:
-                        events_log.info("%d %s %s", e.seq, e.type, json.dumps(e.body, default=_hex))
-            for step in batch:
-                try:
-                    self._done(step.then)
-                finally:
-                    with self._lock:
-                        self._pending -= 1
-
-    def _do(self, chore: Chore) -> None:
-        try:
-            chore(self._store)
-        except Exception:
-            # Upkeep only: the rows stay and the next ack or upload retries them.
-            log.exception("outbox upkeep failed")
 
 
 def _hex(value: Any) -> Any:

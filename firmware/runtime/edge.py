@@ -34,7 +34,7 @@ class EdgeContext:
     hardware: Backend | None
     # Hand an input to the loop, as the HAL does (a `Presented` goes ahead of
     # hub messages). Counted and dropped if the loop is that far behind.
-    submit: Callable[[Input], None]
+    submit: Callable[[Input], object]
     # Seal `message` for `<base>/<suffix>` with the controller's key and publish it.
     publish: Callable[[str, Mapping[str, Any]], None]
     clock: Callable[[], float] = field(default=time.time)

@@ -1,0 +1,457 @@
+"""The one event loop: inputs in, the core decides, actions out, sleep till the next timer.
+
+Shaped like ESPHome's `Application::loop()`. One thread owns the core; every
+other thread only talks to it through the inbox (`firmware.runtime.inbox`).
+Each step, in this order:
+
+1. the runtime's own messages (a step's events written, the disk changed,
+   a question asked through `Runtime.ask`), all of them;
+2. a due timer (relock, held-open alarm, light off, warning, lead and lag): a
+   `Tick` before anything else from outside, so a timer is late by at most one
+   step, never by a queue;
+3. members at readers (up to `MAX_EVENTS_PER_STEP`, their events written in one
+   transaction: group commit), or else one other input from outside;
+4. with nothing else to do, a slice of background work (building a full sync
+   aside). The slice ends as soon as a member waits, the runtime has a message
+   or a timer falls due: timers are never late behind a build.
+
+**Containment.** An exception from the core's handling of one input, or from
+carrying out one action, is caught here: logged once with its traceback (rate
+limited), reported as a `system`/`error` event, and the loop goes on. The
+failed input's actions are dropped whole, never half carried out.
+
+**Outputs in the safe direction never wait.** A step's events are made durable
+before its actions are carried out (a door unlocks after its access event is on
+the card). An output switched off (a relock, a light off, a warning's end) is
+the exception: it is switched at once and its event follows, unless an earlier
+switch-on of the same output still waits for the card (the order then
+matters). And no action waits for the card longer than `PATIENCE_S`: a hung card
+must not keep a door shut to its master tag; past it, the actions go ahead, the
+events are written when the card lets them, and the watchdog stops pinging.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import traceback
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from firmware.core.actions import (
+    Action,
+    CheckStorage,
+    KioskAnswer,
+    KioskSend,
+    Output,
+    Publish,
+    RememberCommand,
+)
+from firmware.core.controller import Controller
+from firmware.core.inputs import (
+    DiskStatus,
+    Input,
+    InputsDropped,
+    PayloadReceived,
+    Presented,
+    StepFailed,
+    StorageChecked,
+    Tick,
+)
+from firmware.core.outbox import (
+    AppendEvents,
+    DeleteAcked,
+    DropEvents,
+    FoldEvents,
+    ForgetDebits,
+    SendEvents,
+)
+from firmware.core.reception import Unsealed
+from firmware.core.sync import SaveDelta, SaveSnapshot
+from firmware.runtime.disk import DurableStep
+from firmware.runtime.messages import Asked, DiskChanged, ForCore, Internal, Written
+
+if TYPE_CHECKING:
+    from firmware.runtime.app import Runtime
+
+log = logging.getLogger("alc.controller")
+
+# Presentations handled per loop step, their events made durable together: enough
+# to keep up with a burst at one flush per step, few enough that the first of them
+# waits only a few milliseconds for the others' decisions.
+MAX_EVENTS_PER_STEP = 100
+PATIENCE_S = 1.0
+"""Longest an action waits for its events to reach the card (see the docstring)."""
+IDLE_WAKE_S = 60.0  # with nothing scheduled, still wake once a minute
+LATENCY_SAMPLES = 100_000
+REPORT_EVERY_S = 60.0  # one traceback per kind of failure a minute
+REATTACH_EVERY_S = 60.0  # while the data is in memory, try the card this often
+FULL_SAVE_EVERY_S = 600.0  # a failed dataset save asks for a full sync at most this often
+
+OutboxUpkeep = SendEvents | DeleteAcked | ForgetDebits | FoldEvents | DropEvents
+Entry = Input | Unsealed
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A step's actions, held until its events are durable."""
+
+    number: int
+    since: float
+    actions: list[Action]
+
+
+class Loop:
+    """The loop of one `Runtime` (see the module docstring)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.controller: Controller = rt.controller
+        self.decision_latency_s: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.longest_step_s = 0.0
+        self.failures = 0
+        """Inputs and actions whose failure was contained, since start."""
+        self._numbers = itertools.count(1)
+        self._waiting: deque[_Waiting] = deque()
+        self._pending_on: Counter[str] = Counter()
+        self._written_upto = 0
+        self._stalled = False  # the card kept a step past PATIENCE_S; nothing waits now
+        self._reported: dict[str, tuple[float, int]] = {}
+        self._dropped_told = 0
+        self._events_ok = True
+        self._on_disk = rt.files.on_disk
+        self._disk_told = rt.disk_ok_at_boot
+        self._next_reattach = time.monotonic() + REATTACH_EVERY_S
+        self._full_save_asked = -1e18
+        self._dispatch: dict[type[Any], Callable[[Any], None]] = {
+            Publish: self._publish,
+            SaveDelta: self._save_delta,
+            SaveSnapshot: self._save_snapshot,
+            CheckStorage: self._check_storage,
+            Output: self._output,
+            KioskSend: self._kiosk_send,
+            KioskAnswer: self._kiosk_answer,
+            SendEvents: self._upkeep,
+            DeleteAcked: self._upkeep,
+            ForgetDebits: self._upkeep,
+            FoldEvents: self._upkeep,
+            DropEvents: self._upkeep,
+        }
+
+    # --- one step ----------------------------------------------------------------
+
+    def step(self) -> None:
+        """Wait for something to do (at most until the next deadline), do it."""
+        rt, controller = self.rt, self.controller
+        rt.loop_pulse.idle()
+        taken = rt.inbox.take(self._wait_s(), MAX_EVENTS_PER_STEP)
+        rt.loop_pulse.beat()
+        started = time.monotonic()
+        rt.collector.follow(controller.session.receiving())
+        for message in taken.internal:
+            self._internal(message)
+        self._release_overdue()
+        deadline = controller.next_deadline()
+        if deadline is not None and rt.clock() >= deadline:
+            self._handle(Tick())
+        if taken.members:
+            self._members(taken.members)
+        elif taken.routine is not None:
+            entry, queued_at = taken.routine
+            self._decide(entry, queued_at)
+        elif not taken and controller.has_work():
+            self._work()
+        self._upkeep_checks()
+        self.longest_step_s = max(self.longest_step_s, time.monotonic() - started)
+
+    def _wait_s(self) -> float:
+        """How long the inbox may wait: until the next deadline of the core, of a
+        held step's patience, of the watchdog, or a minute."""
+        if self.controller.has_work():
+            return 0.0
+        now_wall, now = self.rt.clock(), time.monotonic()
+        waits = [IDLE_WAKE_S]
+        deadline = self.controller.next_deadline()
+        if deadline is not None:
+            waits.append(deadline - now_wall)
+        if self._waiting:
+            waits.append(self._waiting[0].since + PATIENCE_S - now)
+        if self.rt.notifier.enabled:
+            waits.append(self.rt.watchdog.due() - now)
+        if not self._on_disk:
+            waits.append(self._next_reattach - now)
+        return max(min(waits), 0.0)
+
+    def _members(self, members: list[tuple[Entry, float]]) -> None:
+        """Group commit: every member's decision first, then every action, so their
+        events become durable in one transaction before any door opens."""
+        steps = []
+        for entry, queued_at in members:
+            actions = self._handled(entry)
+            if _has_access(actions):
+                # From the moment the input was queued to the decision: what a member
+                # at the door waits, including any wait behind a slice of sync work.
+                self.decision_latency_s.append(time.monotonic() - queued_at)
+            steps.append(actions)
+        self.rt.inbox.served(len(members))
+        for actions in steps:
+            self.carry_out(actions)
+
+    def _decide(self, entry: Entry, queued_at: float) -> None:
+        actions = self._handled(entry)
+        if isinstance(entry, PayloadReceived | Presented) and _has_access(actions):
+            self.decision_latency_s.append(time.monotonic() - queued_at)
+        self.carry_out(actions)
+
+    def _work(self) -> None:
+        """A slice of background work that gives way to members, the runtime's
+        messages and the next timer."""
+        rt, controller = self.rt, self.controller
+        deadline = controller.next_deadline()
+        clock, waiting, internal = rt.clock, rt.inbox.members_first.waiting, rt.inbox.has_internal
+
+        def yield_now() -> bool:
+            return waiting() or internal() or (deadline is not None and clock() >= deadline)
+
+        try:
+            actions = controller.work(clock(), yield_now=yield_now)
+        except Exception as exc:
+            self._failed("background work", exc)
+            return
+        self.carry_out(actions)
+
+    def _upkeep_checks(self) -> None:
+        """After every step: drops to report, a stale dataset file, the card,
+        the watchdog, the threads."""
+        rt = self.rt
+        dropped = rt.inbox.dropped
+        if dropped > self._dropped_told:
+            count, self._dropped_told = dropped - self._dropped_told, dropped
+            self._handle(InputsDropped(count))
+        now = time.monotonic()
+        if rt.writer.stale and now - self._full_save_asked > FULL_SAVE_EVERY_S:
+            # The file is behind the live data (a save failed or was skipped):
+            # only a full sync rewrites it whole (the live records keep no bytes).
+            self._full_save_asked = now
+            self._handle(StorageChecked(False))
+        if not self._on_disk and now >= self._next_reattach:
+            self._next_reattach = now + REATTACH_EVERY_S
+            rt.writer.submit(self._reattach)
+        if rt.notifier.enabled:
+            rt.watchdog.check()
+        rt.supervisor.check()
+        if rt.supervisor.failed is not None:
+            rt.exit_code = 1
+            rt.stop()
+
+    # --- the core ----------------------------------------------------------------
+
+    def _handle(self, entry: Entry) -> None:
+        self.carry_out(self._handled(entry))
+
+    def _handled(self, entry: Entry) -> list[Action]:
+        """The core's actions for one input; none when handling it failed."""
+        try:
+            return self.controller.handle(entry, self.rt.clock())
+        except Exception as exc:
+            self._failed(f"handling {type(entry).__name__}", exc)
+            return []
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        """A contained failure: a traceback in the log and a `system`/`error`
+        event, each at most once a minute per place it failed."""
+        self.failures += 1
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+        key = f"{what} {type(exc).__name__} {where}"
+        now = time.monotonic()
+        last, suppressed = self._reported.get(key, (-1e18, 0))
+        if now - last < REPORT_EVERY_S:
+            self._reported[key] = (last, suppressed + 1)
+            return
+        self._reported[key] = (now, 0)
+        more = f" (and {suppressed} more since)" if suppressed else ""
+        log.error("%s failed%s; the loop goes on", what, more, exc_info=exc)
+        if what.startswith("reporting"):
+            return  # the report itself failed: the log line must do
+        detail = f"{what}: {type(exc).__name__}: {exc}"[:200]
+        try:
+            actions = self.controller.handle(StepFailed(detail), self.rt.clock())
+        except Exception as again:
+            self._failed("reporting a failure", again)
+            return
+        self.carry_out(actions)
+
+    # --- the runtime's own messages -------------------------------------------------
+
+    def _internal(self, message: Internal) -> None:
+        if isinstance(message, Written):
+            self._written_upto = max(self._written_upto, message.upto)
+            self._stalled = False
+            self._release(message.upto)
+        elif isinstance(message, Asked):
+            if message.reply.set_running_or_notify_cancel():
+                try:
+                    message.reply.set_result(message.fn(self.controller))
+                except BaseException as exc:
+                    message.reply.set_exception(exc)
+        elif isinstance(message, DiskChanged):
+            self._disk_changed(message)
+        elif isinstance(message, ForCore):
+            self._handle(message.input)
+
+    def _disk_changed(self, message: DiskChanged) -> None:
+        rt = self.rt
+        if message.where == "events":
+            self._events_ok = message.ok
+            if not message.ok and self._on_disk:
+                # The card refuses: move the data to memory (on the storage
+                # thread), so that events and saves go on there meanwhile.
+                rt.writer.submit(self._detach)
+        else:
+            self._on_disk = message.ok
+        ok = self._events_ok and self._on_disk
+        if ok != self._disk_told:
+            self._disk_told = ok
+            self._handle(DiskStatus(ok, message.detail))
+
+    def _detach(self, _storage: Any) -> None:
+        """On the storage thread: move the data to memory."""
+        files = self.rt.files
+        files.detach()
+        self.rt.inbox.tell(
+            DiskChanged("files", files.on_disk, "the card refuses writes: data in memory")
+        )
+
+    def _reattach(self, _storage: Any) -> None:
+        """On the storage thread: move the data back to the card if it takes it."""
+        files = self.rt.files
+        if files.reattach():
+            self.rt.inbox.tell(DiskChanged("files", True, "data back on the card"))
+
+    # --- actions -----------------------------------------------------------------
+
+    def carry_out(self, actions: list[Action]) -> None:
+        """Safe outputs at once; then events and command ids made durable, and
+        the rest of the step after them (see the module docstring)."""
+        if not actions:
+            return
+        events = [e for a in actions if isinstance(a, AppendEvents) for e in a.events]
+        debits = [d for a in actions if isinstance(a, AppendEvents) for d in a.debits]
+        commands = [(a.id, a.exp) for a in actions if isinstance(a, RememberCommand)]
+        rest: list[Action] = []
+        switched_on: set[str] = set()
+        for action in actions:
+            if isinstance(action, AppendEvents | RememberCommand):
+                continue
+            if isinstance(action, Output):
+                if action.on:
+                    switched_on.add(action.name)
+                elif action.name not in switched_on and not self._pending_on[action.name]:
+                    self._perform(action)  # safe direction: never waits for the card
+                    continue
+            rest.append(action)
+        if events or commands:
+            number = next(self._numbers)
+            self.rt.durable.submit(DurableStep(number, events, debits, commands))
+            if self._stalled:
+                self._perform_all(rest)  # the card hangs: nothing waits for it now
+            else:
+                self._hold(number, rest)
+        elif self._waiting:
+            # Nothing to write, but earlier steps wait: keep the order.
+            self._hold(self._waiting[-1].number, rest)
+        else:
+            self._perform_all(rest)
+
+    def _hold(self, number: int, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Output) and action.on:
+                self._pending_on[action.name] += 1
+        self._waiting.append(_Waiting(number, time.monotonic(), actions))
+
+    def _release(self, upto: int) -> None:
+        while self._waiting and self._waiting[0].number <= upto:
+            self._unhold(self._waiting.popleft())
+
+    def _release_overdue(self) -> None:
+        if self._waiting and time.monotonic() - self._waiting[0].since > PATIENCE_S:
+            log.error(
+                "the card has not written events for %.1f s: carrying out %d steps before"
+                " their events are durable",
+                PATIENCE_S,
+                len(self._waiting),
+            )
+            self._stalled = True
+            while self._waiting:
+                self._unhold(self._waiting.popleft())
+
+    def _unhold(self, waiting: _Waiting) -> None:
+        for action in waiting.actions:
+            if isinstance(action, Output) and action.on:
+                self._pending_on[action.name] -= 1
+                if not self._pending_on[action.name]:
+                    del self._pending_on[action.name]
+        self._perform_all(waiting.actions)
+
+    def _perform_all(self, actions: list[Action]) -> None:
+        for action in actions:
+            self._perform(action)
+
+    def _perform(self, action: Action) -> None:
+        handler = self._dispatch.get(type(action))
+        try:
+            if handler is None:
+                raise TypeError(f"no handler for {type(action).__name__}")
+            handler(action)
+        except Exception as exc:
+            self._failed(f"carrying out {type(action).__name__}", exc)
+
+    def _publish(self, action: Publish) -> None:
+        self.rt.link.publish(action.suffix, action.message, retain=action.retain)
+
+    def _save_delta(self, action: SaveDelta) -> None:
+        self.rt.writer.submit(action)
+
+    def _save_snapshot(self, action: SaveSnapshot) -> None:
+        rt = self.rt
+        last_full = self.controller.session.last_full
+        if rt.writer.submit(partial(rt.save_snapshot, action, last_full)):
+            rt.writer.saved_full()
+
+    def _check_storage(self, _action: CheckStorage) -> None:
+        self.rt.writer.submit(self.rt.check_storage)
+
+    def _output(self, action: Output) -> None:
+        self.rt.switch(action)
+
+    def _kiosk_send(self, action: KioskSend) -> None:
+        if self.rt.kiosk is not None:
+            self.rt.kiosk.push(action.screen, action.kind, action.data)
+
+    def _kiosk_answer(self, action: KioskAnswer) -> None:
+        if self.rt.kiosk is not None:
+            self.rt.kiosk.answer(action.request, action.status, action.body)
+
+    def _upkeep(self, action: OutboxUpkeep) -> None:
+        self.rt.durable.chore(partial(self.rt.outbox_upkeep, action))
+
+    # --- stopping ------------------------------------------------------------------
+
+    def abandon(self) -> int:
+        """Stopping: drop the actions still waiting for the card; returns how many
+        steps were dropped (their events are still written by `durable.stop`)."""
+        count = len(self._waiting)
+        self._waiting.clear()
+        self._pending_on.clear()
+        return count
+
+
+def _has_access(actions: list[Action]) -> bool:
+    return any(
+        isinstance(a, AppendEvents) and any(e.type == "access" for e in a.events) for a in actions
+    )
