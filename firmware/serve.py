@@ -21,7 +21,8 @@ def serve(
     started: Callable[[Config], None] = lambda _config: None,
 ) -> int:
     """Load the config, start the controller and run its loop in this thread
-    until SIGTERM or Ctrl-C. A bad config is one line on stderr and exit code 2.
+    until SIGTERM or Ctrl-C. A bad config is one line on stderr and exit code 2;
+    a runtime thread that died twice, exit code 1.
     `started` is told once the controller is up (the simulator prints how to
     drive it)."""
     logging.basicConfig(
@@ -44,5 +45,5 @@ def serve(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    runtime.run()
-    return 0
+    # 1 when a thread died twice: systemd restarts the whole controller.
+    return runtime.run()
