@@ -5,6 +5,7 @@ access events are folded (counted, their seqs named), never debits."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import pytest
@@ -16,7 +17,7 @@ from firmware.runtime.disk import DurableStep, DurableWriter
 from firmware.runtime.inbox import Inbox
 from firmware.runtime.messages import DiskChanged, ForCore, Internal, Written
 from firmware.runtime.watchdog import Pulse
-from tests.waiting import wait_for
+from tests.waiting import WAIT_S, wait_for
 
 
 class FlakyStore:
@@ -105,3 +106,46 @@ def test_past_the_bound_old_access_events_fold_and_debits_stay(
     assert folded == [EventsRemoved("folded", [(1, 1), (3, 3)])]
     assert store.written == [2, 4, 5, 6]  # the debit's event kept, the newest access events kept
     assert store.debits == [2]
+
+
+class HungStore(FlakyStore):
+    """Hangs in its first write until `release` is set, as a card stuck in fsync."""
+
+    def __init__(self) -> None:
+        super().__init__(refusals=0)
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def append(
+        self,
+        events: Sequence[LoggedEvent],
+        debits: Sequence[DebitEntry],
+        *,
+        commands: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        self.entered.set()
+        self.release.wait(WAIT_S)
+        super().append(events, debits, commands=commands)
+
+
+def test_steps_past_the_queue_bound_merge_and_keep_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(disk, "MAX_QUEUED_STEPS", 2)
+    store = HungStore()
+    inbox: Inbox[object, Internal] = Inbox()
+    writer = DurableWriter(store, inbox.tell, Pulse("events"))  # type: ignore[arg-type]
+    messages: list[Internal] = []
+    try:
+        writer.submit(DurableStep(1, [event(1)], [], []))
+        assert store.entered.wait(WAIT_S)  # the thread hangs in the first write
+        for n in range(2, 8):  # two queue, the other four merge into one
+            writer.submit(DurableStep(n, [event(n)], [], []))
+        store.release.set()
+        wait_for(lambda: messages.extend(told(inbox)) or Written(7) in messages, "step 7")
+    finally:
+        writer.stop()
+    assert store.written == [1, 2, 3, 4, 5, 6, 7]
+    assert [m.upto for m in messages if isinstance(m, Written)] == sorted(
+        m.upto for m in messages if isinstance(m, Written)
+    )

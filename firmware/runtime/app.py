@@ -46,6 +46,7 @@ from firmware.core.inputs import (
     EventsRemoved,
     Input,
     OutboxCounted,
+    PayloadReceived,
     Presented,
     ReaderFault,
     RexPressed,

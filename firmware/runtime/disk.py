@@ -82,6 +82,10 @@ class DurableWriter:
         self._tell = tell
         self.pulse = pulse
         self._jobs: queue.Queue[DurableStep | Chore | None] = queue.Queue()
+        # Steps submitted while `MAX_QUEUED_STEPS` wait (the card hangs): merged
+        # into one, bounded like `_unwritten`, taken once the queue is drained.
+        self._lock = threading.Lock()
+        self._overflow: DurableStep | None = None
         self._unwritten: list[LoggedEvent] = []
         self._unwritten_debits: list[DebitEntry] = []
         self._refusing = False
@@ -98,8 +102,23 @@ class DurableWriter:
         self.thread = self._start()
 
     def submit(self, step: DurableStep) -> None:
-        """Queue a step; never blocks (the loop bounds the steps in flight)."""
-        self._jobs.put(step)
+        """Queue a step; never blocks. Past `MAX_QUEUED_STEPS` queued, steps are
+        merged into one, their events bounded as in memory (see the module
+        docstring), until the thread catches up."""
+        with self._lock:
+            if self._overflow is None and self._jobs.qsize() < MAX_QUEUED_STEPS:
+                self._jobs.put(step)
+                return
+            merged = self._overflow
+            if merged is None:
+                self._overflow = step
+                return
+            self._overflow = DurableStep(
+                step.number,
+                self._bounded([*merged.events, *step.events]),
+                [*merged.debits, *step.debits],
+                [*merged.commands, *step.commands],
+            )
 
     def chore(self, chore: Chore) -> None:
         """Queue outbox upkeep, run after the steps queued before it."""
@@ -124,6 +143,8 @@ class DurableWriter:
             self.pulse.idle()
             if carried:
                 first = carried.pop()
+            elif (merged := self._take_overflow()) is not None:
+                first = merged
             elif self._unwritten:
                 try:
                     first = self._jobs.get(timeout=RETRY_S[min(tries, len(RETRY_S) - 1)])
@@ -147,6 +168,10 @@ class DurableWriter:
                 try:
                     more = self._jobs.get_nowait()
                 except queue.Empty:
+                    with self._lock:  # drained: what overflowed comes next, in order
+                        if self._overflow is not None:
+                            batch.append(self._overflow)
+                            self._overflow = None
                     break
                 if not isinstance(more, DurableStep):
                     carried.append(more)  # after this batch, in order (None: stop)
@@ -158,6 +183,17 @@ class DurableWriter:
             if events or commands or self._unwritten:
                 self._write(events, debits, commands)
             self._tell(Written(batch[-1].number))
+
+    def _take_overflow(self) -> DurableStep | None:
+        """The merged steps, once every step queued before them is taken. (An
+        overflow only starts while the queue is full, so with an empty queue
+        and none here, `get` cannot miss one.)"""
+        with self._lock:
+            merged = self._overflow
+            if merged is None or not self._jobs.empty():
+                return None
+            self._overflow = None
+            return merged
 
     def _write(
         self,
