@@ -1,10 +1,11 @@
 """The event outbox and the debit ledger on disk, in the controller's SQLite file.
 
-Written from the event loop through its own connection (`Storage.open` on the same
-file), so appends never queue behind the dataset writes of the storage thread; the
-file is in WAL mode with `synchronous=FULL`, so an append is on the medium when
-`append` returns. One append is one transaction, however many events: a burst of
-presentations costs one flush (group commit).
+Written by the runtime's event thread (`firmware.runtime.disk.DurableWriter`),
+never the loop, through its own connection to the file (the storage thread has
+the other): its writes go ahead of the dataset's at every transaction boundary
+(`firmware.write_gate`). The file is in WAL mode with `synchronous=FULL`, so an
+append is on the medium when `append` returns. One append is one transaction,
+however many events: a burst of presentations costs one flush (group commit).
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ still opens doors (DESIGN.md "Data path"). What is stored:
   (PROTOCOL.md s6), so a replayed command is refused even across a reboot.
 
 The file is in WAL mode with `synchronous=FULL`: a commit is on the storage medium
-before the call returns. The event outbox will share this file and needs that
-(an event is durable before the action it reports is done); the dataset does not
-strictly need it, but one file has one setting.
+before the call returns. The event outbox shares this file (`firmware.outbox_store`,
+through a second connection) and needs that (an event is durable before the
+action it reports is done); the dataset does not strictly need it, but one file
+has one setting.
 
 Every failure of the file itself (missing directory, not a database, damaged,
 disk full, a schema from a newer alc) raises `LocalError` naming the file, and no
