@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
@@ -68,7 +68,7 @@ from firmware.kiosk.server import KioskServer
 from firmware.mqtt import BrokerSettings
 from firmware.outbox_store import OutboxStore
 from firmware.runtime.decoder import Decoder
-from firmware.runtime.disk import DurableWriter, StorageWriter
+from firmware.runtime.disk import DurableWriter, StorageWriter, save_snapshot
 from firmware.runtime.edge import Edge, EdgeContext, EdgeFactory
 from firmware.runtime.inbox import Inbox
 from firmware.runtime.link import ControllerLink
@@ -94,7 +94,6 @@ from hal.registry import create_backend
 log = logging.getLogger("alc.controller")
 
 SWITCH_INTERVAL_S = 0.0005
-STEP_RECORDS = 1000  # records the storage thread saves between two `step_aside`
 ASK_TIMEOUT_S = 5.0
 
 OutboxUpkeep = SendEvents | DeleteAcked | ForgetDebits | FoldEvents | DropEvents
@@ -385,7 +384,7 @@ class Runtime:
         self, action: SaveSnapshot, last_full: float | None, storage: Storage
     ) -> None:
         """On the storage thread: a full sync's records to the card."""
-        _save_snapshot(action, last_full, self.inbox.members_first, storage)
+        save_snapshot(action, last_full, self.inbox.members_first, storage)
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
@@ -409,25 +408,3 @@ class Runtime:
         self.files.close()
         self.notifier.close()
         self.collector.release()  # stopped in the middle of a full sync
-
-
-def _save_snapshot(
-    action: SaveSnapshot, last_full: float | None, members: MembersFirst, storage: Storage
-) -> None:
-    records = _stepping_aside(action.records, members)
-    storage.save_snapshot(action.epoch, action.v, records, action.digest, last_full)
-    # Let go of the records a piece at a time: freeing 100,000 of them at once is
-    # one long stretch of C holding the interpreter lock, which the loop, and a
-    # member at the door, would wait out.
-    while action.records:
-        members.step_aside()
-        del action.records[-STEP_RECORDS:]
-
-
-def _stepping_aside(
-    records: list[tuple[str, str, bytes]], members: MembersFirst
-) -> Iterator[tuple[str, str, bytes]]:
-    """The records, with a pause for any member waiting every `STEP_RECORDS`."""
-    for start in range(0, len(records), STEP_RECORDS):
-        members.step_aside()
-        yield from records[start : start + STEP_RECORDS]

@@ -28,16 +28,16 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from firmware.core.inputs import EventsRemoved
 from firmware.core.outbox import DebitEntry, LoggedEvent
-from firmware.core.sync import SaveDelta
+from firmware.core.sync import SaveDelta, SaveSnapshot
 from firmware.outbox_store import OutboxStore
 from firmware.runtime.messages import DiskChanged, ForCore, Internal, Written
-from firmware.runtime.priorities import background_thread
+from firmware.runtime.priorities import MembersFirst, background_thread
 from firmware.runtime.watchdog import Pulse
 from firmware.storage import Storage
 
@@ -45,6 +45,7 @@ log = logging.getLogger("alc.controller")
 events_log = logging.getLogger("alc.events")
 
 MAX_QUEUED_WRITES = 256
+STEP_RECORDS = 1000  # records the storage thread saves between two `step_aside`
 MAX_DELTAS_PER_COMMIT = 1000
 MAX_QUEUED_STEPS = 10_000  # the loop keeps at most this many steps in flight
 MAX_STEPS_PER_COMMIT = 500
@@ -351,6 +352,30 @@ class StorageWriter:
             finally:
                 for _ in range(done):
                     self._jobs.task_done()
+
+
+def save_snapshot(
+    action: SaveSnapshot, last_full: float | None, members: MembersFirst, storage: Storage
+) -> None:
+    """On the storage thread: a full sync's records to the card, stepping aside
+    for members every `STEP_RECORDS`."""
+    records = _stepping_aside(action.records, members)
+    storage.save_snapshot(action.epoch, action.v, records, action.digest, last_full)
+    # Let go of the records a piece at a time: freeing 100,000 of them at once is
+    # one long stretch of C holding the interpreter lock, which the loop, and a
+    # member at the door, would wait out.
+    while action.records:
+        members.step_aside()
+        del action.records[-STEP_RECORDS:]
+
+
+def _stepping_aside(
+    records: list[tuple[str, str, bytes]], members: MembersFirst
+) -> Iterator[tuple[str, str, bytes]]:
+    """The records, with a pause for any member waiting every `STEP_RECORDS`."""
+    for start in range(0, len(records), STEP_RECORDS):
+        members.step_aside()
+        yield from records[start : start + STEP_RECORDS]
 
 
 def _hex(value: Any) -> Any:

@@ -20,25 +20,17 @@ carrying out one action, is caught here: logged once with its traceback (rate
 limited), reported as a `system`/`error` event, and the loop goes on. The
 failed input's actions are dropped whole, never half carried out.
 
-**Outputs in the safe direction never wait.** A step's events are made durable
-before its actions are carried out (a door unlocks after its access event is on
-the card). An output switched off (a relock, a light off, a warning's end) is
-the exception: it is switched at once and its event follows, unless an earlier
-switch-on of the same output still waits for the card (the order then
-matters). And no action waits for the card longer than `PATIENCE_S`: a hung card
-must not keep a door shut to its master tag; past it, the actions go ahead, the
-events are written when the card lets them, and the watchdog stops pinging.
+**Actions follow their events to the card** (`firmware.runtime.held`), except
+an output switched off, which never waits, and never for longer than 1 s.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 import traceback
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +41,6 @@ from firmware.core.actions import (
     KioskSend,
     Output,
     Publish,
-    RememberCommand,
 )
 from firmware.core.controller import Controller
 from firmware.core.inputs import (
@@ -72,7 +63,7 @@ from firmware.core.outbox import (
 )
 from firmware.core.reception import Unsealed
 from firmware.core.sync import SaveDelta, SaveSnapshot
-from firmware.runtime.disk import DurableStep
+from firmware.runtime.held import HeldSteps
 from firmware.runtime.messages import Asked, DiskChanged, ForCore, Internal, Written
 
 if TYPE_CHECKING:
@@ -84,8 +75,6 @@ log = logging.getLogger("alc.controller")
 # to keep up with a burst at one flush per step, few enough that the first of them
 # waits only a few milliseconds for the others' decisions.
 MAX_EVENTS_PER_STEP = 100
-PATIENCE_S = 1.0
-"""Longest an action waits for its events to reach the card (see the docstring)."""
 IDLE_WAKE_S = 60.0  # with nothing scheduled, still wake once a minute
 LATENCY_SAMPLES = 100_000
 REPORT_EVERY_S = 60.0  # one traceback per kind of failure a minute
@@ -94,15 +83,6 @@ FULL_SAVE_EVERY_S = 600.0  # a failed dataset save asks for a full sync at most 
 
 OutboxUpkeep = SendEvents | DeleteAcked | ForgetDebits | FoldEvents | DropEvents
 Entry = Input | Unsealed
-
-
-@dataclass(slots=True)
-class _Waiting:
-    """A step's actions, held until its events are durable."""
-
-    number: int
-    since: float
-    actions: list[Action]
 
 
 class Loop:
@@ -115,11 +95,7 @@ class Loop:
         self.longest_step_s = 0.0
         self.failures = 0
         """Inputs and actions whose failure was contained, since start."""
-        self._numbers = itertools.count(1)
-        self._waiting: deque[_Waiting] = deque()
-        self._pending_on: Counter[str] = Counter()
-        self._written_upto = 0
-        self._stalled = False  # the card kept a step past PATIENCE_S; nothing waits now
+        self.held = HeldSteps(self._perform, rt.durable.submit)
         self._reported: dict[str, tuple[float, int]] = {}
         self._dropped_told = 0
         self._events_ok = True
@@ -154,7 +130,7 @@ class Loop:
         rt.collector.follow(controller.session.receiving())
         for message in taken.internal:
             self._internal(message)
-        self._release_overdue()
+        self.held.overdue()
         deadline = controller.next_deadline()
         if deadline is not None and rt.clock() >= deadline:
             self._handle(Tick())
@@ -178,8 +154,9 @@ class Loop:
         deadline = self.controller.next_deadline()
         if deadline is not None:
             waits.append(deadline - now_wall)
-        if self._waiting:
-            waits.append(self._waiting[0].since + PATIENCE_S - now)
+        held_until = self.held.deadline()
+        if held_until is not None:
+            waits.append(held_until - now)
         if self.rt.notifier.enabled:
             waits.append(self.rt.watchdog.due() - now)
         if not self._on_disk:
@@ -290,9 +267,7 @@ class Loop:
 
     def _internal(self, message: Internal) -> None:
         if isinstance(message, Written):
-            self._written_upto = max(self._written_upto, message.upto)
-            self._stalled = False
-            self._release(message.upto)
+            self.held.written(message.upto)
         elif isinstance(message, Asked):
             if message.reply.set_running_or_notify_cancel():
                 try:
@@ -336,71 +311,9 @@ class Loop:
     # --- actions -----------------------------------------------------------------
 
     def carry_out(self, actions: list[Action]) -> None:
-        """Safe outputs at once; then events and command ids made durable, and
-        the rest of the step after them (see the module docstring)."""
-        if not actions:
-            return
-        events = [e for a in actions if isinstance(a, AppendEvents) for e in a.events]
-        debits = [d for a in actions if isinstance(a, AppendEvents) for d in a.debits]
-        commands = [(a.id, a.exp) for a in actions if isinstance(a, RememberCommand)]
-        rest: list[Action] = []
-        switched_on: set[str] = set()
-        for action in actions:
-            if isinstance(action, AppendEvents | RememberCommand):
-                continue
-            if isinstance(action, Output):
-                if action.on:
-                    switched_on.add(action.name)
-                elif action.name not in switched_on and not self._pending_on[action.name]:
-                    self._perform(action)  # safe direction: never waits for the card
-                    continue
-            rest.append(action)
-        if events or commands:
-            number = next(self._numbers)
-            self.rt.durable.submit(DurableStep(number, events, debits, commands))
-            if self._stalled:
-                self._perform_all(rest)  # the card hangs: nothing waits for it now
-            else:
-                self._hold(number, rest)
-        elif self._waiting:
-            # Nothing to write, but earlier steps wait: keep the order.
-            self._hold(self._waiting[-1].number, rest)
-        else:
-            self._perform_all(rest)
-
-    def _hold(self, number: int, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Output) and action.on:
-                self._pending_on[action.name] += 1
-        self._waiting.append(_Waiting(number, time.monotonic(), actions))
-
-    def _release(self, upto: int) -> None:
-        while self._waiting and self._waiting[0].number <= upto:
-            self._unhold(self._waiting.popleft())
-
-    def _release_overdue(self) -> None:
-        if self._waiting and time.monotonic() - self._waiting[0].since > PATIENCE_S:
-            log.error(
-                "the card has not written events for %.1f s: carrying out %d steps before"
-                " their events are durable",
-                PATIENCE_S,
-                len(self._waiting),
-            )
-            self._stalled = True
-            while self._waiting:
-                self._unhold(self._waiting.popleft())
-
-    def _unhold(self, waiting: _Waiting) -> None:
-        for action in waiting.actions:
-            if isinstance(action, Output) and action.on:
-                self._pending_on[action.name] -= 1
-                if not self._pending_on[action.name]:
-                    del self._pending_on[action.name]
-        self._perform_all(waiting.actions)
-
-    def _perform_all(self, actions: list[Action]) -> None:
-        for action in actions:
-            self._perform(action)
+        """A step's actions, after its events (`firmware.runtime.held`)."""
+        if actions:
+            self.held.carry_out(actions)
 
     def _perform(self, action: Action) -> None:
         handler = self._dispatch.get(type(action))
@@ -443,12 +356,9 @@ class Loop:
     # --- stopping ------------------------------------------------------------------
 
     def abandon(self) -> int:
-        """Stopping: drop the actions still waiting for the card; returns how many
+        """Stopping: drop the actions still held for the card; returns how many
         steps were dropped (their events are still written by `durable.stop`)."""
-        count = len(self._waiting)
-        self._waiting.clear()
-        self._pending_on.clear()
-        return count
+        return self.held.abandon()
 
 
 def _has_access(actions: list[Action]) -> bool:
