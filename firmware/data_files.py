@@ -30,6 +30,11 @@ move past.
 
 Only SQLite errors, our own `LocalError`s and `OSError`s count as the card's
 fault; anything else is a bug and is raised, not papered over by moving a file.
+
+Longer than 400 lines on purpose: one boot procedure, each branch (sound,
+damaged, unwritable, hung) beside the others so that the order of the checks
+can be read in one place; the salvage and the copying are `firmware.salvage`
+and `firmware.data_move`.
 """
 
 from __future__ import annotations

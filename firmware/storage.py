@@ -35,6 +35,11 @@ rewrites it. So the stored `(epoch, v, digest)` always names the stored records.
 One `Storage` may be used from several threads (the runtime writes from its own
 storage thread); a lock makes each call one step. Do not write while iterating
 `records()`: use `reading()` for a scan that must see one version.
+
+Longer than 400 lines on purpose: it is the one class that owns the file's
+schema and every transaction on it (open and migrate, the dataset, command ids,
+checks, the in-memory stand-in); split, the transactions' invariants would be
+spread over modules that each see half the schema.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ The clock moves only between steps: the runner feeds the core a `Tick` at each
 plays in seconds. After every controller step `sim.invariants.Checker` looks at
 what it logged and switched; the run exits 1 if any rule broke, or if a
 step's `expect` did not come true.
+
+Longer than 400 lines on purpose: `VirtualClub` is one scenario runner whose
+parts (the virtual clock, the scenario's steps, the hub's side) share its state
+step by step; the scenario file's format is `sim.scenario`, the checks `sim.invariants`.
 """
 
 from __future__ import annotations

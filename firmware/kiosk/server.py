@@ -19,6 +19,10 @@ streams (`MAX_STREAMS`), each stream's queue (`STREAM_QUEUE`; a screen that fall
 that far behind is cut off and reconnects to a fresh board), request bodies
 (`MAX_BODY`) and requests waiting for the core (`MAX_WAITING`). `stop()` ends
 every stream and joins every thread.
+
+Longer than 400 lines on purpose: one HTTP server and its request handler,
+which check every request's shape before anything reaches the core; the
+screens' content is the core's (`firmware.core.kiosk*`), not this module's.
 """
 
 from __future__ import annotations
