@@ -152,6 +152,16 @@ class Link:
         )
         self._client.loop_start()
 
+    def alive(self) -> bool:
+        """False once paho's network thread has died (it catches what our callbacks
+        raise, so only a bug in paho or the interpreter ends it)."""
+        thread = getattr(self._client, "_thread", None)  # paho keeps no public handle
+        return thread is None or thread.is_alive()
+
+    def restart(self) -> None:
+        """Start paho's network thread again after it died."""
+        self._client.loop_start()
+
     def wait_connected(self, timeout: float) -> bool:
         """Block up to `timeout` seconds for the first connection."""
         return self._connected.wait(timeout)

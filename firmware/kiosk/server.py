@@ -212,6 +212,10 @@ class KioskServer:
         self._thread.start()
         log.info("kiosk screens: %s", self.address.split("?")[0])
 
+    def alive(self) -> bool:
+        """False once the serving thread has died (not before `start`, not after `stop`)."""
+        return self._thread is None or self._stopping.is_set() or self._thread.is_alive()
+
     def stop(self) -> None:
         """End every stream and request, close the socket, join every thread."""
         self._stopping.set()

@@ -168,9 +168,14 @@ class Runtime:
             [self.loop_pulse, self.durable.pulse, self.decoder.pulse], self.notifier.watchdog
         )
         self.supervisor = Supervisor()
-        self.supervisor.watch("alc-events", self.durable.thread.is_alive, self.durable.restart)
-        self.supervisor.watch("alc-storage", self.writer.thread.is_alive, self.writer.restart)
-        self.supervisor.watch("alc-decoder", self.decoder.thread.is_alive, self.decoder.restart)
+        # Looked up at each check: a restart gives each writer a new thread.
+        durable, writer, decoder = self.durable, self.writer, self.decoder
+        self.supervisor.watch("alc-events", lambda: durable.thread.is_alive(), durable.restart)
+        self.supervisor.watch("alc-storage", lambda: writer.thread.is_alive(), writer.restart)
+        self.supervisor.watch("alc-decoder", lambda: decoder.thread.is_alive(), decoder.restart)
+        self.supervisor.watch("paho", self.link.alive, self.link.restart)
+        if self.kiosk is not None:
+            self.supervisor.watch("alc-kiosk", self.kiosk.alive, self.kiosk.start)
         self.loop = Loop(self)
 
     # --- the boot -----------------------------------------------------------------------

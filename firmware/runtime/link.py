@@ -85,6 +85,14 @@ class ControllerLink:
         )
         self._link.start()
 
+    def alive(self) -> bool:
+        """False once paho's network thread has died."""
+        return self._link is None or self._link.alive()
+
+    def restart(self) -> None:
+        """Start paho's network thread again (the supervisor's call)."""
+        self.link.restart()
+
     def stop(self) -> None:
         """Disconnect and stop paho's thread."""
         if self._link is not None:

@@ -5,9 +5,11 @@ work raises; a thread that dies anyway has hit a bug or a broken interpreter
 state. The supervisor, asked by the loop every step, restarts a dead thread
 once and logs it. A second death of the same thread means restarting it does
 not help: the controller exits non-zero, and systemd starts it again whole
-(with fresh state read from the card). Threads owned by libraries (paho's
-network thread, the HAL's pin and serial threads, the kiosk server) report
-through their own callbacks; the runtime treats their failure the same way.
+(with fresh state read from the card).
+
+Watched: `alc-events`, `alc-storage`, `alc-decoder`, paho's network thread
+and, with a kiosk, its server thread. The HAL's reader threads catch their
+port's failures themselves, report them as `ReaderFault` and reopen the port.
 """
 
 from __future__ import annotations
