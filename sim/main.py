@@ -7,8 +7,9 @@
     alc sim run scenario.toml [--quiet]         a scenario in virtual time
 
 Bench mode runs exactly what `alc controller` runs, on a config whose `[hal]
-backend` is "sim"; anyone with the key drives it through `{base}/bench/in` and
-watches `{base}/bench/out` (docs/simulator.md).
+backend` is "sim", with the bench plugged into its runtime (`sim.bench.BenchEdge`):
+anyone with the key drives it through `{base}/bench/in` and watches
+`{base}/bench/out` (docs/simulator.md).
 """
 
 from __future__ import annotations
@@ -18,10 +19,15 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING
 
 from firmware.config import Config, load_config
 from firmware.core.errors import LocalError
 from firmware.serve import serve
+
+if TYPE_CHECKING:
+    from firmware.runtime.edge import EdgeFactory
 
 SEND_WAIT_S = 10.0
 
@@ -71,7 +77,13 @@ def bench_main(argv: Sequence[str]) -> int:
             flush=True,
         )
 
-    return serve("alc sim", lambda: sim_config(ns.config), verbose=ns.verbose, started=started)
+    def bench(_config: Config) -> tuple[EdgeFactory, ...]:
+        from sim.bench import BenchEdge  # gpiozero's mock pins: once the config is good
+
+        return (BenchEdge,)
+
+    load = partial(sim_config, ns.config)
+    return serve("alc sim", load, verbose=ns.verbose, edges=bench, started=started)
 
 
 def watch_main(argv: Sequence[str]) -> int:

@@ -24,6 +24,8 @@ from firmware.core.errors import RemoteError
 from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
+from firmware.runtime.edge import EdgeContext
+from sim.bench import BenchEdge
 from tests.broker import Broker
 from tests.waiting import WAIT_S, wait_for
 from tools.ctl import build_command
@@ -230,6 +232,8 @@ class Rig:
         self.hub_loop: HubLoop | None = None
         self._hub_thread: _Thread | None = None
         self.runtime: Runtime | None = None
+        # The simulator's bench on the running controller (its `refused` count).
+        self.bench: BenchEdge | None = None
         self._runtime_thread: _Thread | None = None
         self._observer: Observer | None = None
 
@@ -271,10 +275,15 @@ class Rig:
         return load_config(self.config_path)
 
     def boot(self) -> Runtime:
-        """Construct the controller (boots from SQLite) without running its loop."""
+        """Construct the controller (boots from SQLite) without running its loop,
+        with the simulator's bench plugged in (`bench`)."""
         assert self.runtime is None
-        self.runtime = Runtime(self.config())
+        self.runtime = Runtime(self.config(), edges=[self._bench_edge])
         return self.runtime
+
+    def _bench_edge(self, context: EdgeContext) -> BenchEdge:
+        self.bench = BenchEdge(context)
+        return self.bench
 
     def run_controller(self) -> Runtime:
         """Run the controller's loop in a thread (booting it first if needed)."""

@@ -21,6 +21,7 @@ from firmware.core.outbox import DebitEntry, LoggedEvent
 from firmware.runtime import DB_FILE, Runtime
 from firmware.runtime.loop import MAX_EVENTS_PER_STEP
 from firmware.storage import Storage
+from sim.bench import BenchEdge
 from tests.broker import free_port
 from tests.harness import JOIN_S, wait_for
 
@@ -43,7 +44,7 @@ def test_a_burst_is_decided_one_by_one_and_made_durable_in_few_transactions(
             "readers": [{"id": "r1", "door": "front"}],
         },
     )
-    runtime = Runtime(config)
+    runtime = Runtime(config, edges=[BenchEdge])
     appends: list[list[int]] = []
     append = runtime.events.append
 

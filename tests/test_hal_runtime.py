@@ -30,6 +30,7 @@ from firmware.runtime import DB_FILE, Runtime
 from firmware.runtime.priorities import BACKGROUND_NICE, HIGH_NICE
 from firmware.storage import Storage
 from hal.sim import SimBackend
+from sim.bench import BenchEdge
 from tests.waiting import WAIT_S, wait_for
 
 ANN = "0a1b2c3d4e"  # tags as the RDM6300 reader reports them
@@ -135,7 +136,7 @@ def access(member: str, value: str) -> tuple[str, dict[str, Any]]:
 
 
 def test_the_sim_hardware_drives_the_real_runtime(config_path: Path, outbox: OutboxStore) -> None:
-    runtime = Runtime(load_config(config_path))
+    runtime = Runtime(load_config(config_path), edges=[BenchEdge])
     sim = runtime.hardware
     assert isinstance(sim, SimBackend)
     # Active-low relay boards: a released relay reads high. Safe before the loop runs.
@@ -220,7 +221,7 @@ def test_only_the_loop_thread_runs_at_the_loop_priority(config_path: Path) -> No
     config_path.write_text(
         config_path.read_text().replace("[controller]\n", '[controller]\nloop_priority = "high"\n')
     )
-    runtime = Runtime(load_config(config_path))
+    runtime = Runtime(load_config(config_path), edges=[BenchEdge])
     loop = threading.Thread(target=runtime.run, name="test-loop", daemon=True)
     loop.start()
     try:

@@ -8,12 +8,12 @@ database and the controller's file start with the same synthetic club
 (`tools.gen`), so the controller decides on real data and needs no full sync.
 
 1. `log_per_s`: the controller `Runtime` (simulator backend, one reader at a door)
-   runs with its broker down: an outage. `--events` sealed `present` bench inputs
+   runs with its broker down: an outage. `--events` presentations at the reader
    (90% member tags, 10% unknown tags) are handed to its queue as fast as it takes
-   them (`Runtime.submit`, as paho's thread would); each is verified, decided and
-   logged as one `access` event. Measured from the first input until the outbox's
-   `last_seq` on disk (read by a separate connection) counts them all: durable
-   events per second, decisions included.
+   them (`Runtime.submit`, as the reader's thread or the simulator's bench edge
+   would); each is decided and logged as one `access` event. Measured from the
+   first input until the outbox's `last_seq` on disk (read by a separate
+   connection) counts them all: durable events per second, decisions included.
 2. `upload_per_s`: that controller stops; the broker and the reference hub start
    (`Hub` in a `HubLoop`), then a controller starts again on the same file with the
    queued events (plus its boot event) in its outbox. Measured from its MQTT
@@ -42,14 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware.core.errors import LocalError
-from firmware.core.inputs import PayloadReceived
-from firmware.core.wire import seal
+from firmware.core.inputs import Presented
 from firmware.mqtt import BrokerSettings
 from firmware.runtime import DB_FILE, Runtime
 from firmware.storage import Storage
+from sim.bench import BenchEdge
 from tools.bench import Figure, format_table, percentile, positive
 from tools.bench_rig import (
-    BASE,
     CONTROLLER,
     KNOWN_SHARE,
     READER,
@@ -64,11 +63,11 @@ from tools.broker import Broker
 from tools.gen import Club, generate
 from tools.hub.changes import WireOp
 from tools.hub.db import HubDB
-from tools.hub.keys import read_controller_key, write_new_key
+from tools.hub.keys import write_new_key
 from tools.hub.loop import HubLoop
 from tools.hub.server import Hub
 
-DISTINCT_INPUTS = 1000  # sealed once, then cycled: sealing is the bench's cost, not ours
+DISTINCT_INPUTS = 1000  # made once, then cycled: making them is the bench's cost, not ours
 PACE_DEPTH = 5000  # inputs queued at most while feeding: half the inbox, so none drops
 WAIT_S = 600.0  # for any one step: generous, the bench reports how long it took
 JOIN_S = 60.0
@@ -134,17 +133,15 @@ class _Outbox:
         self._conn.close()
 
 
-def _inputs(key: bytes, club: Club, rng: random.Random, n: int) -> list[PayloadReceived]:
-    """`n` sealed `present` inputs on the bench topic, as paho would hand them over."""
-    topic = f"{BASE}/bench/in"
+def _inputs(club: Club, rng: random.Random, n: int) -> list[Presented]:
+    """`n` presentations at the reader, as its thread would hand them over."""
     out = []
     for _ in range(n):
         if club.members and rng.random() < KNOWN_SHARE:
             value = club.tag(rng.randrange(club.members))
         else:
             value = club.unknown_tag(rng.randrange(1 << 20))
-        body = {"t": "present", "reader": READER, "credkind": "tag", "value": value}
-        out.append(PayloadReceived(topic, seal(key, CONTROLLER.encode(), topic, body)))
+        out.append(Presented(READER, "tag", value))
     return out
 
 
@@ -155,7 +152,6 @@ def run(tmp: Path, events: int, members: int, seed: int) -> Results:
         stack.callback(broker.stop)
         keys_dir = tmp / "keys"
         write_new_key(keys_dir, CONTROLLER)
-        key = read_controller_key(keys_dir, CONTROLLER)
         config = controller_config(tmp, keys_dir, broker)
 
         # The same dataset on both sides: the controller is in sync from the start.
@@ -173,8 +169,8 @@ def run(tmp: Path, events: int, members: int, seed: int) -> Results:
         stack.callback(disk.close)
 
         # 1. Logging while the broker is down.
-        inputs = _inputs(key, Club(members, seed), random.Random(seed), DISTINCT_INPUTS)
-        runtime = Runtime(config)
+        inputs = _inputs(Club(members, seed), random.Random(seed), DISTINCT_INPUTS)
+        runtime = Runtime(config, edges=[BenchEdge])
         target = disk.last_seq() + 1 + events  # the boot event, then one per input
         stop_offline = in_thread(stack, runtime.run, runtime.stop, "alc-bench-offline")
         c0 = time.process_time()
@@ -204,7 +200,7 @@ def run(tmp: Path, events: int, members: int, seed: int) -> Results:
         stop_hub = in_thread(stack, hub_loop.run, hub_loop.stop, "alc-bench-hub")
         if not hub_loop.wait_connected(WAIT_S):
             raise BenchError(f"the hub could not connect to mosquitto on port {broker.port}")
-        runtime = Runtime(config)
+        runtime = Runtime(config, edges=[BenchEdge])
         queued = disk.count() + 1  # and the boot event
         pid = broker.process.pid if broker.process else None
         b0 = cpu_of(pid)

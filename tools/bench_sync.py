@@ -76,6 +76,7 @@ from firmware.core.errors import LocalError, RemoteError
 from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
+from sim.bench import BenchEdge
 from tools.bench import Figure, format_table, peak_rss_mb, percentile, positive
 from tools.bench_rig import (
     BASE,
@@ -459,7 +460,8 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int, syncs: int
         records = ready.records
 
         # The cold sync: until the controller holds the hub's dataset.
-        runtime = Runtime(controller_config(tmp, keys_dir, broker, relock=True))
+        config = controller_config(tmp, keys_dir, broker, relock=True)
+        runtime = Runtime(config, edges=[BenchEdge])  # presentations come on the bench
         meter = _Meter(broker, hub)
         in_thread(stack, runtime.run, runtime.stop, "alc-bench-controller")
         session = runtime.controller.session

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 # subcommand -> (module with `main(argv) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "controller": ("firmware.__main__", "run a controller (--config controller.toml)"),
+    "controller": ("tools.controller", "run a controller (--config controller.toml)"),
     "sim": ("sim.main", "the controller on the simulator: bench mode, send, run a scenario"),
     "demo": ("tools.demo", "a small club on the simulator, end to end, in about a minute"),
     "gen": ("tools.gen", "write a reproducible synthetic club dataset"),

@@ -39,6 +39,7 @@ from firmware.config import load_config
 from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
+from sim.bench import BenchEdge
 from sim.report import money
 from tools.broker import Broker, free_port
 from tools.ctl import Target, send_command
@@ -302,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
         hub_thread = Background(hub_loop(), "demo-hub")
-        runtime = Runtime(load_config(config_file))
+        runtime = Runtime(load_config(config_file), edges=[BenchEdge])
         if runtime.kiosk is not None:
             show("kiosk", f"the club's kiosk screen: open {runtime.kiosk.address} in a browser")
         outputs: queue.Queue[LinkEvent | None] = queue.Queue()
