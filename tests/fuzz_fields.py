@@ -31,16 +31,8 @@ COMMANDS = ("status", "sync", "purge", "refresh_kiosks", "open_door", "set_light
 MAX_TEXT = 128  # longest id or name in a hub message (firmware/core/messages.py)
 GAP = 1000  # versions ahead of the controller's: parsed, never applied
 
-KNOWN_BUGS = frozenset({"keypad junk"})
-"""Bad inputs that end the loop or change data today. The generator leaves them
-out, so the campaign still guards everything else, and a strict xfail test in
-tests/test_fuzz.py documents each. Remove a name once its test passes:
-
-- `keypad junk`: bench `keys` with characters no keypad has (`KEYPAD_JUNK`) are
-  refused by the simulated hardware, then typed by the core's own bench path as
-  if only the digits were there: a PIN is presented and an `access` event logged.
-"""
-
+# Keys no keypad has. Once a known bug (the core's own bench path typed their
+# digits and logged an access); the simulator's bench edge refuses them now.
 KEYPAD_JUNK = ("12a4#", "\u0661\u0662#", "12 3#")
 
 
@@ -249,6 +241,5 @@ def wrong_values(
     if kind == "value":
         return ["", "1" * (MAX_VALUE_LEN + 1), *_NOT_TEXT[:8], *_UNREADABLE[reader_kind]]
     if kind == "keys":
-        junk = () if "keypad junk" in KNOWN_BUGS else KEYPAD_JUNK
-        return ["", "1" * 65, "abc", 1234, None, ["1", "#"], *junk]
+        return ["", "1" * 65, "abc", 1234, None, ["1", "#"], *KEYPAD_JUNK]
     raise ValueError(f"no wrong values for a field of kind {kind!r}")

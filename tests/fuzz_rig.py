@@ -1,7 +1,8 @@
 """A controller under fuzzing, and what the campaign counts (issue 12 s7).
 
-`FuzzRig` runs the real `Runtime` on the simulator backend with wiring (bench
-inputs go through the simulated hardware, as in tests/test_sim_bench.py), its loop
+`FuzzRig` runs the real `Runtime` on the simulator backend with wiring and the
+simulator's bench edge (bench inputs go through the simulated hardware, as in
+tests/test_sim_bench.py, or are refused by the edge), its loop
 on a thread, booted from a stored dataset in a fresh data directory, connected to
 the test's real mosquitto. No hub runs: nothing but the fuzzer talks to it, so
 nothing may change its data or acknowledge its events.
@@ -148,7 +149,9 @@ def _what(body: dict[str, Any]) -> str:
 class Counts:
     """What a campaign saw. `crashes`, `dataset_changes` and `outbox_changes` must
     be 0; `system_events` are the controller's own reports of what it refused
-    (rate-limited), expected; the rest are figures."""
+    (rate-limited), expected, and `bench_refused` the bench inputs its bench edge
+    refused (logged there, rate-limited, never reaching the core); the rest are
+    figures."""
 
     sent: int = 0
     by_how: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -157,6 +160,7 @@ class Counts:
     outbox_changes: int = 0  # events of other types logged, or events gone
     changes: list[str] = field(default_factory=list)  # those events
     system_events: collections.Counter[str] = field(default_factory=collections.Counter)
+    bench_refused: int = 0
     # What was sent in the batches after which something changed, for the report.
     changed_by: list[str] = field(default_factory=list)
     commands_remembered: int = 0
@@ -180,6 +184,7 @@ class Counts:
                 f"outbox changes: {self.outbox_changes}",
                 *(f"  {change}" for change in self.changes[:20]),
                 f"system events (expected, rate-limited): {system or 'none'}",
+                f"bench inputs refused by the bench edge (expected): {self.bench_refused}",
                 f"command ids remembered (expected): {self.commands_remembered}",
                 f"loop stalls over {STALL_S * 1000:.0f} ms: {self.stalls} of {self.probes}"
                 f" probes (longest round trip {self.probe_max_s * 1000:.1f} ms)",
@@ -331,6 +336,12 @@ class FuzzRig:
     def snapshot(self) -> Snapshot:
         return Snapshot.read(self.db)
 
+    def bench_refused(self) -> int:
+        """Bench inputs the bench edge refused so far (paho's thread counts them:
+        read after a marker sent behind them)."""
+        assert self.rig.bench is not None
+        return self.rig.bench.refused
+
     def glance(self) -> tuple[Any, ...]:
         """A cheap look at the data directory: the data version and the events
         that are not `system` ones (compared batch by batch, to say which batch
@@ -362,7 +373,7 @@ def run_campaign(rig: FuzzRig, count: int, *, seed: int, batch: int = 100) -> Co
     """Send `count` fuzzed messages to `rig` and count what they did."""
     counts = Counts()
     fuzzer = Fuzzer(rig.club, seed, now=int(time.time()))
-    before = rig.snapshot()
+    before, refused = rig.snapshot(), rig.bench_refused()
     start = time.monotonic()
     counts.rss_start_kib = rss_kib()
     sent: list[str] = []
@@ -393,6 +404,7 @@ def run_campaign(rig: FuzzRig, count: int, *, seed: int, batch: int = 100) -> Co
         counts.changed_by += [*last_batch, *sent][:MAX_REPORTED]
     counts.seconds = time.monotonic() - start
     counts.rss_end_kib = rss_kib()
+    counts.bench_refused = rig.bench_refused() - refused
     compare(before, rig.snapshot(), counts)
     return counts
 
