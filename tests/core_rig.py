@@ -32,7 +32,6 @@ RECORDS = [
 
 def make(
     *,
-    bench: bool = False,
     executed: dict[str, int] | None = None,
     facility: Facility | None = None,
 ) -> Controller:
@@ -50,7 +49,6 @@ def make(
         readers={"front-in": Target.door("front")} if facility is None else None,
         facility=facility,
         executed=executed,
-        bench=bench,
     )
 
 

@@ -1,15 +1,12 @@
 """The controller core in virtual time: dispatch, state reports, rejected input,
-bench presentations, the upload and the daily storage check. No broker, no clock,
+presentations, the upload and the daily storage check. No broker, no clock,
 no disk. The hub's commands are in test_commands.py."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import cbor2
 
 from firmware.core.actions import CheckStorage, Output, Publish
-from firmware.core.controller import Controller
 from firmware.core.doors import DoorWiring
 from firmware.core.facility import Facility
 from firmware.core.inputs import (
@@ -18,6 +15,7 @@ from firmware.core.inputs import (
     DiskStatus,
     InputsDropped,
     PayloadReceived,
+    Presented,
     RexPressed,
     StorageChecked,
     Tick,
@@ -92,10 +90,15 @@ def test_retained_and_badly_sealed_messages_are_dropped_and_reported_once_a_minu
     assert c.session.v == 3
 
 
-def test_bench_present_decides_only_on_the_simulator() -> None:
+def test_the_core_takes_no_bench_input() -> None:
+    """Bench inputs are the simulator's edge's (sim/bench.py): the core neither
+    decides on one nor reports it, even sealed with its key."""
     present = {"t": "present", "reader": "front-in", "credkind": "tag", "value": "00aa11bb"}
-    assert c_access(make(bench=False), present) == []
-    access = c_access(make(bench=True), present)
+    c = make()
+    out = c.handle(sealed("bench/in", present), T0)
+    assert logged(out, "access") == [] and system(out) == []
+    # The same credential at the reader is decided.
+    access = logged(c.handle(Presented("front-in", "tag", "00aa11bb"), T0), "access")
     assert access == [
         {
             "door": "front",
@@ -108,14 +111,6 @@ def test_bench_present_decides_only_on_the_simulator() -> None:
             "reason": "granted",
         }
     ]
-    bad = {"t": "present", "reader": "front-in", "credkind": "face", "value": "x"}
-    c = make(bench=True)
-    assert system(c.handle(sealed("bench/in", bad), T0)) == ["error"]
-
-
-def c_access(c: Controller, present: dict[str, Any]) -> list[dict[str, Any]]:
-    out = c.handle(sealed("bench/in", present), T0)
-    return logged(out, "access")
 
 
 def test_daily_storage_check_and_a_damaged_copy_triggers_a_digest_sync() -> None:
@@ -131,7 +126,7 @@ def test_daily_storage_check_and_a_damaged_copy_triggers_a_digest_sync() -> None
 
 
 def test_garbage_on_every_topic_never_raises() -> None:
-    c = make(bench=True)
+    c = make()
     c.handle(Connected(), T0)
     for suffix in ("data", "cmd", "ack", "bench/in", "state", "nonsense"):
         for payload in (b"", b"\xff", cbor2.dumps({"t": "x"}), bytes(300_000)):
@@ -141,10 +136,9 @@ def test_garbage_on_every_topic_never_raises() -> None:
 
 
 def test_events_are_uploaded_and_leave_on_ack() -> None:
-    c = make(bench=True)
+    c = make()
     c.handle(Connected(), T0)
-    present = {"t": "present", "reader": "front-in", "credkind": "tag", "value": "00aa11bb"}
-    out = c.handle(sealed("bench/in", present), T0 + 1)
+    out = c.handle(Presented("front-in", "tag", "00aa11bb"), T0 + 1)
     sends = [a for a in out if isinstance(a, SendEvents)]
     assert sends and sends[0].upto == c.outbox.last_seq
     assert c.state()["outbox"] == c.outbox.last_seq

@@ -41,7 +41,6 @@ from firmware.core.inputs import (
     StorageTrouble,
 )
 from firmware.core.kiosk import Kiosk
-from firmware.core.limits import CREDKINDS, MAX_VALUE_LEN
 from firmware.core.messages import Ack, Delta, SnapPage
 from firmware.core.outbox import AppendEvents, Outbox
 from firmware.core.reception import Reception, Unsealed
@@ -74,12 +73,9 @@ class Controller:
         readers: Mapping[str, Target] | None = None,
         facility: Facility | None = None,
         executed: Mapping[str, int] | None = None,
-        bench: bool = False,
         outbox: Outbox | None = None,
     ) -> None:
-        """`executed` holds command ids already run (from storage) with their exp.
-        `bench` accepts the simulator's bench inputs (PROTOCOL.md s8); never on a
-        real installation, where a reader is the only way to present a credential."""
+        """`executed` holds command ids already run (from storage) with their exp."""
         self.id = controller_id
         self.session = session
         self.boot_time = boot_time
@@ -88,8 +84,7 @@ class Controller:
         self.facility = facility or Facility(
             readers=[Reader(id, target) for id, target in (readers or {}).items()], now=boot_time
         )
-        suffixes = ("data", "cmd", "ack", "bench/in") if bench else ("data", "cmd", "ack")
-        self.reception = Reception(base_topic, {controller_id.encode(): key}, suffixes)
+        self.reception = Reception(base_topic, {controller_id.encode(): key})
         self.outbox = outbox if outbox is not None else Outbox()
         self.kiosk = Kiosk()
         self.reports = Reports(session, self.outbox, boot_time)
@@ -284,51 +279,9 @@ class Controller:
                 return [*acked, *reflected, *self._own(self.commands.acked(now), now)]
             if suffix == "cmd" and type == "cmd" and isinstance(message, dict):
                 return self._own(self.commands.received(message, now), now)
-            if suffix == "bench/in" and isinstance(message, dict):
-                return self._bench(type, message, now)
         except RemoteError as exc:
             return self.reports.report("error", f"{suffix} {type}: {exc}", now)
         return self.reports.report("error", f"unexpected {type!r} on {suffix}", now)
-
-    def _bench(self, type: str, body: dict[str, Any], now: float) -> list[Action]:
-        """A simulated input from the bench topic (PROTOCOL.md s8)."""
-        if type == "present":
-            reader, credkind, value = body.get("reader"), body.get("credkind"), body.get("value")
-            if not (
-                isinstance(reader, str)
-                and credkind in CREDKINDS
-                and isinstance(value, str)
-                and 0 < len(value) <= MAX_VALUE_LEN
-            ):
-                raise RemoteError("present needs text reader, a credkind and a value")
-            return self._presented(Presented(reader, str(credkind), value), now)
-        if type == "contact":
-            door, open = body.get("door"), body.get("open")
-            if not isinstance(door, str) or not isinstance(open, bool):
-                raise RemoteError("contact needs text door and a true/false open")
-            return self._hardware(ContactChanged(door, open), now)
-        if type == "rex":
-            door = body.get("door")
-            if not isinstance(door, str):
-                raise RemoteError("rex needs a text door")
-            return self._hardware(RexPressed(door), now)
-        if type == "keys":
-            reader, keys = body.get("reader"), body.get("keys")
-            if not isinstance(reader, str) or not isinstance(keys, str) or len(keys) > 64:
-                raise RemoteError("keys needs text reader and keys")
-            # As a keypad does: digits, `*` clears, `#` enters.
-            actions: list[Action] = []
-            typed = ""
-            for key in keys:
-                if key.isdecimal():
-                    typed += key
-                elif key == "*":
-                    typed = ""
-                elif key == "#" and typed:
-                    actions += self._presented(Presented(reader, "pin", typed), now)
-                    typed = ""
-            return actions
-        raise RemoteError(f"unknown bench input {type!r}")
 
     def _hardware(
         self, event: ContactChanged | RexPressed | ReaderFault, now: float

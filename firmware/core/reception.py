@@ -20,6 +20,10 @@ from firmware.core.messages import Ack, Delta, SnapPage, parse_ack, parse_delta,
 
 Parsed = Delta | SnapPage | Ack | dict[str, Any]
 
+# The hub's topics under the base topic. Anything else there (the simulator's
+# bench topics, PROTOCOL.md s8) is an edge's, never the core's.
+SUFFIXES = ("data", "cmd", "ack")
+
 
 @dataclass(frozen=True, slots=True)
 class Unsealed:
@@ -35,17 +39,16 @@ class Unsealed:
 class Reception:
     """What a controller accepts, and how to unseal it. Immutable: safe on any thread."""
 
-    def __init__(self, base_topic: str, keys: dict[bytes, bytes], suffixes: tuple[str, ...]):
+    def __init__(self, base_topic: str, keys: dict[bytes, bytes]):
         self._base = base_topic + "/"
         self._keys = dict(keys)
-        self.suffixes = suffixes
 
     def unseal(self, event: PayloadReceived) -> Unsealed | None:
         """The unsealed message; None for a topic of ours this controller ignores."""
         if not event.topic.startswith(self._base):
             return Unsealed("", "", None, ("error", f"message on foreign topic {event.topic!r}"))
         suffix = event.topic[len(self._base) :]
-        if suffix not in self.suffixes:
+        if suffix not in SUFFIXES:
             return None
         if event.retained:
             # A stale retained command must never fire at boot (PROTOCOL.md s1).
@@ -66,7 +69,7 @@ class Reception:
             elif suffix == "ack" and type == "ack":
                 parsed = parse_ack(body)
             else:
-                parsed = body  # commands and bench inputs are parsed where they run
+                parsed = body  # commands are parsed where they run
         except RemoteError as exc:
             return Unsealed(suffix, type, None, ("error", f"{suffix} {type}: {exc}"))
         return Unsealed(suffix, type, parsed)
