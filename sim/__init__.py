@@ -1,6 +1,7 @@
 """The simulator: the controller without a Raspberry Pi (docs/simulator.md).
 
-- `bench`     bench inputs (PROTOCOL.md s8) carried out on the sim HAL's pins and ports
+- `bench`     the bench edge: bench inputs (PROTOCOL.md s8) on the sim HAL's pins and
+              ports, or to the core as typed inputs; `bench/out`
 - `main`      `alc sim`: bench mode, `send`, `watch`, `run`
 - `scenario`  scenario.toml -> a club, its wiring and a timeline
 - `virtual`   the controller core and the reference hub on a virtual clock
