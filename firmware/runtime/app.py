@@ -160,7 +160,9 @@ class Runtime:
             to_loop=self.submit,
             to_decoder=self._to_decoder,
         )
-        context = EdgeContext(config, self.hardware, self.submit, self.link.publish, clock)
+        context = EdgeContext(
+            config, self.hardware, self.submit, self.link.publish, clock, key=self._key
+        )
         self.edges: list[Edge] = [make(context) for make in edges]
         for edge in self.edges:
             self.link.claim(edge)
@@ -244,7 +246,7 @@ class Runtime:
 
     def _hardware(self) -> Backend | None:
         """The configured HAL backend, outputs safe. The simulator may run with no
-        pins at all: its bench inputs then go straight to the core."""
+        pins at all: its bench edge then hands the loop typed inputs."""
         config = self.config
         if config.unwired is not None:
             log.warning("simulator without hardware wiring (%s): bench inputs only", config.unwired)

@@ -38,12 +38,14 @@ class EdgeContext:
     # Seal `message` for `<base>/<suffix>` with the controller's key and publish it.
     publish: Callable[[str, Mapping[str, Any]], None]
     clock: Callable[[], float] = field(default=time.time)
+    # The controller's key, read once by the runtime (not from the file per message).
+    key: bytes = b""
 
     def unseal(self, suffix: str, payload: bytes) -> wire.Message:
         """Verify and decode a payload received on `<base>/<suffix>` with the
         controller's key. Raises `RemoteError` (its `AuthError` included) for
         anything that does not open or is malformed."""
-        keys = {self.config.controller.id.encode(): self.config.key()}
+        keys = {self.config.controller.id.encode(): self.key or self.config.key()}
         return wire.unseal(keys, f"{self.config.base_topic}/{suffix}", payload)
 
 
