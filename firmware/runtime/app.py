@@ -272,8 +272,9 @@ class Runtime:
         """Run `fn(controller)` on the loop's thread between two steps and return
         its result (or raise what it raised): the one way for another thread,
         a test or a tool, to read the core while the loop runs. Runs at once
-        when the loop is not running."""
-        if self.loop_priority is None or threading.current_thread() is self._loop_thread:
+        when the loop is not running (before `run`, after it returned)."""
+        loop = self._loop_thread
+        if loop is None or threading.current_thread() is loop:
             return fn(self.controller)
         reply: Future[Any] = Future()
         self.inbox.tell(Asked(fn, reply))
@@ -345,6 +346,8 @@ class Runtime:
                 self.loop.step()
         finally:
             self._shutdown()
+            self._loop_thread = None  # `ask` runs directly again
+            self.loop.answer_asked()  # questions asked while it stopped
         return self.exit_code
 
     def stop(self) -> None:

@@ -355,6 +355,13 @@ class Loop:
 
     # --- stopping ------------------------------------------------------------------
 
+    def answer_asked(self) -> None:
+        """Stopped: answer the questions still queued (the rest of the internal
+        lane is of no use any more)."""
+        for message in self.rt.inbox.take_internal():
+            if isinstance(message, Asked):
+                self._internal(message)
+
     def abandon(self) -> int:
         """Stopping: drop the actions still held for the card; returns how many
         steps were dropped (their events are still written by `durable.stop`)."""
