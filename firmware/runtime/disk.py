@@ -23,7 +23,6 @@ rewritten by a full sync.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import queue
@@ -44,7 +43,8 @@ from firmware.storage import Storage
 log = logging.getLogger("alc.controller")
 events_log = logging.getLogger("alc.events")
 
-MAX_QUEUED_WRITES = 256
+MAX_QUEUED_WRITES = 10_000  # dataset jobs queued at most (a burst of single-op deltas)
+MAX_QUEUED_OPS = 500_000  # and delta ops at most (tens of MB): past either, the file goes stale
 STEP_RECORDS = 1000  # records the storage thread saves between two `step_aside`
 MAX_DELTAS_PER_COMMIT = 1000
 MAX_QUEUED_STEPS = 10_000  # the loop keeps at most this many steps in flight
@@ -269,7 +269,9 @@ class StorageWriter:
     def __init__(self, storage: Storage, pulse: Pulse) -> None:
         self._storage = storage
         self.pulse = pulse
-        self._jobs: queue.Queue[Job | None] = queue.Queue(MAX_QUEUED_WRITES)
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._queued_ops = 0
         self.stale = False
         """A save was skipped or failed: the file is behind the live data until
         a full sync rewrites it (`saved_full`)."""
@@ -285,18 +287,21 @@ class StorageWriter:
         self.thread = self._start()
 
     def submit(self, job: Job) -> bool:
-        """Queue a write; never blocks. False (and `stale`) when the queue is full:
-        the card is that far behind, and the file will be rewritten whole."""
-        try:
-            self._jobs.put_nowait(job)
-        except queue.Full:
-            if not self.stale:
-                log.error(
-                    "dataset writes are %d behind: the next full sync rewrites the file",
-                    MAX_QUEUED_WRITES,
-                )
-            self.stale = True
-            return False
+        """Queue a write; never blocks. False (and `stale`) when the card is too
+        far behind (`MAX_QUEUED_WRITES` jobs or `MAX_QUEUED_OPS` delta ops): the
+        file will be rewritten whole by the next full sync. While stale, deltas
+        are not queued at all (the file cannot take them on its old base)."""
+        ops = len(job.ops) if isinstance(job, SaveDelta) else 0
+        with self._lock:
+            if ops and self.stale:
+                return False
+            if self._jobs.qsize() >= MAX_QUEUED_WRITES or self._queued_ops + ops > MAX_QUEUED_OPS:
+                if not self.stale:
+                    log.error("dataset writes are too far behind: a full sync rewrites the file")
+                self.stale = True
+                return False
+            self._queued_ops += ops
+            self._jobs.put(job)
         return True
 
     def saved_full(self) -> None:
@@ -310,8 +315,7 @@ class StorageWriter:
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the queued writes, then end the thread (gives up after
         `timeout` on a hung card, leaving the daemon thread behind)."""
-        with contextlib.suppress(queue.Full):
-            self._jobs.put(None, timeout=timeout)
+        self._jobs.put(None)
         self.thread.join(timeout)
         if self.thread.is_alive():
             log.error("the storage thread did not finish within %.0f s: the card hangs", timeout)
@@ -350,6 +354,9 @@ class StorageWriter:
                 log.exception("a storage write failed")
                 self.stale = True
             finally:
+                if isinstance(job, SaveDelta):
+                    with self._lock:
+                        self._queued_ops -= sum(len(d.ops) for d in batch)
                 for _ in range(done):
                     self._jobs.task_done()
 
