@@ -99,6 +99,7 @@ class Loop:
         self._reported: dict[str, tuple[float, int]] = {}
         self._dropped_told = 0
         self._events_ok = True
+        self._dataset_stale = False
         self._on_disk = rt.files.on_disk
         self._disk_told = rt.disk_ok_at_boot
         self._next_reattach = time.monotonic() + REATTACH_EVERY_S
@@ -210,6 +211,13 @@ class Loop:
             count, self._dropped_told = dropped - self._dropped_told, dropped
             self._handle(InputsDropped(count))
         now = time.monotonic()
+        if rt.writer.stale != self._dataset_stale:
+            self._dataset_stale = rt.writer.stale
+            self._tell_disk(
+                "a dataset save failed: a full sync rewrites the file"
+                if self._dataset_stale
+                else "the dataset file is whole again"
+            )
         if rt.writer.stale and now - self._full_save_asked > FULL_SAVE_EVERY_S:
             # The file is behind the live data (a save failed or was skipped):
             # only a full sync rewrites it whole (the live records keep no bytes).
@@ -289,10 +297,15 @@ class Loop:
                 rt.writer.submit(self._detach)
         else:
             self._on_disk = message.ok
-        ok = self._events_ok and self._on_disk
+        self._tell_disk(message.detail)
+
+    def _tell_disk(self, detail: str) -> None:
+        """`disk_ok` for the core (its `state`): events written, data on the
+        card, and the dataset file not behind the live data."""
+        ok = self._events_ok and self._on_disk and not self._dataset_stale
         if ok != self._disk_told:
             self._disk_told = ok
-            self._handle(DiskStatus(ok, message.detail))
+            self._handle(DiskStatus(ok, detail))
 
     def _detach(self, _storage: Any) -> None:
         """On the storage thread: move the data to memory."""
