@@ -610,12 +610,6 @@ def test_an_unwritable_card_at_boot_runs_from_memory_and_moves_back(
             assert OutboxStore(storage).stats().last_seq == last
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="an unwritable card at boot is told twice: DiskStatus and StorageTrouble "
-    "each log a system/storage event with the same detail (firmware/runtime/app.py _boot)",
-)
 def test_an_unwritable_card_at_boot_is_told_once(
     broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -693,14 +687,6 @@ def test_a_card_that_refuses_writes_while_running_refuses_no_member(
             assert OutboxStore(stored).stats().last_seq == last
 
 
-FLIP = (
-    "disk_ok goes back to true for a moment while the data is in memory: the event "
-    "thread's first write into memory (DiskChanged events ok) can reach the loop before "
-    "the storage thread's DiskChanged(files, False), and loop.py _disk_changed then "
-    "computes ok = events_ok and on_disk with on_disk still True"
-)
-
-
 class _Written(logging.Handler):
     """Sets `event` whenever the runtime logs an event as written."""
 
@@ -712,7 +698,6 @@ class _Written(logging.Handler):
         self.event.set()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=FLIP)
 def test_a_card_that_refuses_writes_is_not_called_fine_while_the_data_is_in_memory(
     broker: Broker,
     tmp_path: Path,
@@ -845,14 +830,7 @@ def test_a_restart_while_the_data_is_in_memory_gives_no_seq_twice(
 
 # --- stopping ------------------------------------------------------------------------------
 
-ABANDONED_SAVE = (
-    "a clean stop drops the dataset saves still held behind their step's events "
-    "(HeldSteps.abandon, firmware/runtime/held.py): the sync's `done` event is written, "
-    "its snapshot is not, and the next boot starts from the older file"
-)
 
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=ABANDONED_SAVE)
 def test_a_stop_right_after_a_full_sync_leaves_the_sync_on_the_card(
     broker: Broker,
     tmp_path: Path,

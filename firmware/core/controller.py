@@ -314,6 +314,9 @@ class Controller:
         """The boot found the card damaged or unwritable: one `system`/`storage`
         event naming each problem (and the seqs that may be lost, for the hub's
         acknowledgements to move past), and a full sync."""
+        if not event.disk_ok:
+            self.reports.disk_ok = False  # this event says why: no second one
+            self.reports.changed()
         body: dict[str, Any] = {"what": "storage", "detail": "; ".join(event.problems)}
         if event.lost:
             body["dropped"] = [[first, last] for first, last in event.lost]

@@ -160,6 +160,7 @@ class StorageTrouble:
 
     problems: tuple[str, ...]
     lost: tuple[tuple[int, int], ...]
+    disk_ok: bool = True  # False: running from memory (`disk_ok` in the state)
 
 
 Input: TypeAlias = (

@@ -42,7 +42,6 @@ from firmware.core.controller import Controller
 from firmware.core.facility import facility_from
 from firmware.core.inputs import (
     ContactChanged,
-    DiskStatus,
     EventsRemoved,
     Input,
     OutboxCounted,
@@ -225,12 +224,9 @@ class Runtime:
         if epoch is not None and not loaded.intact:
             log.error("stored records do not hash to the stored digest: full sync")
         self._boot_actions = controller.booted(now, intact=epoch is None or loaded.intact)
-        if not boot.disk_ok:
-            self._boot_actions += controller.handle(
-                DiskStatus(False, "; ".join(boot.problems)), now
-            )
         if boot.problems:
-            self._boot_actions += controller.handle(StorageTrouble(boot.problems, boot.lost), now)
+            trouble = StorageTrouble(boot.problems, boot.lost, disk_ok=boot.disk_ok)
+            self._boot_actions += controller.handle(trouble, now)
         return controller
 
     def _restore_outbox(self) -> Outbox:

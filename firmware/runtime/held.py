@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from firmware.core.actions import Action, Output, RememberCommand
 from firmware.core.outbox import AppendEvents
+from firmware.core.sync import SaveDelta, SaveSnapshot
 from firmware.runtime.disk import DurableStep
 
 log = logging.getLogger("alc.controller")
@@ -121,9 +122,16 @@ class HeldSteps:
             self._unhold(self._held.popleft())
 
     def abandon(self) -> int:
-        """Stopping: forget the held actions (their events are still written);
-        returns how many steps were dropped."""
+        """Stopping: forget the held actions but the dataset's saves (their
+        events are still written); returns how many steps were dropped."""
         count = len(self._held)
+        # The dataset's saves still go to the storage thread (which finishes its
+        # queue before the files close): a full sync received before the stop
+        # must be on the card at the next boot, offline included.
+        for held in self._held:
+            for action in held.actions:
+                if isinstance(action, SaveDelta | SaveSnapshot):
+                    self._perform(action)
         self._held.clear()
         self._pending_on.clear()
         return count

@@ -293,7 +293,10 @@ class Loop:
             self._events_ok = message.ok
             if not message.ok and self._on_disk:
                 # The card refuses: move the data to memory (on the storage
-                # thread), so that events and saves go on there meanwhile.
+                # thread), so that events and saves go on there meanwhile. Off
+                # the card from now on: the event thread's first write into
+                # memory may come back before the storage thread says it moved.
+                self._on_disk = False
                 rt.writer.submit(self._detach)
         else:
             self._on_disk = message.ok
