@@ -10,7 +10,7 @@ from typing import Any
 from firmware.core.actions import Publish
 from firmware.core.controller import Controller
 from firmware.core.decide import Target
-from firmware.core.facility import Facility
+from firmware.core.facility import Facility, Reader
 from firmware.core.inputs import PayloadReceived
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import AppendEvents
@@ -46,8 +46,7 @@ def make(
         session=session,
         boot_time=T0,
         masters=frozenset({("tag", "master")}),
-        readers={"front-in": Target.door("front")} if facility is None else None,
-        facility=facility,
+        facility=facility or Facility(readers=[Reader("front-in", Target.door("front"))], now=T0),
         executed=executed,
     )
 

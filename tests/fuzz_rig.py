@@ -35,8 +35,8 @@ import cbor2
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
-from firmware.runtime import DB_FILE, Runtime
-from firmware.storage import Storage
+from firmware.runtime import Runtime
+from firmware.storage import DB_FILE, Storage
 from tests.broker import Broker
 from tests.fuzz import Fuzzed, Fuzzer
 from tests.fuzz_fields import Club

@@ -15,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from firmware.config import Config, load_config
+from firmware.core.controller import Controller
 from firmware.core.errors import RemoteError
 from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
@@ -40,6 +41,7 @@ BASE = f"alc/{SITE}/{CONTROLLER}"
 JOIN_S = 30.0
 
 Triple = tuple[str | None, int, bytes]
+R = TypeVar("R")
 
 CLUB = """
 [site]
@@ -101,6 +103,12 @@ def logged_events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, dict[str,
             _seq, type_, body = record.args  # type: ignore[misc]
             out.append((str(type_), json.loads(str(body))))
     return out
+
+
+def _triple(controller: Controller) -> Triple:
+    """The dataset the core holds: (epoch, v, digest)."""
+    session = controller.session
+    return (session.epoch, session.v, session.digest)
 
 
 class _Thread:
@@ -310,18 +318,28 @@ class Rig:
         else:
             thread.join()
 
-    def triple(self) -> Triple:
+    def core(self, fn: Callable[[Controller], R]) -> R:
+        """`fn(controller)`, run by the controller's loop between two steps
+        (`Runtime.ask`; at once when the loop is not running). The loop thread
+        alone owns the core: a test reads it only this way, and `fn` returns
+        plain values, never a part of the core to read later."""
         assert self.runtime is not None
-        session = self.runtime.controller.session
-        return (session.epoch, session.v, session.digest)
+        # The loop answers between two steps: a slice of a full sync's build
+        # gives way at once, and a loaded machine gets the suite's usual wait.
+        return self.runtime.ask(fn, timeout=WAIT_S)
+
+    def triple(self) -> Triple:
+        return self.core(_triple)
 
     def wait_converged(self, what: str = "the controller to match the hub") -> float:
         """Wait until the controller holds exactly the hub's dataset and is idle."""
 
         def converged() -> bool:
-            runtime = self.runtime
-            idle = runtime is not None and runtime.controller.session.progress()[0] == "idle"
-            return idle and self.triple() == self.hub_triple()
+            if self.runtime is None:
+                return False
+            # One question: idle and the dataset read in the same moment.
+            phase, triple = self.core(lambda c: (c.session.progress()[0], _triple(c)))
+            return phase == "idle" and triple == self.hub_triple()
 
         return wait_for(converged, what)
 

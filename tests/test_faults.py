@@ -46,7 +46,7 @@ from typing import Any
 import cbor2
 import pytest
 
-from firmware.runtime import DB_FILE
+from firmware.storage import DB_FILE
 from tests.broker import Broker
 from tests.harness import BASE, CLUB, CONTROLLER, JOIN_S, Rig, wait_for, write_atomically
 from tests.proxy import Proxy

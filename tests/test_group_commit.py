@@ -18,9 +18,9 @@ import pytest
 from firmware.config import parse_config
 from firmware.core.inputs import Presented
 from firmware.core.outbox import DebitEntry, LoggedEvent
-from firmware.runtime import DB_FILE, Runtime
+from firmware.runtime import Runtime
 from firmware.runtime.loop import MAX_EVENTS_PER_STEP
-from firmware.storage import Storage
+from firmware.storage import DB_FILE, Storage
 from sim.bench import BenchEdge
 from tests.broker import free_port
 from tests.harness import JOIN_S, wait_for

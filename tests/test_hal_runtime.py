@@ -26,9 +26,9 @@ import pytest
 from firmware.config import load_config
 from firmware.core.model import digest_bytes, digest_part
 from firmware.outbox_store import OutboxStore
-from firmware.runtime import DB_FILE, Runtime
+from firmware.runtime import Runtime
 from firmware.runtime.priorities import BACKGROUND_NICE, HIGH_NICE
-from firmware.storage import Storage
+from firmware.storage import DB_FILE, Storage
 from hal.sim import SimBackend
 from sim.bench import BenchEdge
 from tests.waiting import WAIT_S, wait_for

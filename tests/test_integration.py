@@ -24,12 +24,13 @@ import cbor2
 import pytest
 
 from firmware.core import outbox as outbox_module
+from firmware.core.controller import Controller
 from firmware.core.decide import Target
 from firmware.core.inputs import PayloadReceived, Presented
 from firmware.core.wire import peek
 from firmware.mqtt import BrokerSettings
-from firmware.runtime import DB_FILE, Runtime
-from firmware.storage import Storage
+from firmware.runtime import Runtime
+from firmware.storage import DB_FILE, Storage
 from tests.broker import Broker, NoBroker
 from tests.harness import (
     BASE,
@@ -66,10 +67,14 @@ def rig(broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Ite
 
 
 def grants(rig: Rig, credkind: str, value: str, target: Target = FRONT) -> str:
-    """The decision's reason code for a credential at `target`, now."""
-    assert rig.runtime is not None
-    decision = rig.runtime.controller.decide(target, credkind, value, time.time())
-    return decision.reason if not decision.granted else f"granted:{decision.member}"
+    """The decision's reason code for a credential at `target`, now (decided on
+    the loop, between two of its steps)."""
+
+    def reason(controller: Controller) -> str:
+        decision = controller.decide(target, credkind, value, time.time())
+        return decision.reason if not decision.granted else f"granted:{decision.member}"
+
+    return rig.core(reason)
 
 
 def events_of(caplog: pytest.LogCaptureFixture, type_: str, **match: Any) -> list[dict[str, Any]]:
@@ -133,9 +138,8 @@ def test_an_edit_of_the_data_file_reaches_the_controller_as_a_delta(
     assert rig.triple()[:2] == (epoch, v + 1)
     assert rig.hub_triple()[:2] == (epoch, v + 1)
     assert grants(rig, "tag", "00000000b2") == "unknown_credential"
-    assert rig.runtime is not None
-    store = rig.runtime.controller.store
-    assert store.get("member", "m2") is None and store.get("member", "m3") is not None
+    held = rig.core(lambda c: {m: c.store.get("member", m) is not None for m in ("m2", "m3")})
+    assert held == {"m2": False, "m3": True}
     assert events_of(caplog, "sync") == []  # one delta, no full sync
 
     # The hub sees it too: the controller's retained state names the same dataset.
@@ -162,9 +166,7 @@ def test_synchronise_data_shows_progress_then_done(
     broker: Broker, rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
     start_synced(rig, club(members=40), page_size=10)  # 45 records: 5 pages
-    assert rig.runtime is not None
-    session = rig.runtime.controller.session
-    last_full = session.last_full
+    last_full = rig.core(lambda c: c.session.last_full)
     observer = rig.observer
     caplog.clear()
 
@@ -189,7 +191,8 @@ def test_synchronise_data_shows_progress_then_done(
     ]
     assert events_of(caplog, "sync", what="done")[0]["records"] == 45
     rig.wait_converged()
-    assert session.last_full is not None and session.last_full != last_full
+    now_full = rig.core(lambda c: c.session.last_full)
+    assert now_full is not None and now_full != last_full
 
 
 def test_purge_wipes_the_data_and_syncs_it_again(
@@ -309,9 +312,12 @@ def test_a_broker_restart_in_the_middle_of_a_snapshot(
     id = rig.observer.command("sync")["id"]
     try:
         wait_for(held.is_set, "the snapshot to be under way")
-        session = runtime.controller.session
-        wait_for(lambda: session.progress()[1] == 39, "the pages before the held one")
-        assert session.progress() == ("full", 39, 121)
+
+        def progress() -> tuple[str, int, int]:
+            return rig.core(lambda c: c.session.progress())
+
+        wait_for(lambda: progress()[1] == 39, "the pages before the held one")
+        assert progress() == ("full", 39, 121)
         # Doors keep deciding on the old data throughout.
         assert rig.triple() == old
         assert grants(rig, "tag", "00000000a1") == "granted:m1"
@@ -335,7 +341,7 @@ def test_a_broker_restart_in_the_middle_of_a_snapshot(
     assert set(statuses[1:-1]) == {"progress"}, statuses
     assert replies[-1]["detail"] == f"{members + 5} records"
     rig.wait_converged("the controller to finish the full sync after the restart")
-    assert len(runtime.controller.store) == members + 5
+    assert rig.core(lambda c: len(c.store)) == members + 5
     assert grants(rig, "tag", bulk_tag(members - 1)) == f"granted:g{members - 1}"
     assert [(e["what"], e["reason"]) for e in events_of(caplog, "sync")] == [
         ("started", "command"),
@@ -352,30 +358,41 @@ def test_events_lost_in_a_broker_restart_go_again_once_the_hub_is_back(
     start_synced(rig)
     runtime = rig.runtime
     assert runtime is not None
-    outbox = runtime.controller.outbox
+
+    def marks() -> tuple[int, int, int]:
+        """The outbox's last event, the last sent and the last acknowledged."""
+        return rig.core(lambda c: (c.outbox.last_seq, c.outbox.sent_upto, c.outbox.acked_upto))
+
     monkeypatch.setattr(outbox_module, "ACK_TIMEOUT_S", 3600.0)
     # Acks of earlier states may have nudged it moments ago; that limit has its
     # own test (tests/test_outbox.py).
     monkeypatch.setattr(outbox_module, "NUDGE_EVERY_S", 0.0)
     rig.stop_hub()
     runtime.submit(Presented("nowhere", "tag", "00000000a1"))  # logs a system error
-    wait_for(
-        lambda: outbox.last_seq > outbox.acked_upto and outbox.sent_upto == outbox.last_seq,
-        "the event to be sent with no hub to take it",
-    )
-    lost = outbox.last_seq
+
+    def sent_unacked() -> bool:
+        last, sent, acked = marks()
+        return last > acked and sent == last
+
+    wait_for(sent_unacked, "the event to be sent with no hub to take it")
+    lost = marks()[0]
     broker.restart(signal.SIGKILL)  # and what the broker held for the hub with it
     wait_for(lambda: not runtime.link.connected, "the controller to lose the broker")
     wait_for(lambda: runtime.link.connected, "the controller to reconnect")
+
+    def all_sent() -> bool:
+        last, sent, _acked = marks()
+        return sent == last
+
     # It sends the batch again on reconnecting: still nobody there to take it.
-    wait_for(lambda: outbox.sent_upto == outbox.last_seq, "the resend into the void")
+    wait_for(all_sent, "the resend into the void")
     # The reply to a later command leaves after the resend (it waits behind the
     # event thread's upload), through the same client and broker: once it is
     # here, the resend has gone by, before the hub subscribes.
     rig.settle()
-    assert outbox.acked_upto < lost
+    assert marks()[2] < lost
     rig.start_hub()
-    wait_for(lambda: outbox.acked_upto >= lost, "the hub to acknowledge the lost event")
+    wait_for(lambda: marks()[2] >= lost, "the hub to acknowledge the lost event")
 
 
 def test_a_lost_delta_is_recovered_from_the_gap(

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from firmware.core.controller import Controller
 from firmware.mqtt import BrokerSettings
 from tests.broker import Broker
 from tests.harness import BASE, CONTROLLER, SITE, Rig, wait_for
@@ -70,9 +71,12 @@ def shown(page: Any, selector: str, attribute: str) -> dict[str, str]:
 
 
 def controller_board(rig: Rig) -> tuple[dict[str, str], dict[str, str]]:
-    """What the controller's own state says the board should show."""
-    assert rig.runtime is not None
-    facility = rig.runtime.controller.facility
+    """What the controller's own state says the board should show (read on its loop)."""
+    return rig.core(_board)
+
+
+def _board(controller: Controller) -> tuple[dict[str, str], dict[str, str]]:
+    facility = controller.facility
     lights = {}
     for lid in facility.lights.ids:
         st = facility.lights.status(lid)
@@ -122,8 +126,6 @@ def test_sign_in_by_pin_check_in_and_a_paid_activation(
     browser: Any, broker: Broker, tmp_path: Path
 ) -> None:
     with kiosk_rig(broker, tmp_path) as (rig, base):
-        assert rig.runtime is not None
-        controller = rig.runtime.controller
         page = open_page(browser, base + "/")
         page.click("#open-keypad")
         for digit in "9999":  # a wrong PIN first
@@ -147,7 +149,7 @@ def test_sign_in_by_pin_check_in_and_a_paid_activation(
         page.wait_for_selector(
             '#lights .card[data-light="court2"][data-state="on"]', timeout=WAIT_MS
         )
-        assert controller.facility.lights.checked_in("b1")
+        assert rig.core(lambda c: c.facility.lights.checked_in("b1"))
 
         # Court 1 for two blocks: the price is shown before paying.
         court = '#courts [data-court="court1"]'
@@ -156,7 +158,7 @@ def test_sign_in_by_pin_check_in_and_a_paid_activation(
         page.click(f"{court} button.pay")
         page.wait_for_selector("#confirm", timeout=WAIT_MS)
         assert "8.00 from your credit (12.00 left)" in page.inner_text("#confirm")
-        assert controller.outbox.pending_debits.get("m1", 0) == 0  # nothing paid yet
+        assert rig.core(lambda c: c.outbox.pending_debits.get("m1", 0)) == 0  # nothing paid yet
         page.click("#confirm-pay")
         page.wait_for_selector("#message.ok", timeout=WAIT_MS)
         assert "Court 1 is on until" in page.inner_text("#message")
@@ -166,8 +168,9 @@ def test_sign_in_by_pin_check_in_and_a_paid_activation(
         wait_for(lambda: page.inner_text("#credit") == "12.00", "the new credit on the screen")
         # The debit: effective credit is 12.00 on the controller, whether or not
         # the hub has acknowledged it yet (and never debited twice).
-        assert controller.credit("m1") == 1200
-        status = controller.facility.lights.status("court1")
+        assert rig.core(lambda c: c.credit("m1")) == 1200
+        # A status is a frozen copy: read here, after the loop made it.
+        status = rig.core(lambda c: c.facility.lights.status("court1"))
         assert status.activation_since is not None and status.activation_until is not None
         assert status.activation_until - status.activation_since == 3600
 
@@ -193,8 +196,7 @@ def test_refresh_from_alc_ctl_reloads_two_pages_and_counts_two(
         pages = [open_page(browser, base + "/") for _ in range(2)]
         for page in pages:
             page.evaluate("window.notReloaded = true")
-        assert rig.runtime is not None
-        wait_for(lambda: len(rig.runtime.controller.kiosk.screens) == 2, "two screens")
+        wait_for(lambda: rig.core(lambda c: len(c.kiosk.screens)) == 2, "two screens")
         target = ctl.Target(
             BrokerSettings(broker.host, broker.port), "alc", SITE, CONTROLLER, rig.key
         )

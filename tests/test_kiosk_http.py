@@ -107,8 +107,6 @@ BAD_REQUESTS: list[tuple[str, Any, dict[str, str], int, str]] = [
 
 def test_bad_requests_get_clear_errors_and_change_nothing(broker: Broker, tmp_path: Path) -> None:
     with kiosk_rig(broker, tmp_path) as (rig, base):
-        assert rig.runtime is not None
-        controller = rig.runtime.controller
         stream = Stream(base)
         try:
             stream.next("board")
@@ -131,8 +129,10 @@ def test_bad_requests_get_clear_errors_and_change_nothing(broker: Broker, tmp_pa
                 with socket.create_connection(("127.0.0.1", port)) as raw:
                     raw.sendall(garbage)
                     assert b'{"error": ' in _read_all(raw)
-            assert controller.kiosk.signed_in(SCREEN) is None
-            assert controller.outbox.pending_debits == {}
+            signed_in, debits = rig.core(
+                lambda c: (c.kiosk.signed_in(SCREEN), dict(c.outbox.pending_debits))
+            )
+            assert signed_in is None and debits == {}
             # Still serving, and the stream still open.
             assert post(base + "/api/pin", {"screen": SCREEN, "pin": ADA_PIN})[0] == 200
             assert stream.next("session")["first_name"] == "Ada"
@@ -172,13 +172,13 @@ def test_streams_are_bounded_and_a_dropped_screen_is_forgotten(
                 s.next("board")
             status, answer = get(base + "/events?screen=screen-one-too-many")
             assert status == 503 and "too many" in answer["error"]
-            wait_for(lambda: len(rig.runtime.controller.kiosk.screens) == len(streams), "screens")
+            wait_for(lambda: rig.core(lambda c: len(c.kiosk.screens)) == len(streams), "screens")
         finally:
             for s in streams:
                 s.close()
         # Closed streams are noticed (within a second or so) and forgotten.
         wait_for(lambda: server.screens == 0, "the server to drop closed streams")
-        wait_for(lambda: rig.runtime.controller.kiosk.screens == (), "the core to forget them")
+        wait_for(lambda: rig.core(lambda c: c.kiosk.screens) == (), "the core to forget them")
 
 
 def test_refresh_with_no_screen_says_so(broker: Broker, tmp_path: Path) -> None:

@@ -292,12 +292,18 @@ def test_bad_wiring_is_named_like_controller_toml(
 def test_the_checker_fails_on_a_negative_debit() -> None:
     """The credit rule, which no scenario can break through the real core."""
     from firmware.core.controller import Controller
+    from firmware.core.facility import Facility
     from firmware.core.outbox import LoggedEvent
     from firmware.core.sync import SyncSession
 
     session = SyncSession(store_of([]), None, 0, now=0.0, new_id=lambda: "x")
     controller = Controller(
-        controller_id="c", key=bytes(32), base_topic="alc/s/c", session=session, boot_time=0.0
+        controller_id="c",
+        key=bytes(32),
+        base_topic="alc/s/c",
+        session=session,
+        boot_time=0.0,
+        facility=Facility(now=0.0),
     )
     checker = Checker()
     body = {"member": "ann", "light": "court1", "amount": 400, "seconds": 1800, "balance": -100}
@@ -311,12 +317,18 @@ def test_the_checker_fails_on_a_light_left_on_after_its_off_event() -> None:
     reason) went unnoticed. It is a state rule now, reported once."""
     from firmware.core.actions import Output
     from firmware.core.controller import Controller
+    from firmware.core.facility import Facility
     from firmware.core.outbox import LoggedEvent
     from firmware.core.sync import SyncSession
 
     session = SyncSession(store_of([]), None, 0, now=0.0, new_id=lambda: "x")
     controller = Controller(
-        controller_id="c", key=bytes(32), base_topic="alc/s/c", session=session, boot_time=0.0
+        controller_id="c",
+        key=bytes(32),
+        base_topic="alc/s/c",
+        session=session,
+        boot_time=0.0,
+        facility=Facility(now=0.0),
     )
     checker = Checker()
     command = {"cmd": "set_light", "args": {"light": "court1", "on": True}}

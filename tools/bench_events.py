@@ -44,8 +44,8 @@ from pathlib import Path
 from firmware.core.errors import LocalError
 from firmware.core.inputs import Presented
 from firmware.mqtt import BrokerSettings
-from firmware.runtime import DB_FILE, Runtime
-from firmware.storage import Storage
+from firmware.runtime import Runtime
+from firmware.storage import DB_FILE, Storage
 from sim.bench import BenchEdge
 from tools.bench import Figure, format_table, percentile, positive
 from tools.bench_rig import (

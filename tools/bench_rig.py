@@ -15,7 +15,8 @@ over and over. For each unlock it takes:
   relay, at that moment, so how busy the bench's own threads are does not enter
   the figures;
 - when the relock was due: the deadline the core set at the decision (the
-  decision's `now` + `unlock_s`), read from the core while the door is released.
+  decision's `now` + `unlock_s`), asked of the loop (`Runtime.ask`, the core
+  is the loop's alone) while the door is released, once an unlock.
 
 A relock's lateness is relay off minus deadline: how long the door stood
 unlocked past its time. The deadline counts from the decision, not from the
@@ -177,7 +178,8 @@ class RelockProbe:
     `pin` is the relay's gpiozero `MockPin` (its `states` record); `present`
     presents the member's tag; `deadline` is the door's relock deadline as the
     core holds it (None when no unlock is running), in the time of the core's
-    `clock`. `relocks` holds one `Relock` per unlock. A door that does not unlock
+    `clock`, read once an unlock, while the relay is on (it may raise
+    `BenchError`). `relocks` holds one `Relock` per unlock. A door that does not unlock
     within `answer_s` of a presentation, or stays released past `WAIT_S`, fails
     the bench (`BenchError`, raised on leaving the block).
     """

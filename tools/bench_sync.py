@@ -72,6 +72,7 @@ from typing import Any
 
 import cbor2
 
+from firmware.core.controller import Controller
 from firmware.core.errors import LocalError, RemoteError
 from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
@@ -83,6 +84,7 @@ from tools.bench_rig import (
     CONTROLLER,
     KNOWN_SHARE,
     READER,
+    RELOCK_ANSWER_S,
     RELOCK_DOOR,
     RELOCK_READER,
     RELOCK_RELAY,
@@ -362,7 +364,10 @@ def _latencies_ms(runtime: Runtime, first: int, count: int) -> list[float]:
     in ms, sorted; waits until the loop has decided them all."""
     samples = runtime.decision_latency_s
     wait_for(lambda: len(samples) >= first + count, f"{count} decisions")
-    return sorted(s * 1000 for s in list(samples)[first : first + count])
+    # Copied on the loop, which appends to it (the relock probe's presentations
+    # go on): once a phase, after its measurement.
+    taken = runtime.ask(lambda _: list(samples)[first : first + count])
+    return sorted(s * 1000 for s in taken)
 
 
 def _present_idle(
@@ -464,11 +469,14 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int, syncs: int
         runtime = Runtime(config, edges=[BenchEdge])  # presentations come on the bench
         meter = _Meter(broker, hub)
         in_thread(stack, runtime.run, runtime.stop, "alc-bench-controller")
-        session = runtime.controller.session
         want = ready.version
+        # The core is the loop's alone, so each poll asks the loop (`Runtime.ask`)
+        # rather than reading it while it changes. A question ends a slice of the
+        # build early, once a poll (2 ms); against reading the core directly,
+        # 5 runs each (100,000 members) showed no difference beyond run-to-run
+        # noise in this figure, the deltas' or the latencies during the sync.
         at = wait_for(
-            lambda: (session.epoch, session.v, session.digest) == want,
-            "the controller's boot full sync",
+            lambda: runtime.ask(_dataset, WAIT_S) == want, "the controller's boot full sync"
         )
         cold = meter.stop(at)
         wait_for(lambda: runtime.storage.state()[:3] == want, "the snapshot on disk")
@@ -532,14 +540,36 @@ def _relock_probe(runtime: Runtime, client: BenchClient, club: Club, seed: int) 
         raise BenchError("the benched controller has no simulated hardware")
     body = {"t": "present", "reader": RELOCK_READER, "credkind": "tag", "value": relock_tag(club)}
     pin = hardware.pin_factory.pin(RELOCK_RELAY)
-    doors = runtime.controller.facility.doors
+
+    def deadline() -> float | None:
+        # Asked of the loop, once an unlock: the door's state is the loop's own,
+        # changing while we read. The ask takes no part in the timing (the
+        # relay's pin timestamps its switches, the deadline is a value the core
+        # set at the decision), and it cannot make the relock late: the loop
+        # answers questions first in a step, then the due timer, so an ask
+        # costs the relock at most its own few microseconds.
+        try:
+            return runtime.ask(_relock_deadline, timeout=RELOCK_ANSWER_S)
+        except TimeoutError as exc:
+            raise BenchError(f"{RELOCK_DOOR}: no relock deadline from the loop") from exc
+
     return RelockProbe(
-        pin,
-        lambda: client.publish("bench/in", body),
-        lambda: doors.status(RELOCK_DOOR).unlock_until,
-        seed,
-        clock=runtime.clock,
+        pin, lambda: client.publish("bench/in", body), deadline, seed, clock=runtime.clock
     )
+
+
+def _relock_deadline(controller: Controller) -> float | None:
+    return controller.facility.doors.status(RELOCK_DOOR).unlock_until
+
+
+def _dataset(controller: Controller) -> tuple[str | None, int, bytes]:
+    """The dataset the controller decides on: (epoch, v, digest)."""
+    session = controller.session
+    return (session.epoch, session.v, session.digest)
+
+
+def _version(controller: Controller) -> int:
+    return controller.session.v
 
 
 def _deltas(
@@ -549,11 +579,13 @@ def _deltas(
     the first publish until the controller's file holds the last one, and when
     (seconds after the first publish) the hub had committed them all and the
     controller had applied them all in memory."""
-    session, storage = runtime.controller.session, runtime.storage
-    target = session.v + count
+    storage = runtime.storage
+    target = runtime.ask(_version) + count  # asked of the loop, as in `run`
     meter = _Meter(broker, hub)
     hub.send("deltas", count)
-    in_memory = wait_for(lambda: session.v >= target, f"the controller to apply v{target}")
+    in_memory = wait_for(
+        lambda: runtime.ask(_version, WAIT_S) >= target, f"the controller to apply v{target}"
+    )
     durable = wait_for(lambda: storage.state().v >= target, f"the controller to store v{target}")
     phase = meter.stop(durable)
     _, first, last = hub.receive(f"it committed {count} deltas")

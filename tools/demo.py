@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from firmware.config import load_config
+from firmware.core.controller import Controller
 from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
@@ -354,9 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hub_thread.loop.wait_connected(10)
                 show("demo", "hub and controller running; the controller fetches the club's data")
                 deadline = time.monotonic() + 20
-                while runtime.controller.session.epoch is None and time.monotonic() < deadline:
+                # The core is the loop's alone: the demo asks the loop (`Runtime.ask`).
+                while runtime.ask(_epoch) is None and time.monotonic() < deadline:
                     time.sleep(0.1)
-                members, v = len(runtime.controller.store.members), runtime.controller.session.v
+                members, v = runtime.ask(lambda c: (len(c.store.members), c.session.v))
                 show("demo", f"controller has {members} members, data version {v}")
                 lights_off = started + BOOKING_END_S + BOOKING_LAG_S
                 hubs = (hub_thread, hub_loop)
@@ -448,13 +450,13 @@ def play(
     present("court2-reader", "tag", "0a1b2c3d4e", "Anna (10.00 of credit)")
     wait(2.0)
     show("app", "the club adds a new member, Dan, in its app")
-    before = runtime.controller.session.v
+    before = runtime.ask(_version)
     dan = '[[member]]\nid = "dan"\ngroups = ["adults"]\ncreds = [["tag", "d4d4d4d4d4"]]'
     data_file.write_text(data_file.read_text() + "\n" + dan + "\n")
     deadline = time.monotonic() + 10
-    while runtime.controller.session.v == before and time.monotonic() < deadline:
+    while runtime.ask(_version) == before and time.monotonic() < deadline:
         time.sleep(0.05)
-    after = runtime.controller.session.v
+    after = runtime.ask(_version)
     show("demo", f"the edit arrived as a delta: data version {before} -> {after}")
     present("front-in", "tag", "d4d4d4d4d4", "Dan")
     wait(1.0)
@@ -477,7 +479,7 @@ def play(
     wait(0.5)
     contact(False)
     wait(1.0)
-    waiting = runtime.controller.outbox.count
+    waiting = runtime.ask(lambda c: c.outbox.count)
     show("demo", f"the controller holds {waiting} events the hub has not acknowledged")
     show("technician", "System > Maintenance > Purge data (alc ctl purge), the hub comes back")
     purge = threading.Thread(target=command, args=("purge",), name="demo-purge", daemon=True)
@@ -491,6 +493,14 @@ def play(
     show("demo", "purged and re-synced; the events kept on disk reached the hub (above)")
     show("technician", "System > Maintenance > Refresh kiosk screens (alc ctl refresh-kiosks)")
     command("refresh_kiosks")
+
+
+def _epoch(controller: Controller) -> str | None:
+    return controller.session.epoch
+
+
+def _version(controller: Controller) -> int:
+    return controller.session.v
 
 
 def hand_driving(

@@ -23,8 +23,7 @@ from typing import Any
 from firmware.config import load_config
 from firmware.core.errors import LocalError
 from firmware.outbox_store import OutboxStore
-from firmware.runtime import DB_FILE
-from firmware.storage import Storage
+from firmware.storage import DB_FILE, Storage
 
 
 def inspect(db_path: Path) -> dict[str, Any]:

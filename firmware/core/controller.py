@@ -19,7 +19,7 @@ from firmware.core.actions import Action, CheckStorage, LogEvent, Publish
 from firmware.core.commands import Commands
 from firmware.core.decide import Decision, Target, decide
 from firmware.core.errors import RemoteError
-from firmware.core.facility import Facility, Reader
+from firmware.core.facility import Facility
 from firmware.core.inputs import (
     Connected,
     ContactChanged,
@@ -69,21 +69,18 @@ class Controller:
         base_topic: str,
         session: SyncSession,
         boot_time: float,
+        facility: Facility,
         masters: frozenset[tuple[str, str]] = frozenset(),
-        readers: Mapping[str, Target] | None = None,
-        facility: Facility | None = None,
         executed: Mapping[str, int] | None = None,
         outbox: Outbox | None = None,
     ) -> None:
-        """`executed` holds command ids already run (from storage) with their exp."""
+        """`facility`: the wired doors, lights and readers (`facility_from`);
+        `executed` holds command ids already run (from storage) with their exp."""
         self.id = controller_id
         self.session = session
         self.boot_time = boot_time
         self.masters = masters
-        # Readers without wired doors or lights when no facility is given (tests).
-        self.facility = facility or Facility(
-            readers=[Reader(id, target) for id, target in (readers or {}).items()], now=boot_time
-        )
+        self.facility = facility
         self.reception = Reception(base_topic, {controller_id.encode(): key})
         self.outbox = outbox if outbox is not None else Outbox()
         self.kiosk = Kiosk()
