@@ -30,7 +30,7 @@ from firmware.runtime import DB_FILE, Runtime
 from firmware.runtime.edge import EdgeContext
 from firmware.storage import Storage
 from tests.broker import free_port
-from tests.waiting import WAIT_S
+from tests.waiting import WAIT_S, wait_for
 
 SITE, CONTROLLER = "demo", "ctl1"
 BASE = f"alc/{SITE}/{CONTROLLER}"
@@ -61,14 +61,19 @@ def digest_of(recs: Sequence[Record]) -> bytes:
     return digest_bytes(sum(digest_part(*r) for r in recs))
 
 
-def make_config(tmp: Path, now: float, *, unlock_s: int = 1) -> Config:
+def make_config(tmp: Path, now: float, *, unlock_s: int = 1, inputs: bool = True) -> Config:
     """The controller's config, its key file and its stored dataset (as a
-    finished full sync at `now` left it) under `tmp`."""
+    finished full sync at `now` left it) under `tmp`. Without `inputs`, the
+    door has no contact and no exit button: then nothing but the test puts
+    anything in the loop's inbox (the broker's port is closed)."""
     data = tmp / "data"
     data.mkdir()
     recs = records(unlock_s)
     with Storage.open(data / DB_FILE) as storage:
         storage.save_snapshot(EPOCH, VERSION, recs, digest_of(recs), now)
+    door: dict[str, Any] = {"id": "front", "relay": 17, "fail": "secure"}
+    if inputs:
+        door |= {"contact": 27, "rex": 22}
     key = tmp / f"{CONTROLLER}.key"
     key.write_text(KEY.hex() + "\n")
     return parse_config(
@@ -82,7 +87,7 @@ def make_config(tmp: Path, now: float, *, unlock_s: int = 1) -> Config:
             },
             "mqtt": {"host": "127.0.0.1", "port": free_port()},
             "hal": {"backend": "sim"},
-            "doors": [{"id": "front", "relay": 17, "fail": "secure", "contact": 27, "rex": 22}],
+            "doors": [door],
             "readers": [{"id": READER, "kind": "rdm6300", "port": "/dev/serial0", "door": "front"}],
             "masters": [{"credkind": "tag", "value": MASTER}],
         },
@@ -197,7 +202,9 @@ class FrozenClock:
 
 
 class Running:
-    """`runtime.run()` on a thread of its own; `exit_code` once it returned."""
+    """`runtime.run()` on a thread of its own; `exit_code` once it returned.
+    Returns once the loop runs (`loop_priority` set: from then on `ask` goes
+    through the loop), or once `run` has already returned."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -205,6 +212,10 @@ class Running:
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="test-loop")
         self.thread.start()
+        wait_for(
+            lambda: runtime.loop_priority is not None or not self.thread.is_alive(),
+            "the loop to run",
+        )
 
     def _run(self) -> None:
         try:
