@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -487,6 +487,31 @@ def test_a_slice_of_a_full_sync_build_gives_way(config: Config, what: str) -> No
     assert asked > BULK // 30  # the build went on after the interruption
 
 
+def test_background_work_that_raises_is_contained(
+    config: Config, caplog_info: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outputs = Outputs()
+    runtime = Runtime(config, edges=[outputs])
+
+    def broken(
+        now: float, budget: int = 0, *, yield_now: Callable[[], bool] | None = None
+    ) -> list[SyncAction]:
+        raise RuntimeError("a bug in the build")
+
+    monkeypatch.setattr(runtime.controller.session, "work", broken)
+    with running(runtime):
+        for page in snapshot_pages(time.time()):
+            runtime.submit(PayloadReceived(f"{BASE}/data", page))
+        wait_for(lambda: failures(runtime) >= 1, "the build to fail")
+        runtime.submit(Presented(READER, "tag", ANN))
+        wait_for(lambda: outputs.count(DOOR, True) == 1, "ann's unlock")
+        wait_for(lambda: system_events(caplog_info, "error"), "the error event on the card")
+    assert contained(caplog_info) == ["background work failed; the loop goes on"]
+    assert system_events(caplog_info, "error") == [
+        "background work: RuntimeError: a bug in the build"
+    ]
+
+
 # --- ask ----------------------------------------------------------------------------------
 
 
@@ -537,3 +562,52 @@ def test_ask_times_out_while_the_loop_is_busy_and_the_question_is_dropped(
         assert holder == ["held"]
         assert runtime.ask(lambda _: "marker") == "marker"  # the loop took the late one before
     assert late == []
+
+
+ASK_RUNNING = (
+    "ask() tells 'running' by loop_priority, which run() sets only after the boot's"
+    " actions, the HAL, the link and the kiosk are started, and never clears"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=ASK_RUNNING + ": fn runs beside the starting loop")
+def test_a_question_asked_while_the_loop_starts_is_answered_by_the_loop(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = Runtime(config)
+    starting, go = threading.Event(), threading.Event()
+    start = runtime.link.start
+
+    def held_start() -> None:  # run() is under way: boot actions carried out, HAL started
+        starting.set()
+        go.wait(WAIT_S * 3)
+        start()
+
+    monkeypatch.setattr(runtime.link, "start", held_start)
+    ran_on: list[threading.Thread] = []
+    loop = threading.Thread(target=runtime.run, name="test-loop")
+    loop.start()
+    asker = threading.Thread(
+        target=lambda: runtime.ask(lambda _: ran_on.append(threading.current_thread()), WAIT_S),
+        name="test-asker",
+    )
+    try:
+        assert starting.wait(WAIT_S)
+        asker.start()
+        wait_for(lambda: ran_on or runtime.inbox.has_internal(), "the question to be asked")
+        go.set()
+        asker.join(WAIT_S)
+    finally:
+        go.set()
+        runtime.stop()
+        loop.join(WAIT_S)
+    assert ran_on == [loop], f"ran on {ran_on[0].name}, beside the loop, not on it"
+
+
+@pytest.mark.xfail(strict=True, reason=ASK_RUNNING + ": after run() returned, ask times out")
+def test_a_question_asked_after_the_loop_stopped_is_answered_at_once(config: Config) -> None:
+    runtime = Runtime(config)
+    with running(runtime):
+        assert runtime.ask(lambda c: c.session.v) == VERSION
+    # The loop has returned: nothing runs on the core any more, so at once.
+    assert runtime.ask(lambda c: c.session.v, timeout=0.5) == VERSION
