@@ -26,9 +26,9 @@ from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import DebitEntry, LoggedEvent
 from firmware.core.wire import seal
 from firmware.outbox_store import OutboxStore
-from firmware.runtime import DB_FILE, Runtime
+from firmware.runtime import Runtime
 from firmware.runtime.edge import EdgeContext
-from firmware.storage import Storage
+from firmware.storage import DB_FILE, Storage
 from tests.broker import free_port
 from tests.waiting import WAIT_S, wait_for
 
