@@ -51,13 +51,13 @@ import pytest
 from firmware.core.controller import Controller
 from firmware.core.inputs import Presented
 from firmware.outbox_store import OutboxStore
-from firmware.runtime import DB_FILE, Runtime
+from firmware.runtime import Runtime
 from firmware.runtime import loop as runtime_loop
 from firmware.runtime.edge import EdgeContext
 from firmware.runtime.held import PATIENCE_S
 from firmware.runtime.messages import DiskChanged
 from firmware.salvage import ASIDE_KEPT, aside_copies
-from firmware.storage import Storage
+from firmware.storage import DB_FILE, Storage
 from hal.sim import SimBackend
 from tests import disks
 from tests.broker import Broker

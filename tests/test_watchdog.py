@@ -245,11 +245,6 @@ def test_pings_stop_while_the_event_writer_hangs_and_resume_after(
     assert gate.held[0].seq in gate.written  # the write went through in the end
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the loop spins while the watchdog holds a ping back: Watchdog.check leaves"
-    " due() in the past, and Loop._wait_s then waits 0 s at every step",
-)
 def test_the_loop_does_not_spin_while_the_watchdog_holds_pings_back(
     tmp_path: Path, systemd: Systemd, quick: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,6 +30,7 @@ from firmware.core.inputs import (
     InputsDropped,
     KioskRequest,
     OutboxCounted,
+    OutputFailed,
     PayloadReceived,
     Presented,
     ReaderFault,
@@ -128,6 +129,8 @@ class Controller:
             actions += self.reports.inputs_dropped(event.count, now)
         elif isinstance(event, StepFailed):
             actions += self.reports.report("error", event.detail, now, key="step_failed")
+        elif isinstance(event, OutputFailed):
+            actions += self.facility.doors.output_failed(event.name, event.on)
         elif isinstance(event, StorageTrouble):
             actions += self._storage_trouble(event, now)
         elif isinstance(event, OutboxCounted):

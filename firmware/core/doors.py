@@ -230,6 +230,19 @@ class Doors:
         """The wired door ids, in config order."""
         return tuple(self._doors)
 
+    def output_failed(self, name: str, on: bool) -> list[LogEvent]:
+        """Switching `name` to `on` failed (the relay driver raised): the door's
+        output is taken to be as it was, and logged so (`locked` or `unlocked`
+        by `fault`), so the next reason to switch it (a grant, a relock)
+        switches again. No retry at once: a relay that keeps failing must not
+        make the loop spin; a release that failed to end is ended by the HAL's
+        `max_open_s` meanwhile."""
+        for door in self._doors.values():
+            if door.name == name and door.output == on:
+                door.output, door.held_out = not on, False
+                return [door_event(door.id, "unlocked" if door.output else "locked", "fault")]
+        return []
+
     def status(self, door: str) -> DoorStatus:
         """The current state of one door."""
         return self._door(door).status()

@@ -153,6 +153,15 @@ class StepFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputFailed:
+    """Switching output `name` to `on` raised in the runtime (a relay driver's
+    fault): the core takes the output to be as it was before."""
+
+    name: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StorageTrouble:
     """What the boot found wrong with the card (`problems`, one line each) and
     the event seqs that may have gone with a damaged file (`lost`, inclusive
@@ -182,4 +191,5 @@ Input: TypeAlias = (
     | InputsDropped
     | StepFailed
     | StorageTrouble
+    | OutputFailed
 )

@@ -13,6 +13,5 @@ One module per job (docs/architecture.md draws them):
 """
 
 from firmware.runtime.app import Runtime
-from firmware.storage import DB_FILE
 
-__all__ = ["DB_FILE", "Runtime"]
+__all__ = ["Runtime"]

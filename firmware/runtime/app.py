@@ -118,6 +118,9 @@ class Runtime:
         self._key = config.key()  # a missing key file stops the start before any file is made
         self._base = config.base_topic
         self.exit_code = 0
+        # The loop's thread while `run` owns the core; set and cleared under the
+        # lock, so `ask` never runs a function beside the loop nor goes unanswered.
+        self._core_lock = threading.Lock()
         self._loop_thread: threading.Thread | None = None
         self._boot_actions: list[Action] = []
         self._stopping = threading.Event()
@@ -269,11 +272,13 @@ class Runtime:
         its result (or raise what it raised): the one way for another thread,
         a test or a tool, to read the core while the loop runs. Runs at once
         when the loop is not running (before `run`, after it returned)."""
-        loop = self._loop_thread
-        if loop is None or threading.current_thread() is loop:
+        if threading.current_thread() is self._loop_thread:
             return fn(self.controller)
         reply: Future[Any] = Future()
-        self.inbox.tell(Asked(fn, reply))
+        with self._core_lock:  # the loop cannot start or stop meanwhile
+            if self._loop_thread is None:
+                return fn(self.controller)
+            self.inbox.tell(Asked(fn, reply))
         try:
             result: R = reply.result(timeout)
         except FutureTimeout:
@@ -314,36 +319,41 @@ class Runtime:
     def run(self) -> int:
         """Run until `stop()`; the calling thread becomes the loop. Returns the
         process's exit code: 0 when stopped, 1 when a thread died twice."""
-        self._loop_thread = threading.current_thread()
-        # Python hands the interpreter lock between threads every 5 ms by default:
-        # a presentation would wait that long behind the storage or network thread.
-        # The loop is the thread a member waits for; make the hand-over quicker.
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        self.loop.carry_out(self._boot_actions)
-        self._boot_actions = []
-        if self.hardware is not None:
-            self.hardware.start()
-        self.link.start()
-        if self.kiosk is not None:
-            self.kiosk.start()
-        # Raised only now: a thread inherits its creator's priority, and the
-        # reader, network and kiosk threads started above are not the loop.
-        wanted = self.config.controller.loop_priority
-        got = member_thread(wanted)
-        if got != wanted:
-            log.warning(
-                "loop priority %s, not %s: no CAP_SYS_NICE (docs/operations.md)", got, wanted
-            )
-        self.loop_priority = got
-        # The loop decides on stored data from here on: systemd may count us started.
-        self.notifier.ready()
+        with self._core_lock:
+            self._loop_thread = threading.current_thread()
         try:
+            # Starting is inside the `try`: whatever fails here, what did start stops.
+            # Python hands the interpreter lock between threads every 5 ms by default:
+            # a presentation would wait that long behind the storage or network thread.
+            # The loop is the thread a member waits for; make the hand-over quicker.
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
+            self.loop.carry_out(self._boot_actions)
+            self._boot_actions = []
+            if self.hardware is not None:
+                self.hardware.start()
+            self.link.start()
+            if self.kiosk is not None:
+                self.kiosk.start()
+            # Raised only now: a thread inherits its creator's priority, and the
+            # reader, network and kiosk threads started above are not the loop.
+            wanted = self.config.controller.loop_priority
+            got = member_thread(wanted)
+            if got != wanted:
+                log.warning(
+                    "loop priority %s, not %s: no CAP_SYS_NICE (docs/operations.md)", got, wanted
+                )
+            self.loop_priority = got
+            # The loop decides on stored data from here on: systemd may count us started.
+            self.notifier.ready()
             while not self._stopping.is_set():
                 self.loop.step()
         finally:
-            self._shutdown()
-            self._loop_thread = None  # `ask` runs directly again
-            self.loop.answer_asked()  # questions asked while it stopped
+            try:
+                self._shutdown()
+            finally:
+                with self._core_lock:
+                    self._loop_thread = None  # `ask` runs directly again
+                    self.loop.answer_asked()  # questions asked while it stopped
         return self.exit_code
 
     def stop(self) -> None:

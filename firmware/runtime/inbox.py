@@ -85,7 +85,7 @@ class Inbox(Generic[T, M]):
         """Queue an item from the decoder, waiting while the inbox is full. Waits
         at most `timeout` at a time; False once the inbox is closed."""
         with self._ready:
-            while len(self._members) + len(self._routine) >= self._bound:
+            while len(self._members) + len(self._routine) >= self._bound or self._closed:
                 if self._closed:
                     return False
                 self._ready.wait(timeout)

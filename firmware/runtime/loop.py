@@ -47,6 +47,7 @@ from firmware.core.inputs import (
     DiskStatus,
     Input,
     InputsDropped,
+    OutputFailed,
     PayloadReceived,
     Presented,
     StepFailed,
@@ -75,6 +76,7 @@ log = logging.getLogger("alc.controller")
 # to keep up with a burst at one flush per step, few enough that the first of them
 # waits only a few milliseconds for the others' decisions.
 MAX_EVENTS_PER_STEP = 100
+WORK_PAUSE_S = 5.0  # background work that raised waits this long before the next try
 IDLE_WAKE_S = 60.0  # with nothing scheduled, still wake once a minute
 LATENCY_SAMPLES = 100_000
 REPORT_EVERY_S = 60.0  # one traceback per kind of failure a minute
@@ -104,6 +106,7 @@ class Loop:
         self._disk_told = rt.disk_ok_at_boot
         self._next_reattach = time.monotonic() + REATTACH_EVERY_S
         self._full_save_asked = -1e18
+        self._work_paused_until = 0.0
         self._dispatch: dict[type[Any], Callable[[Any], None]] = {
             Publish: self._publish,
             SaveDelta: self._save_delta,
@@ -140,7 +143,7 @@ class Loop:
         elif taken.routine is not None:
             entry, queued_at = taken.routine
             self._decide(entry, queued_at)
-        elif not taken and controller.has_work():
+        elif not taken and controller.has_work() and started >= self._work_paused_until:
             self._work()
         self._upkeep_checks()
         self.longest_step_s = max(self.longest_step_s, time.monotonic() - started)
@@ -148,10 +151,12 @@ class Loop:
     def _wait_s(self) -> float:
         """How long the inbox may wait: until the next deadline of the core, of a
         held step's patience, of the watchdog, or a minute."""
-        if self.controller.has_work():
-            return 0.0
         now_wall, now = self.rt.clock(), time.monotonic()
         waits = [IDLE_WAKE_S]
+        if self.controller.has_work():
+            if now >= self._work_paused_until:
+                return 0.0
+            waits.append(self._work_paused_until - now)
         deadline = self.controller.next_deadline()
         if deadline is not None:
             waits.append(deadline - now_wall)
@@ -198,6 +203,10 @@ class Loop:
         try:
             actions = controller.work(clock(), yield_now=yield_now)
         except Exception as exc:
+            # The same slice would fail again at once: pause the work rather than
+            # spin on it (members and timers go on; the slice is tried again after
+            # the pause, each failure reported as any other).
+            self._work_paused_until = time.monotonic() + WORK_PAUSE_S
             self._failed("background work", exc)
             return
         self.carry_out(actions)
@@ -339,6 +348,10 @@ class Loop:
             handler(action)
         except Exception as exc:
             self._failed(f"carrying out {type(action).__name__}", exc)
+            if isinstance(action, Output):
+                # The core must not take the door as switched: the next grant
+                # or relock switches it again.
+                self._handle(OutputFailed(action.name, action.on))
 
     def _publish(self, action: Publish) -> None:
         self.rt.link.publish(action.suffix, action.message, retain=action.retain)

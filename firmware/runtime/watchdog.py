@@ -18,6 +18,9 @@ STALE_S = 5.0
 """A part busy with one piece of work longer than this is stuck."""
 PING_EVERY_S = 2.0
 """Pings at most this often (systemd wants at least two per `WatchdogSec`)."""
+RECHECK_S = 0.5
+"""While a part holds the pings back, look again this often, not at every loop
+step: the loop sleeps until `due`, and a `due` in the past would make it spin."""
 
 
 class Pulse:
@@ -63,13 +66,14 @@ class Watchdog:
         self.pulses = list(pulses)
         self._ping = ping
         self._clock = clock
-        self._last = -1e18
+        self._next = -1e18
         self.stuck: str | None = None
         """The part that held the last ping back, or None."""
 
     def due(self) -> float:
-        """Monotonic time of the next ping."""
-        return self._last + PING_EVERY_S
+        """Monotonic time of the next check: the next ping, or the next look at
+        the part that held the last one back."""
+        return self._next
 
     def check(self) -> bool:
         """Ping if due and every part moves; True if it pinged."""
@@ -79,7 +83,8 @@ class Watchdog:
         stuck = [p.name for p in self.pulses if p.stale(now) > STALE_S]
         self.stuck = ", ".join(stuck) or None
         if stuck:
+            self._next = now + min(RECHECK_S, PING_EVERY_S)
             return False
-        self._last = now
+        self._next = now + PING_EVERY_S
         self._ping()
         return True
