@@ -779,11 +779,6 @@ def test_a_card_that_hangs_while_running_keeps_the_door_on_time(
 
 # --- running from memory, then a restart ------------------------------------------------
 
-SEQ_REUSE = (
-    "seqs given out while the data was in memory are given out again after a restart "
-    "from the card's older file; the hub keeps the first event of each and drops the "
-    "second as a duplicate (firmware/runtime/app.py _restore_outbox)"
-)
 RESTARTS = {
     # name: (file system, how the data went to memory)
     "read-only at boot, restarted still read-only": ("tmpfs", "read-only at boot"),
@@ -791,7 +786,6 @@ RESTARTS = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=SEQ_REUSE)
 @pytest.mark.parametrize("case", RESTARTS)
 def test_a_restart_while_the_data_is_in_memory_gives_no_seq_twice(
     broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str

@@ -206,3 +206,25 @@ def test_a_backlog_fills_the_window_at_once_and_its_tail_follows_without_waiting
     assert deadline is not None and deadline <= 120.0  # the tail of 7: due at once
     assert _drain(box, 120.0) == [SendEvents(2 * WINDOW_EVENTS, 2 * WINDOW_EVENTS + 7)]
     assert box.next_deadline(connected=True) == 120.0 + ACK_TIMEOUT_S
+
+
+def test_uploads_step_over_a_skipped_range_of_any_size() -> None:
+    """Events left below a boot's jump to the clock, then the boot's own: the
+    upload sends both in two batches, not one batch per 500 skipped seqs."""
+    floor = 1_796_000_000_000
+    outbox = Outbox.restore(
+        last_seq=floor - 1,
+        count=20,
+        oldest=0,
+        first_seq=81,
+        debits=[],
+        skipped=[(101, floor - 1)],
+    )
+    for _ in range(3):
+        outbox.log("access", {}, 1.0)
+    outbox.connected()
+    first = outbox.due(2.0, connected=True, hurry=True)
+    assert first == [SendEvents(80, floor - 1)]  # the 20 below the gap, up to its end
+    assert outbox.acked(100, 1, 3.0) == [DeleteAcked(100, 1)]
+    second = outbox.due(4.0, connected=True, hurry=True)
+    assert second == [SendEvents(floor - 1, floor + 2)]  # the boot's events, at once

@@ -157,13 +157,17 @@ class Controller:
         actions += self._timers(now)
         return self._finish(actions, now)
 
-    def booted(self, now: float, *, intact: bool) -> list[Action]:
+    def booted(
+        self, now: float, *, intact: bool, skipped: Sequence[tuple[int, int]] = ()
+    ) -> list[Action]:
         """The controller started; `intact` is False when the stored records do
-        not hash to the stored digest (a full sync with reason `digest` follows)."""
-        actions: list[Action] = [
-            *self.facility.power_on(),
-            LogEvent("system", {"what": "boot", "detail": f"alc {FW_VERSION}"}),
-        ]
+        not hash to the stored digest (a full sync with reason `digest` follows).
+        `skipped`: seq ranges the boot numbered past, named `dropped` in the boot
+        event so the hub's acknowledgements move past them."""
+        boot: dict[str, Any] = {"what": "boot", "detail": f"alc {FW_VERSION}"}
+        if skipped:
+            boot["dropped"] = [[first, last] for first, last in skipped]
+        actions: list[Action] = [*self.facility.power_on(), LogEvent("system", boot)]
         if not intact:
             actions.append(LogEvent("system", {"what": "error", "detail": "stored data damaged"}))
             actions += self._own(self.session.request_full("digest", now), now)

@@ -122,6 +122,10 @@ class Outbox:
     _fold_asked: bool = False
     _nudged_at: float = -1e18
     credit_changes: int = 0  # moves whenever `pending` does
+    # Seq ranges (inclusive) that hold no event here: numbers a boot skipped, or
+    # lost with a damaged file. Uploads step over them, so that a gap of
+    # billions of seqs (a boot numbering from the clock) costs no batch.
+    skipped: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.sent_upto = self.acked_upto
@@ -139,8 +143,10 @@ class Outbox:
         first_seq: int | None,
         debits: Iterable[DebitEntry],
         bound: int = OUTBOX_BOUND,
+        skipped: Iterable[tuple[int, int]] = (),
     ) -> Outbox:
-        """The outbox as the disk left it at boot."""
+        """The outbox as the disk left it at boot; `skipped`: seq ranges that
+        hold no event (see the field)."""
         acked = (first_seq - 1) if first_seq is not None else last_seq
         return cls(
             last_seq=last_seq,
@@ -149,7 +155,18 @@ class Outbox:
             acked_upto=acked,
             bound=bound,
             debits={d.seq: d for d in debits},
+            skipped=sorted(skipped),
         )
+
+    def _past_gap(self, seq: int) -> int:
+        """`seq`, moved to the end of any skipped range that follows it at once."""
+        moved = True
+        while moved:
+            moved = False
+            for first, last in self.skipped:
+                if first <= seq + 1 <= last:
+                    seq, moved = last, True
+        return seq
 
     # --- logging --------------------------------------------------------------------
 
@@ -197,14 +214,14 @@ class Outbox:
         if self._sent_at is not None and now - self._sent_at >= ACK_TIMEOUT_S:
             self.sent_upto = self.acked_upto  # the hub never answered: send again
             self._sent_at = None
-        unsent = self.last_seq - self.sent_upto
-        if unsent <= 0 or self.sent_upto - self.acked_upto >= WINDOW_EVENTS:
+        unsent = self.last_seq - self._past_gap(self.sent_upto)
+        if unsent <= 0 or self._in_flight() >= WINDOW_EVENTS:
             return []
         full = unsent >= BATCH_EVENTS
         if not full and now - self._last_send < MAX_AGE_S and not hurry:
             return []
-        after = self.sent_upto
-        self.sent_upto = min(self.last_seq, after + BATCH_EVENTS)
+        after = self._past_gap(self.sent_upto)
+        self.sent_upto = min(self.last_seq, self._past_gap(after + BATCH_EVENTS))
         if not full:
             # Paces the small batches only: the rest of a backlog goes right
             # after its last full batch, not MAX_AGE_S later.
@@ -217,12 +234,17 @@ class Outbox:
         """When `due` may next have something to send. A full batch within the
         window is due at once (one per loop step, so a backlog is sent in pieces
         that let presentations in between, while earlier ones await their acks)."""
-        unsent = self.last_seq - self.sent_upto
-        if not connected or unsent <= 0 or self.sent_upto - self.acked_upto >= WINDOW_EVENTS:
+        unsent = self.last_seq - self._past_gap(self.sent_upto)
+        if not connected or unsent <= 0 or self._in_flight() >= WINDOW_EVENTS:
             return self._sent_at + ACK_TIMEOUT_S if self._sent_at is not None else None
         if unsent >= BATCH_EVENTS:
             return self._last_send  # any past time: now
         return self._last_send + MAX_AGE_S
+
+    def _in_flight(self) -> int:
+        """Seqs sent and not yet acknowledged, a skipped range right after the
+        acknowledged ones not counted."""
+        return self.sent_upto - self._past_gap(self.acked_upto)
 
     def acked(self, upto: int, v: int, now: float | None = None) -> list[OutboxAction]:
         """The hub acknowledged every event up to `upto`, reflected from `v`, at

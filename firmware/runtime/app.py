@@ -76,6 +76,7 @@ from firmware.runtime.messages import Asked, ForCore, Internal
 from firmware.runtime.priorities import MembersFirst, member_thread
 from firmware.runtime.supervisor import Supervisor
 from firmware.runtime.watchdog import Pulse, Watchdog
+from firmware.salvage import seq_floor
 from firmware.sdnotify import Notifier
 from firmware.storage import Storage
 from hal.backend import Backend, UnknownOutput
@@ -214,7 +215,7 @@ class Runtime:
             masters=self.config.masters,
             facility=facility_from(self.config.wiring, now, self.config.pins),
             executed=boot.commands,
-            outbox=self._restore_outbox(),
+            outbox=self._restore_outbox(boot.lost),
         )
         log.info(
             "boot: epoch=%s v=%d records=%d digest=%s disk_ok=%s",
@@ -226,21 +227,37 @@ class Runtime:
         )
         if epoch is not None and not loaded.intact:
             log.error("stored records do not hash to the stored digest: full sync")
-        self._boot_actions = controller.booted(now, intact=epoch is None or loaded.intact)
+        self._boot_actions = controller.booted(
+            now, intact=epoch is None or loaded.intact, skipped=self._skipped
+        )
         if boot.problems:
             trouble = StorageTrouble(boot.problems, boot.lost, disk_ok=boot.disk_ok)
             self._boot_actions += controller.handle(trouble, now)
         return controller
 
-    def _restore_outbox(self) -> Outbox:
+    def _restore_outbox(self, lost: Sequence[tuple[int, int]]) -> Outbox:
+        """The outbox as the card left it, numbering on past any seq a previous
+        run can have published. A run from memory (a card that refused writes)
+        gave out seqs its file never saw; the next boot, from that older file,
+        would give them out again, and the hub would keep the first event of
+        each and drop ours. So each boot numbers from the clock (milliseconds,
+        as after a damaged file) when that is ahead, and the boot event names
+        the seqs skipped as `dropped`, for the hub's acknowledgements to pass."""
         stats = self.events.stats()
+        floor = seq_floor(self.clock())
+        self._skipped: tuple[tuple[int, int], ...] = ()
+        last_seq = stats.last_seq
+        if last_seq + 1 < floor:
+            self._skipped = ((last_seq + 1, floor - 1),)
+            last_seq = floor - 1
         return Outbox.restore(
-            last_seq=stats.last_seq,
+            last_seq=last_seq,
             count=stats.count,
             oldest=stats.oldest,
             first_seq=stats.first_seq,
             debits=self.events.debits(),
             bound=self.config.controller.outbox_max,
+            skipped=[*self._skipped, *lost],
         )
 
     def _hardware(self) -> Backend | None:
