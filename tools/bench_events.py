@@ -187,7 +187,9 @@ def run(tmp: Path, events: int, members: int, seed: int) -> Results:
         )
         log_s = logged_at - t0
         log_cpu_s = time.process_time() - c0
-        decision_ms = sorted(s * 1000 for s in runtime.decision_latency_s)
+        # The loop appends to its samples while it runs: copy them on the loop.
+        samples = runtime.ask(lambda _core: list(runtime.decision_latency_s))
+        decision_ms = sorted(s * 1000 for s in samples)
         stop_offline()
 
         # 2. The hub comes back; a controller with the queued events reconnects.

@@ -11,10 +11,13 @@ Two exceptions keep the card from holding a door:
   off, a warning's end) is carried out at once, its event following; unless an
   earlier switch-on of the same output is still held, because then the order
   is what matters (the off must come after the on);
-- **patience.** No step waits longer than `PATIENCE_S`. Past it, every held
-  step is carried out and, until the card writes again, later steps are not
-  held at all: their events are written when the card lets them. A hung card
-  must not keep a door shut to its master tag (the watchdog reports the card).
+- **patience.** No step waits longer than `PATIENCE_S` on a card that makes
+  no progress (no step written meanwhile). Past it, every held step is carried
+  out and, until the card writes again, later steps are not held at all: their
+  events are written when the card lets them. A hung card must not keep a door
+  shut to its master tag (the watchdog reports the card). A card that is only
+  busy (a flood of presentations, each write taking its turn) keeps writing,
+  and the steps keep waiting for it: event-first holds.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class HeldSteps:
         self._held: deque[_Held] = deque()
         self._pending_on: Counter[str] = Counter()
         self._stalled = False  # the card kept a step past PATIENCE_S
+        self._progress_at = clock()  # when the event thread last wrote a step
 
     def __len__(self) -> int:
         return len(self._held)
@@ -100,16 +104,23 @@ class HeldSteps:
     def written(self, upto: int) -> None:
         """The event thread wrote every step up to `upto`: carry them out."""
         self._stalled = False
+        self._progress_at = self._clock()
         while self._held and self._held[0].number <= upto:
             self._unhold(self._held.popleft())
 
     def deadline(self) -> float | None:
-        """When the oldest held step runs out of patience (the loop wakes then)."""
-        return self._held[0].since + PATIENCE_S if self._held else None
+        """When the oldest held step runs out of patience, unless a step is
+        written first (the loop wakes then)."""
+        return self._waited_from() + PATIENCE_S if self._held else None
+
+    def _waited_from(self) -> float:
+        """Since when the oldest held step has waited with no step written."""
+        return max(self._held[0].since, self._progress_at)
 
     def overdue(self) -> None:
-        """Carry out every held step if the oldest has waited past `PATIENCE_S`."""
-        if not self._held or self._clock() - self._held[0].since <= PATIENCE_S:
+        """Carry out every held step if the oldest has waited past `PATIENCE_S`
+        with no step written meanwhile."""
+        if not self._held or self._clock() - self._waited_from() <= PATIENCE_S:
             return
         log.error(
             "the card has not written events for %.1f s: carrying out %d steps before"
