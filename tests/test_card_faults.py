@@ -13,8 +13,9 @@ written.
 - "Opens" is the door relay switching on: an edge (`Switches`) hears every
   output the loop switches, with the time. "Within 5 s of start" counts from
   before the `Runtime` is built, so the boot's check and repair of the file are
-  in it. That bound, and the runtime's patience with a hung card
-  (`PATIENCE_S`), are the only times asserted; the figures are printed.
+  in it. No time is asserted (machines are noisy): the figures are printed
+  beside the issue's bounds, and what is asserted is order (the door opened
+  while the hung card had not written the member's event).
 - "Heals": the controller ends up holding the hub's `(epoch, v, digest)`, and a
   member's tag opens.
 - "Every event": every seq from 1 to the controller's last is stored at the hub
@@ -72,8 +73,7 @@ BO = "00000000b2"  # member m2
 DOOR = "door:front"
 READER = "front-in"
 UNLOCK_S = 2  # the hub's door record
-OPEN_WITHIN_S = 5.0  # issue 12 s5: the master opens within 5 s of start
-LATE_S = 1.0  # how late a loaded machine may carry out what is due (asserted bounds only)
+OPEN_WITHIN_S = 5.0  # issue 12 s5: the master opens within 5 s of start (printed beside)
 MEMBERS = 400  # enough records for the file to span many pages
 RECORDS = MEMBERS + 5  # with the site, a door, a group and two members
 CARD_MB = 32  # a tmpfs card: the data, and the 16 MB a full sync's save leaves free
@@ -246,16 +246,14 @@ def opens_and_told(rig: Rig, run: Boot, tag: str) -> dict[str, Any]:
 
 
 def master_opens_in_time(run: Boot) -> float:
-    """The master tag, presented as soon as the loop runs, opens the door within
-    `OPEN_WITHIN_S` of the start (before the runtime was built). Returns the
-    seconds from the start."""
-    left = OPEN_WITHIN_S - (time.monotonic() - run.started)
-    _, opened = opens(run, MASTER, timeout=max(left, 0.0))
+    """The master tag, presented as soon as the loop runs, opens the door. The
+    seconds from the start (before the runtime was built) are printed beside
+    the issue's bound, never asserted (tests assert no time); returned."""
+    _, opened = opens(run, MASTER)
     since_start = opened - run.started
-    assert since_start <= OPEN_WITHIN_S
     print(
-        f"\nthe master opens {since_start:.3f} s after the start "
-        f"(the runtime built, its data opened, in {run.built_s:.3f} s)"
+        f"\nthe master opens {since_start:.3f} s after the start (issue 12: within "
+        f"{OPEN_WITHIN_S:g} s; the runtime built, its data opened, in {run.built_s:.3f} s)"
     )
     return since_start
 
@@ -758,8 +756,8 @@ def test_a_card_that_hangs_while_running_keeps_the_door_on_time(
             "the relock event to be written",
         )
         with disks.frozen(data_dir):
-            presented, opened = opens(run, BO, timeout=PATIENCE_S + LATE_S)
-            wait_for(lambda: locked(run), "the door to relock", UNLOCK_S + LATE_S)
+            presented, opened = opens(run, BO)
+            wait_for(lambda: locked(run), "the door to relock")
             relocked = run.switches.first(DOOR, False, opened)
             assert relocked is not None
             written = [b for _, t, b in logged(caplog) if t == "access" and b["member"] == "m2"]
@@ -769,10 +767,8 @@ def test_a_card_that_hangs_while_running_keeps_the_door_on_time(
             f"(patience {PATIENCE_S:g} s), relocks {relocked - presented:.3f} s after it "
             f"(unlock_s {UNLOCK_S})"
         )
-        # It waited for the card as long as its patience, no longer; and the
-        # relock kept to the door's time.
-        assert PATIENCE_S <= opened - presented <= PATIENCE_S + LATE_S
-        assert relocked - presented <= UNLOCK_S + LATE_S
+        # The door opened while Bo's event could not be written (asserted above):
+        # the patience, not the card, let him in; the figures are printed.
         every_event_reaches_the_hub(rig, caplog)
         assert let_in(rig, ADA) == {"member": "m1", **GRANTED}
 

@@ -521,6 +521,32 @@ def test_background_work_that_raises_is_contained(
     ]
 
 
+def test_a_core_call_outside_an_input_that_raises_never_ends_the_loop(
+    config: Config, caplog_info: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop asks the core for its next deadline outside any input's handling,
+    both to plan its wait and to find the due timers: a bug there is contained
+    too, and the member taken in that step is still decided."""
+    outputs = Outputs()
+    runtime = Runtime(config, edges=[outputs])
+    next_deadline = runtime.controller.next_deadline
+    calls: list[int] = []
+
+    def broken() -> float | None:
+        calls.append(1)
+        if len(calls) <= 4:  # the wait's plan and the step, twice over
+            raise RuntimeError("a bug in a deadline")
+        return next_deadline()
+
+    monkeypatch.setattr(runtime.controller, "next_deadline", broken)
+    with running(runtime):
+        runtime.submit(Presented(READER, "tag", ANN))
+        wait_for(lambda: outputs.count(DOOR, True) == 1, "ann's unlock")
+    failed = set(contained(caplog_info))
+    assert "planning the next wait failed; the loop goes on" in failed
+    assert "finding the due timers failed; the loop goes on" in failed
+
+
 # --- ask ----------------------------------------------------------------------------------
 
 

@@ -54,7 +54,6 @@ from firmware.core.inputs import (
 )
 from firmware.core.outbox import (
     DeleteAcked,
-    DropEvents,
     FoldEvents,
     ForgetDebits,
     Outbox,
@@ -71,9 +70,9 @@ from firmware.runtime.disk import DurableWriter, StorageWriter, save_snapshot
 from firmware.runtime.edge import Edge, EdgeContext, EdgeFactory
 from firmware.runtime.inbox import Inbox
 from firmware.runtime.link import ControllerLink
-from firmware.runtime.loop import Loop
+from firmware.runtime.loop import Loop, OutboxUpkeep
 from firmware.runtime.messages import Asked, ForCore, Internal
-from firmware.runtime.priorities import MembersFirst, member_thread
+from firmware.runtime.priorities import member_thread
 from firmware.runtime.supervisor import Supervisor
 from firmware.runtime.watchdog import Pulse, Watchdog
 from firmware.salvage import seq_floor
@@ -96,7 +95,6 @@ log = logging.getLogger("alc.controller")
 SWITCH_INTERVAL_S = 0.0005
 ASK_TIMEOUT_S = 5.0
 
-OutboxUpkeep = SendEvents | DeleteAcked | ForgetDebits | FoldEvents | DropEvents
 R = TypeVar("R")
 
 
@@ -322,11 +320,6 @@ class Runtime:
             log.error("%s: released longer than its max_open_s; the HAL relocked it", event.name)
 
     # --- the loop -----------------------------------------------------------------------
-
-    @property
-    def members_first(self) -> MembersFirst:
-        """Members waiting for the loop, for background threads to step aside."""
-        return self.inbox.members_first
 
     @property
     def decision_latency_s(self) -> deque[float]:

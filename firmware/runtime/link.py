@@ -22,13 +22,12 @@ from firmware.core import wire
 from firmware.core.errors import LocalError
 from firmware.core.inputs import Connected, Disconnected, Input, PayloadReceived
 from firmware.core.outbox import SendEvents
+from firmware.core.reception import SUFFIXES
 from firmware.mqtt import BrokerSettings, Link, LinkDown, LinkEvent, LinkUp, Received, Will
 from firmware.outbox_store import OutboxStore
 from firmware.runtime.edge import Edge
 
 log = logging.getLogger("alc.controller")
-
-HUB_TOPICS = ("data", "cmd", "ack")
 
 
 class ControllerLink:
@@ -74,7 +73,7 @@ class ControllerLink:
 
     def start(self) -> None:
         """Connect (in the background: paho reconnects on its own)."""
-        topics = [f"{self.base}/{s}" for s in HUB_TOPICS] + sorted(self._edges)
+        topics = [f"{self.base}/{s}" for s in SUFFIXES] + sorted(self._edges)
         offline = self.seal("state", {"t": "state", "online": False})
         self._link = Link(
             self._client_id,

@@ -65,6 +65,7 @@ from firmware.core.outbox import (
 from firmware.core.reception import Unsealed
 from firmware.core.sync import SaveDelta, SaveSnapshot
 from firmware.runtime.held import HeldSteps
+from firmware.runtime.inbox import Taken
 from firmware.runtime.messages import Asked, DiskChanged, ForCore, Internal, Written
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ log = logging.getLogger("alc.controller")
 # to keep up with a burst at one flush per step, few enough that the first of them
 # waits only a few milliseconds for the others' decisions.
 MAX_EVENTS_PER_STEP = 100
+FAILED_WAIT_S = 1.0  # the wait after planning it failed
 WORK_PAUSE_S = 5.0  # background work that raised waits this long before the next try
 IDLE_WAKE_S = 60.0  # with nothing scheduled, still wake once a minute
 LATENCY_SAMPLES = 100_000
@@ -94,7 +96,6 @@ class Loop:
         self.rt = rt
         self.controller: Controller = rt.controller
         self.decision_latency_s: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self.longest_step_s = 0.0
         self.failures = 0
         """Inputs and actions whose failure was contained, since start."""
         self.held = HeldSteps(self._perform, rt.durable.submit)
@@ -125,18 +126,32 @@ class Loop:
     # --- one step ----------------------------------------------------------------
 
     def step(self) -> None:
-        """Wait for something to do (at most until the next deadline), do it."""
-        rt, controller = self.rt, self.controller
+        """Wait for something to do (at most until the next deadline), do it.
+        Never raises: what the core's handling of one input raises is contained
+        there; anything else a step raises (the core asked for its next deadline,
+        say) is contained here, and the next wait is a plain one."""
+        rt = self.rt
         rt.loop_pulse.idle()
-        taken = rt.inbox.take(self._wait_s(), MAX_EVENTS_PER_STEP)
+        try:
+            wait = self._wait_s()
+        except Exception as exc:
+            self._failed("planning the next wait", exc)
+            wait = FAILED_WAIT_S  # never 0: a wait that keeps failing must not spin
+        taken = rt.inbox.take(wait, MAX_EVENTS_PER_STEP)
         rt.loop_pulse.beat()
+        try:
+            self._step(taken)
+        except Exception as exc:
+            self._failed("a loop step", exc)
+
+    def _step(self, taken: Taken[Entry, Internal]) -> None:
+        rt, controller = self.rt, self.controller
         started = time.monotonic()
         rt.collector.follow(controller.session.receiving())
         for message in taken.internal:
             self._internal(message)
         self.held.overdue()
-        deadline = controller.next_deadline()
-        if deadline is not None and rt.clock() >= deadline:
+        if self._timer_due():
             self._handle(Tick())
         if taken.members:
             self._members(taken.members)
@@ -146,7 +161,16 @@ class Loop:
         elif not taken and controller.has_work() and started >= self._work_paused_until:
             self._work()
         self._upkeep_checks()
-        self.longest_step_s = max(self.longest_step_s, time.monotonic() - started)
+
+    def _timer_due(self) -> bool:
+        """Is a timer of the core due now? A failure to say is contained here, so
+        the members taken in this step are still decided."""
+        try:
+            deadline = self.controller.next_deadline()
+        except Exception as exc:
+            self._failed("finding the due timers", exc)
+            return False
+        return deadline is not None and self.rt.clock() >= deadline
 
     def _wait_s(self) -> float:
         """How long the inbox may wait: until the next deadline of the core, of a
