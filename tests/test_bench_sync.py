@@ -41,7 +41,8 @@ def _children(name: str) -> list[int]:
 
 def test_bench_sync_json(capsys: pytest.CaptureFixture[str]) -> None:
     threads_before = set(threading.enumerate())
-    argv = ["bench", "sync", "--members", "2000", "--deltas", "200", "--json"]
+    argv = ["bench", "sync", "--members", "2000", "--deltas", "200"]
+    argv += ["--big-deltas", "2", "--delta-relocks", "2", "--json"]
     assert cli.main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
@@ -50,10 +51,12 @@ def test_bench_sync_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert isinstance(figures[key], int | float), key
         assert figures[key] > 0, key
     # Real relocks were timed (a lateness may be any sign: it is only measured).
-    for key in ("timer_late_p99_ms", "timer_late_max_ms"):
-        assert isinstance(figures[key], int | float), key
-        assert math.isfinite(figures[key]), key
-    assert figures["timer_late_max_ms"] >= figures["timer_late_p99_ms"]
+    for phase in ("", "deltas_"):
+        for key in (f"timer_late_{phase}p99_ms", f"timer_late_{phase}max_ms"):
+            assert isinstance(figures[key], int | float), key
+            assert math.isfinite(figures[key]), key
+        assert figures[f"timer_late_{phase}max_ms"] >= figures[f"timer_late_{phase}p99_ms"]
+    assert figures["big_delta_ms"] > 0
     # Everything it started is stopped: threads joined, mosquitto waited for.
     leftover = [t.name for t in set(threading.enumerate()) - threads_before if t.is_alive()]
     assert leftover == []
@@ -62,6 +65,7 @@ def test_bench_sync_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bench_sync_text_names_the_relock_figures(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["bench", "sync", "--credentials", "2000", "--deltas", "50", "--syncs", "2"]
+    argv += ["--big-deltas", "1", "--delta-relocks", "1"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "alc bench sync: 1,000 members" in out

@@ -38,6 +38,11 @@ What it measures, in order:
    transaction (one flush each), and publishes each as its own `delta`; from the
    first publish until the controller's durable stored version (its SQLite file)
    reaches the last one.
+4. `big_delta_ms`: then `--big-deltas` change sets of `BIG_DELTA_OPS` updated
+   members each, one delta each; the phase's wall time over their number.
+   `timer_late_deltas_p99_ms`, `timer_late_deltas_max_ms`: the relock probe runs
+   all along parts 3 and 4, which repeat (unmeasured) until it has timed
+   `--delta-relocks` relocks.
 
 Every generated member holds two credentials (a tag and a PIN): `--credentials N`
 is `--members N/2`.
@@ -109,7 +114,8 @@ from tools.hub.keys import read_controller_key, write_new_key
 from tools.hub.loop import HubLoop
 from tools.hub.server import Hub, Outgoing
 
-HUB_BATCH = 250  # change sets per hub transaction while sending deltas
+HUB_BATCH = 250  # single-op change sets per hub transaction while sending deltas
+BIG_DELTA_OPS = 1000  # ops of each large delta (an updated member each)
 IDLE_S = 1.0
 WAIT_S = 300.0  # for any one step: generous, the bench reports how long it took
 JOIN_S = 30.0
@@ -176,8 +182,8 @@ class HubReady:
 
 def _hub_child(conn: Connection, spec: HubSpec) -> None:
     """Entry point of the hub process. Loads the club, serves it in a `HubLoop`,
-    sends `HubReady`, then obeys the parent: `("deltas", count)` commits `count`
-    single-op change sets and answers `("deltas", first, last)` (monotonic times
+    sends `HubReady`, then obeys the parent: `("deltas", count, ops)` commits `count`
+    change sets of `ops` updated members each and answers `("deltas", first, last)` (monotonic times
     of the first publish and of the last commit; the clock is system-wide);
     `("stop",)` or the parent's end of the pipe closing stops it. A failure is
     answered `("error", text)`."""
@@ -213,7 +219,7 @@ def _hub_child(conn: Connection, spec: HubSpec) -> None:
                 except EOFError:
                     return  # the parent is gone
                 if order[0] == "deltas":
-                    first, last = _commit_deltas(hub_loop, club, order[1], spec.seed)
+                    first, last = _commit_deltas(hub_loop, club, order[1], order[2], spec.seed)
                     conn.send(("deltas", first, last))
                 else:
                     return
@@ -397,6 +403,9 @@ class Results:
     delta_phase: Phase
     hub_commit_s: float
     memory_s: float
+    big_deltas: int  # deltas of BIG_DELTA_OPS ops each, after the single-op ones
+    big_phase: Phase
+    deltas_late_ms: list[float]  # the relock probe's during both delta phases, sorted
     loop_priority: str  # what the controller's loop ran at (`members_first`)
     timer_late_ms: list[float]  # the relock probe's, sorted
     unlock_ms: list[float]  # the relock probe's, decision to relay on, sorted
@@ -433,6 +442,27 @@ class Results:
                 "ms",
                 None,
             ),
+            Figure(
+                "big_delta_ms",
+                f"{BIG_DELTA_OPS:,}-op delta, durable (mean)",
+                self.big_phase.wall_s / self.big_deltas * 1000,
+                "ms",
+                None,
+            ),
+            Figure(
+                "timer_late_deltas_p99_ms",
+                "relock lateness p99 during deltas",
+                _p(self.deltas_late_ms, 0.99),
+                "ms",
+                20,
+            ),
+            Figure(
+                "timer_late_deltas_max_ms",
+                "relock lateness max during deltas",
+                _p(self.deltas_late_ms, 1.0),
+                "ms",
+                None,
+            ),
         ]
 
 
@@ -440,7 +470,16 @@ def _p(sorted_ms: Sequence[float], fraction: float) -> float:
     return percentile(sorted_ms, fraction) if sorted_ms else math.nan
 
 
-def run(tmp: Path, members: int, deltas: int, rate: float, seed: int, syncs: int = 1) -> Results:
+def run(
+    tmp: Path,
+    members: int,
+    deltas: int,
+    rate: float,
+    seed: int,
+    syncs: int = 1,
+    big_deltas: int = 1,
+    delta_relocks: int = 1,
+) -> Results:
     """Set everything up in `tmp`, measure, and stop everything again."""
     with ExitStack() as stack:
         broker = Broker(tmp / "broker", persistence=False)
@@ -509,7 +548,16 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int, syncs: int
         # The median run stands for the sync time (and its CPU figures).
         command_phase, reply = sorted(phases, key=lambda p: p[0].wall_s)[len(phases) // 2]
 
-        delta_phase, hub_commit_s, memory_s = _deltas(broker, hub, runtime, deltas)
+        # Relocks are probed again while deltas pour in: single-op ones as fast
+        # as the hub commits them, then large ones, each applied in one step.
+        # The first round gives the throughput figures; more rounds run until the
+        # probe has timed `delta_relocks` relocks (a round lasts a few seconds).
+        with _relock_probe(runtime, client, club, seed + 7) as delta_probe:
+            delta_phase, hub_commit_s, memory_s = _deltas(broker, hub, runtime, deltas)
+            big_phase, _, _ = _deltas(broker, hub, runtime, big_deltas, BIG_DELTA_OPS)
+            while len(delta_probe.relocks) < delta_relocks:
+                _deltas(broker, hub, runtime, deltas)
+                _deltas(broker, hub, runtime, big_deltas, BIG_DELTA_OPS)
         return Results(
             records=records,
             pages=pages,
@@ -523,6 +571,9 @@ def run(tmp: Path, members: int, deltas: int, rate: float, seed: int, syncs: int
             delta_phase=delta_phase,
             hub_commit_s=hub_commit_s,
             memory_s=memory_s,
+            big_deltas=big_deltas,
+            big_phase=big_phase,
+            deltas_late_ms=delta_probe.late_ms(),
             loop_priority=runtime.loop_priority or "normal",
             timer_late_ms=probe.late_ms(),
             unlock_ms=probe.unlock_ms(),
@@ -573,16 +624,16 @@ def _version(controller: Controller) -> int:
 
 
 def _deltas(
-    broker: Broker, hub: HubProcess, runtime: Runtime, count: int
+    broker: Broker, hub: HubProcess, runtime: Runtime, count: int, ops: int = 1
 ) -> tuple[Phase, float, float]:
-    """Have the hub process send `count` single-op deltas. Returns the phase from
+    """Have the hub process send `count` deltas of `ops` ops. Returns the phase from
     the first publish until the controller's file holds the last one, and when
     (seconds after the first publish) the hub had committed them all and the
     controller had applied them all in memory."""
     storage = runtime.storage
     target = runtime.ask(_version) + count  # asked of the loop, as in `run`
     meter = _Meter(broker, hub)
-    hub.send("deltas", count)
+    hub.send("deltas", count, ops)
     in_memory = wait_for(
         lambda: runtime.ask(_version, WAIT_S) >= target, f"the controller to apply v{target}"
     )
@@ -594,17 +645,23 @@ def _deltas(
     return phase, last - first, in_memory - first
 
 
-def _commit_deltas(hub_loop: HubLoop, club: Club, count: int, seed: int) -> tuple[float, float]:
-    """In the hub process: commit `count` single-op change sets (an updated member
-    each), `HUB_BATCH` per transaction, through the hub loop, which publishes each
+def _commit_deltas(
+    hub_loop: HubLoop, club: Club, count: int, ops: int, seed: int
+) -> tuple[float, float]:
+    """In the hub process: commit `count` change sets of `ops` updated members each
+    (distinct within a set), `HUB_BATCH` single-op sets per transaction (a larger
+    set is a transaction of its own), through the hub loop, which publishes each
     as a delta. Returns the monotonic times of the first publish and of the last
     commit."""
-    rng = random.Random(seed + 2)
+    rng = random.Random(seed + 2 + ops)
     change_sets: list[list[WireOp]] = []
     for _ in range(count):
-        i = rng.randrange(club.members)
-        rec = cbor2.dumps(club.member_body(i, rng))
-        change_sets.append([["put", "member", club.member_id(i), rec]])
+        change_set: list[WireOp] = []
+        for i in rng.sample(range(club.members), min(ops, club.members)):
+            rec = cbor2.dumps(club.member_body(i, rng))
+            change_set.append(["put", "member", club.member_id(i), rec])
+        change_sets.append(change_set)
+    batch = HUB_BATCH if ops == 1 else 1
     marks: dict[str, float] = {}
     done = threading.Event()
 
@@ -620,8 +677,8 @@ def _commit_deltas(hub_loop: HubLoop, club: Club, count: int, seed: int) -> tupl
 
         return commit
 
-    for start in range(0, count, HUB_BATCH):
-        hub_loop.submit(job(change_sets[start : start + HUB_BATCH], start + HUB_BATCH >= count))
+    for start in range(0, count, batch):
+        hub_loop.submit(job(change_sets[start : start + batch], start + batch >= count))
     if not done.wait(WAIT_S):
         raise BenchError(f"the hub did not commit {count} deltas in {WAIT_S:g} s")
     return marks["first"], marks["hub"]
@@ -647,6 +704,19 @@ def bench_sync(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--syncs", type=positive, default=20, help="sync commands to time (default 20)"
     )
+    parser.add_argument(
+        "--big-deltas",
+        type=positive,
+        default=20,
+        help=f"deltas of {BIG_DELTA_OPS:,} ops after the single-op ones (default 20)",
+    )
+    parser.add_argument(
+        "--delta-relocks",
+        type=positive,
+        default=20,
+        help="relocks to time while deltas arrive; more rounds of deltas until then "
+        "(default 20)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(list(argv))
@@ -656,7 +726,16 @@ def bench_sync(argv: Sequence[str]) -> int:
         args.members = max(1, args.credentials // 2)
     try:
         with tempfile.TemporaryDirectory(prefix="alc-bench-sync-") as tmp:
-            results = run(Path(tmp), args.members, args.deltas, args.rate, args.seed, args.syncs)
+            results = run(
+                Path(tmp),
+                args.members,
+                args.deltas,
+                args.rate,
+                args.seed,
+                args.syncs,
+                args.big_deltas,
+                args.delta_relocks,
+            )
     except LocalError as exc:
         print(f"alc bench sync: {exc}", file=sys.stderr)
         return 1
@@ -705,6 +784,13 @@ def _report(r: Results, members: int, rate: float, seed: int) -> None:
         f"{r.hub_commit_s:.2f} s after the first publish, controller applied it in memory "
         f"at {r.memory_s:.2f} s, on disk at {r.delta_phase.wall_s:.2f} s; "
         f"{r.delta_phase.describe()}"
+    )
+    late = r.deltas_late_ms
+    print(
+        f"{r.big_deltas} deltas of {BIG_DELTA_OPS:,} ops: on disk after "
+        f"{r.big_phase.wall_s:.2f} s; {r.big_phase.describe()}; relocks during both delta "
+        f"phases: {len(late)}, late by p50 {_p(late, 0.5):.2f} ms, p99 {_p(late, 0.99):.2f} ms, "
+        f"max {_p(late, 1.0):.2f} ms"
     )
     print(
         f"peak memory: {r.peak_mb:.0f} MiB here (controller and bench clients), "
