@@ -12,13 +12,17 @@ database and the controller's file start with the same synthetic club
    (90% member tags, 10% unknown tags) are handed to its queue as fast as it takes
    them (`Runtime.submit`, as the reader's thread or the simulator's bench edge
    would); each is decided and logged as one `access` event. Measured from the
-   first input until the outbox's `last_seq` on disk (read by a separate
-   connection) counts them all: durable events per second, decisions included.
+   first input until the outbox on disk (read by a separate connection) holds
+   them all: durable events per second, decisions included.
 2. `upload_per_s`: that controller stops; the broker and the reference hub start
    (`Hub` in a `HubLoop`), then a controller starts again on the same file with the
    queued events (plus its boot event) in its outbox. Measured from its MQTT
    connection coming up until its outbox on disk is empty: every event uploaded,
    stored by the hub and acknowledged, and the acknowledged rows deleted.
+   `timer_late_upload_p99_ms`, `timer_late_upload_max_ms`: all along the upload,
+   `MAX_RELOCK_DOORS` relock probes (`tools.bench_rig`) unlock their doors,
+   `unlock_s = 1`, and take how late each relay went off; their own events join
+   the upload, which is done once everything up to the boot event is acknowledged.
 
 The hub, the controller and the bench share one interpreter (and its GIL), which a
 real installation never does; the CPU time of this process and of mosquitto is
@@ -51,12 +55,21 @@ from tools.bench import Figure, format_table, percentile, positive
 from tools.bench_rig import (
     CONTROLLER,
     KNOWN_SHARE,
+    MAX_RELOCK_DOORS,
     READER,
+    RELOCK_ANSWER_S,
+    RELOCK_UNLOCK_S,
     SITE,
     BenchError,
+    RelockProbe,
     controller_config,
     cpu_of,
     in_thread,
+    relock_door,
+    relock_reader,
+    relock_records,
+    relock_relay,
+    relock_tag,
     wait_for,
 )
 from tools.broker import Broker
@@ -89,6 +102,7 @@ class Results:
     connect_s: float
     hub_events: int
     hub_acked: int
+    timer_late_ms: list[float]  # the relock probes' during the upload, sorted
 
     def figures(self) -> list[Figure]:
         return [
@@ -108,7 +122,25 @@ class Results:
                 10000,
                 at_least=True,
             ),
+            Figure(
+                "timer_late_upload_p99_ms",
+                "relock lateness p99 during upload",
+                _p(self.timer_late_ms, 0.99),
+                "ms",
+                20,
+            ),
+            Figure(
+                "timer_late_upload_max_ms",
+                "relock lateness max during upload",
+                _p(self.timer_late_ms, 1.0),
+                "ms",
+                None,
+            ),
         ]
+
+
+def _p(sorted_ms: Sequence[float], fraction: float) -> float:
+    return percentile(sorted_ms, fraction) if sorted_ms else math.nan
 
 
 class _Outbox:
@@ -122,8 +154,16 @@ class _Outbox:
         (last,) = self._conn.execute("SELECT last_seq FROM outbox_meta").fetchone()
         return int(last)
 
-    def empty(self) -> bool:
-        return self._conn.execute("SELECT seq FROM outbox LIMIT 1").fetchone() is None
+    def oldest(self) -> float:
+        """The oldest seq still in the outbox; infinity when it is empty."""
+        (seq,) = self._conn.execute("SELECT min(seq) FROM outbox").fetchone()
+        return math.inf if seq is None else int(seq)
+
+    def accesses(self) -> int:
+        """Access events in the outbox. Counted, not read off `last_seq`: a boot
+        numbers its events on from the clock, far past the file's last seq."""
+        (n,) = self._conn.execute("SELECT count(*) FROM outbox WHERE type = 'access'").fetchone()
+        return int(n)
 
     def count(self) -> int:
         (n,) = self._conn.execute("SELECT count(*) FROM outbox").fetchone()
@@ -152,12 +192,14 @@ def run(tmp: Path, events: int, members: int, seed: int) -> Results:
         stack.callback(broker.stop)
         keys_dir = tmp / "keys"
         write_new_key(keys_dir, CONTROLLER)
-        config = controller_config(tmp, keys_dir, broker)
+        config = controller_config(tmp, keys_dir, broker, relock=MAX_RELOCK_DOORS)
+        club = Club(members, seed)
 
         # The same dataset on both sides: the controller is in sync from the start.
         db = HubDB(tmp / "hub.sqlite3")
         stack.callback(db.close)
         load: list[WireOp] = [["put", kind, id, rec] for kind, id, rec in generate(members, seed)]
+        load += (["put", kind, id, rec] for kind, id, rec in relock_records(club))
         db.commit(load, replayable=False, now=int(time.time()))
         data_dir = config.controller.data_dir
         data_dir.mkdir(parents=True)
@@ -169,9 +211,8 @@ def run(tmp: Path, events: int, members: int, seed: int) -> Results:
         stack.callback(disk.close)
 
         # 1. Logging while the broker is down.
-        inputs = _inputs(Club(members, seed), random.Random(seed), DISTINCT_INPUTS)
+        inputs = _inputs(club, random.Random(seed), DISTINCT_INPUTS)
         runtime = Runtime(config, edges=[BenchEdge])
-        target = disk.last_seq() + 1 + events  # the boot event, then one per input
         stop_offline = in_thread(stack, runtime.run, runtime.stop, "alc-bench-offline")
         c0 = time.process_time()
         t0 = time.monotonic()
@@ -183,7 +224,7 @@ def run(tmp: Path, events: int, members: int, seed: int) -> Results:
             runtime.submit(inputs[i % DISTINCT_INPUTS])
         dropped = runtime.inbox.dropped
         logged_at = wait_for(
-            lambda: disk.last_seq() >= target - dropped, f"{events} durable events"
+            lambda: disk.accesses() >= events - dropped, f"{events} durable events"
         )
         log_s = logged_at - t0
         log_cpu_s = time.process_time() - c0
@@ -208,9 +249,21 @@ def run(tmp: Path, events: int, members: int, seed: int) -> Results:
         b0 = cpu_of(pid)
         c0 = time.process_time()
         started = time.monotonic()
+        offline_last = disk.last_seq()
         stop_online = in_thread(stack, runtime.run, runtime.stop, "alc-bench-online")
         up = wait_for(lambda: runtime.link.connected, "the controller to connect")
-        emptied = wait_for(disk.empty, f"the hub to acknowledge {queued} events")
+        # The relock probes log events of their own while the backlog goes up:
+        # the upload is done when everything up to the boot event is acknowledged.
+        wait_for(lambda: disk.last_seq() > offline_last, "the boot event on disk")
+        backlog_last = disk.last_seq()
+        with ExitStack() as probes:
+            relocks = [
+                probes.enter_context(_relock_probe(runtime, club, k, seed))
+                for k in range(MAX_RELOCK_DOORS)
+            ]
+            emptied = wait_for(
+                lambda: disk.oldest() > backlog_last, f"the hub to acknowledge {queued} events"
+            )
         upload_cpu_s = time.process_time() - c0
         broker_cpu_s = cpu_of(pid) - b0
         stop_online()
@@ -228,7 +281,41 @@ def run(tmp: Path, events: int, members: int, seed: int) -> Results:
             connect_s=up - started,
             hub_events=len(db.events(CONTROLLER)),
             hub_acked=db.acked(CONTROLLER),
+            timer_late_ms=sorted(ms for probe in relocks for ms in probe.late_ms()),
         )
+
+
+def _relock_probe(runtime: Runtime, club: Club, k: int, seed: int) -> RelockProbe:
+    """A probe on relock door `k` of the benched controller (`tools.bench_rig`);
+    its member's tag is handed to the loop as that door's reader would."""
+    from hal.sim import SimBackend  # gpiozero: only once the bench runs, as the runtime does
+
+    hardware = runtime.hardware
+    if not isinstance(hardware, SimBackend):
+        raise BenchError("the benched controller has no simulated hardware")
+    door = relock_door(k)
+    tag = Presented(relock_reader(k), "tag", relock_tag(club))
+
+    def present() -> None:
+        runtime.submit(tag)
+
+    def deadline() -> float | None:
+        try:
+            return runtime.ask(
+                lambda core: core.facility.doors.status(door).unlock_until,
+                timeout=RELOCK_ANSWER_S,
+            )
+        except TimeoutError as exc:
+            raise BenchError(f"{door}: no relock deadline from the loop") from exc
+
+    return RelockProbe(
+        hardware.pin_factory.pin(relock_relay(k)),
+        present,
+        deadline,
+        seed + k,
+        clock=runtime.clock,
+        door=door,
+    )
 
 
 def bench_events(argv: Sequence[str]) -> int:
@@ -275,4 +362,10 @@ def _report(r: Results, members: int, seed: int) -> None:
         f"uploaded and acknowledged in {r.upload_s:.2f} s (CPU {r.upload_cpu_s:.2f} s "
         f"here + {r.broker_cpu_s:.2f} s mosquitto); the hub holds {r.hub_events:,}, "
         f"acknowledged up to seq {r.hub_acked:,}"
+    )
+    late = r.timer_late_ms
+    print(
+        f"relocks during the upload: {len(late)} on {MAX_RELOCK_DOORS} doors with unlock_s "
+        f"{RELOCK_UNLOCK_S} s (their events go up too); late by p50 {_p(late, 0.5):.2f} ms, "
+        f"p99 {_p(late, 0.99):.2f} ms, max {_p(late, 1.0):.2f} ms"
     )

@@ -59,6 +59,7 @@ RELOCK_DOOR = "relock-door"  # the bench's own door, and its access group
 RELOCK_READER = "relock-reader"
 RELOCK_RELAY = 18  # BCM pin of its relay, active high: released = pin high
 RELOCK_UNLOCK_S = 1
+MAX_RELOCK_DOORS = 8  # relays on BCM 18 to 25
 RELOCK_GAP_S = 0.25  # a random pause up to this between a relock and the next tag
 RELOCK_ANSWER_S = 10.0  # a member kept waiting longer than this: the bench fails
 RELOCK_POLL_S = 0.01  # how often the probe looks for the relock (not its timing)
@@ -83,26 +84,44 @@ def cpu_of(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def controller_config(tmp: Path, keys_dir: Path, broker: Broker, *, relock: bool = False) -> Config:
+def relock_door(k: int) -> str:
+    """The `k`th relock door (and its access group, for k = 0); k from 0."""
+    return RELOCK_DOOR if k == 0 else f"{RELOCK_DOOR}-{k + 1}"
+
+
+def relock_reader(k: int) -> str:
+    """The reader at `relock_door(k)`."""
+    return RELOCK_READER if k == 0 else f"{RELOCK_READER}-{k + 1}"
+
+
+def relock_relay(k: int) -> int:
+    """The BCM pin of `relock_door(k)`'s relay."""
+    return RELOCK_RELAY + k
+
+
+def controller_config(tmp: Path, keys_dir: Path, broker: Broker, *, relock: int = 0) -> Config:
     """The benched controller: on the simulator, one door with a reader whose
-    presentations come on the bench topic, as the simulator's do; with `relock`,
-    also `RELOCK_DOOR` and its reader, for `RelockProbe` (its reader reports the
-    same tag again at once: the probe presents it about once a second). Its loop
-    runs at "realtime" priority where allowed, as deploy/ sets it up on a Pi."""
+    presentations come on the bench topic, as the simulator's do; with `relock`
+    (at most `MAX_RELOCK_DOORS`), also that many relock doors and their readers,
+    for `RelockProbe` (a reader reports the same tag again at once: a probe
+    presents it about once a second). Its loop runs at "realtime" priority where
+    allowed, as deploy/ sets it up on a Pi."""
+    if not 0 <= relock <= MAX_RELOCK_DOORS:
+        raise BenchError(f"relock doors: 0 to {MAX_RELOCK_DOORS}, not {relock}")
     doors: list[dict[str, Any]] = [{"id": DOOR, "relay": 17, "fail": "secure"}]
     readers: list[dict[str, Any]] = [
         {"id": READER, "kind": "rdm6300", "port": "loop://", "door": DOOR}
     ]
-    if relock:
+    for k in range(relock):
         doors.append(
-            {"id": RELOCK_DOOR, "relay": RELOCK_RELAY, "fail": "secure", "active_high": True}
+            {"id": relock_door(k), "relay": relock_relay(k), "fail": "secure", "active_high": True}
         )
         readers.append(
             {
-                "id": RELOCK_READER,
+                "id": relock_reader(k),
                 "kind": "rdm6300",
                 "port": "loop://",
-                "door": RELOCK_DOOR,
+                "door": relock_door(k),
                 "repeat_ms": 0,
             }
         )
@@ -138,17 +157,19 @@ def peak_rss_mb_of(pid: int | None) -> float:
     return 0.0
 
 
-def relock_records(club: Club) -> list[Triple]:
-    """What the bench adds to the generated `club` for `RelockProbe`: the door
-    `RELOCK_DOOR` (`unlock_s` `RELOCK_UNLOCK_S`), a group of the same name for it
-    with no schedule (any hour), and one member in it, the first past the
-    generated ones (`relock_tag`), who holds no PIN."""
+def relock_records(club: Club, doors: int = MAX_RELOCK_DOORS) -> list[Triple]:
+    """What the bench adds to the generated `club` for `RelockProbe`: `doors`
+    relock doors (`relock_door`, `unlock_s` `RELOCK_UNLOCK_S`), a group
+    `RELOCK_DOOR` for them with no schedule (any hour), and one member in it, the
+    first past the generated ones (`relock_tag`), who holds no PIN. Doors the
+    controller has no relay for are data only."""
     i = club.members
     member = {"name": "Relock Probe", "groups": [RELOCK_DOOR], "creds": [["tag", club.tag(i)]]}
-    door = {"name": "Relock probe", "unlock_s": RELOCK_UNLOCK_S}
+    door = cbor2.dumps({"name": "Relock probe", "unlock_s": RELOCK_UNLOCK_S})
+    ids = [relock_door(k) for k in range(doors)]
     return [
-        ("door", RELOCK_DOOR, cbor2.dumps(door)),
-        ("group", RELOCK_DOOR, cbor2.dumps({"doors": [RELOCK_DOOR]})),
+        *(("door", id, door) for id in ids),
+        ("group", RELOCK_DOOR, cbor2.dumps({"doors": ids})),
         ("member", Club.member_id(i), cbor2.dumps(member)),
     ]
 
@@ -195,7 +216,9 @@ class RelockProbe:
         unlock_s: float = RELOCK_UNLOCK_S,
         gap_s: float = RELOCK_GAP_S,
         answer_s: float = RELOCK_ANSWER_S,
+        door: str = RELOCK_DOOR,
     ) -> None:
+        self._door = door
         self._pin = pin
         self._present = present
         self._deadline = deadline
@@ -207,7 +230,7 @@ class RelockProbe:
         self._stop = threading.Event()
         self._failed: BenchError | None = None
         self.relocks: list[Relock] = []
-        self._thread = threading.Thread(target=self._run, name="alc-bench-relock")
+        self._thread = threading.Thread(target=self._run, name=f"alc-bench-relock-{door}")
 
     def __enter__(self) -> RelockProbe:
         self._thread.start()
@@ -244,20 +267,20 @@ class RelockProbe:
         # starts afresh, [(0, at rest)], so it never grows past three entries.
         rest_at = _timed(pin.clear_states)
         if pin.states[0].state:
-            raise BenchError(f"{RELOCK_DOOR}: the relay is on with no unlock in progress")
+            raise BenchError(f"{self._door}: the relay is on with no unlock in progress")
         self._present()
         self._wait(lambda: len(pin.states) >= 2, self._answer_s, "unlock after a presentation")
         # Read while the door is released: the core set it before switching the relay.
         due = self._deadline()
         if due is None and len(pin.states) < 3:
-            raise BenchError(f"{RELOCK_DOOR}: released, with no relock deadline in the core")
+            raise BenchError(f"{self._door}: released, with no relock deadline in the core")
         offset = _clock_offset(self._clock)
         self._wait(lambda: len(pin.states) >= 3, WAIT_S, "relock")
         _rest, on, off = pin.states[:3]
         if not on.state or off.state:
-            raise BenchError(f"{RELOCK_DOOR}: the relay went {on.state}, then {off.state}")
+            raise BenchError(f"{self._door}: the relay went {on.state}, then {off.state}")
         if due is None:
-            raise BenchError(f"{RELOCK_DOOR}: relocked before its deadline could be read")
+            raise BenchError(f"{self._door}: relocked before its deadline could be read")
         # gpiozero's timestamps: seconds since the previous change.
         on_at = rest_at + on.timestamp
         off_at = on_at + off.timestamp
@@ -270,7 +293,7 @@ class RelockProbe:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                raise BenchError(f"{RELOCK_DOOR}: no {what} within {timeout:g} s")
+                raise BenchError(f"{self._door}: no {what} within {timeout:g} s")
             time.sleep(RELOCK_POLL_S)
 
 

@@ -504,7 +504,7 @@ def run(
         records = ready.records
 
         # The cold sync: until the controller holds the hub's dataset.
-        config = controller_config(tmp, keys_dir, broker, relock=True)
+        config = controller_config(tmp, keys_dir, broker, relock=1)
         runtime = Runtime(config, edges=[BenchEdge])  # presentations come on the bench
         meter = _Meter(broker, hub)
         in_thread(stack, runtime.run, runtime.stop, "alc-bench-controller")
@@ -714,8 +714,7 @@ def bench_sync(argv: Sequence[str]) -> int:
         "--delta-relocks",
         type=positive,
         default=20,
-        help="relocks to time while deltas arrive; more rounds of deltas until then "
-        "(default 20)",
+        help="relocks to time while deltas arrive; more rounds of deltas until then (default 20)",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
