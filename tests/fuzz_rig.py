@@ -36,6 +36,7 @@ from firmware.core.model import digest_bytes, digest_part
 from firmware.core.wire import seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
+from firmware.runtime.loop import STALL_S as LOOP_STALL_S
 from firmware.storage import DB_FILE, Storage
 from tests.broker import Broker
 from tests.fuzz import Fuzzed, Fuzzer
@@ -44,7 +45,7 @@ from tests.harness import BASE, CONTROLLER, Rig
 from tests.waiting import WAIT_S, wait_for
 
 EPOCH, VERSION = "fuzz-epoch", 7
-STALL_S = 0.1  # a probe round trip longer than this is counted as a loop stall
+STALL_S = 0.1  # a probe round trip longer than this is counted as slow
 MAX_REPORTED = 400  # messages named in a report of changes
 
 WIRING = """
@@ -165,8 +166,10 @@ class Counts:
     changed_by: list[str] = field(default_factory=list)
     commands_remembered: int = 0
     probes: int = 0
-    stalls: int = 0  # probe round trips over STALL_S
+    stalls: int = 0  # probe round trips over STALL_S (broker, decoder and loop)
     probe_max_s: float = 0.0
+    loop_stalls: int = 0  # loop steps over the loop's own STALL_S, during the campaign
+    loop_longest_s: float = 0.0  # the longest loop step since the controller started
     rss_start_kib: int = 0
     rss_end_kib: int = 0
     seconds: float = 0.0
@@ -186,8 +189,10 @@ class Counts:
                 f"system events (expected, rate-limited): {system or 'none'}",
                 f"bench inputs refused by the bench edge (expected): {self.bench_refused}",
                 f"command ids remembered (expected): {self.commands_remembered}",
-                f"loop stalls over {STALL_S * 1000:.0f} ms: {self.stalls} of {self.probes}"
-                f" probes (longest round trip {self.probe_max_s * 1000:.1f} ms)",
+                f"loop steps over {LOOP_STALL_S * 1000:.0f} ms: {self.loop_stalls}"
+                f" (longest step {self.loop_longest_s * 1000:.1f} ms)",
+                f"marker round trips over {STALL_S * 1000:.0f} ms: {self.stalls} of"
+                f" {self.probes} (longest {self.probe_max_s * 1000:.1f} ms)",
                 f"memory (resident, the test process): {self.rss_start_kib} KiB"
                 f" -> {self.rss_end_kib} KiB",
             ]
@@ -376,6 +381,8 @@ def run_campaign(rig: FuzzRig, count: int, *, seed: int, batch: int = 100) -> Co
     before, refused = rig.snapshot(), rig.bench_refused()
     start = time.monotonic()
     counts.rss_start_kib = rss_kib()
+    loop = rig.runtime.loop
+    stalls_before = loop.stalls
     sent: list[str] = []
     last_batch: list[str] = []  # data goes through the decoder, a batch late at most
     seen = rig.glance()
@@ -404,6 +411,8 @@ def run_campaign(rig: FuzzRig, count: int, *, seed: int, batch: int = 100) -> Co
         counts.changed_by += [*last_batch, *sent][:MAX_REPORTED]
     counts.seconds = time.monotonic() - start
     counts.rss_end_kib = rss_kib()
+    counts.loop_stalls = loop.stalls - stalls_before  # an int the loop updates whole
+    counts.loop_longest_s = loop.longest_step_s
     counts.bench_refused = rig.bench_refused() - refused
     compare(before, rig.snapshot(), counts)
     return counts

@@ -84,6 +84,7 @@ LATENCY_SAMPLES = 100_000
 REPORT_EVERY_S = 60.0  # one traceback per kind of failure a minute
 REATTACH_EVERY_S = 60.0  # while the data is in memory, try the card this often
 FULL_SAVE_EVERY_S = 600.0  # a failed dataset save asks for a full sync at most this often
+STALL_S = 0.1  # a step longer than this kept every door and member waiting: counted
 
 OutboxUpkeep = SendEvents | DeleteAcked | ForgetDebits | FoldEvents | DropEvents
 Entry = Input | Unsealed
@@ -98,6 +99,11 @@ class Loop:
         self.decision_latency_s: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.failures = 0
         """Inputs and actions whose failure was contained, since start."""
+        self.stalls = 0
+        """Steps that took longer than `STALL_S`, since start (the fuzzing soak
+        counts them; a timer due in such a step fired that late)."""
+        self.longest_step_s = 0.0
+        """The longest step since start, waiting excluded."""
         self.held = HeldSteps(self._perform, rt.durable.submit)
         self._reported: dict[str, tuple[float, int]] = {}
         self._dropped_told = 0
@@ -139,10 +145,15 @@ class Loop:
             wait = FAILED_WAIT_S  # never 0: a wait that keeps failing must not spin
         taken = rt.inbox.take(wait, MAX_EVENTS_PER_STEP)
         rt.loop_pulse.beat()
+        started = time.monotonic()
         try:
             self._step(taken)
         except Exception as exc:
             self._failed("a loop step", exc)
+        took = time.monotonic() - started
+        if took > self.longest_step_s:
+            self.longest_step_s = took
+        self.stalls += took > STALL_S
 
     def _step(self, taken: Taken[Entry, Internal]) -> None:
         rt, controller = self.rt, self.controller
