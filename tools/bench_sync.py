@@ -406,6 +406,8 @@ class Results:
     big_deltas: int  # deltas of BIG_DELTA_OPS ops each, after the single-op ones
     big_phase: Phase
     deltas_late_ms: list[float]  # the relock probe's during both delta phases, sorted
+    sync_longest_ms: float  # the loop's longest step during the sync commands
+    deltas_longest_ms: float  # and during the delta phases
     loop_priority: str  # what the controller's loop ran at (`members_first`)
     timer_late_ms: list[float]  # the relock probe's, sorted
     unlock_ms: list[float]  # the relock probe's, decision to relay on, sorted
@@ -530,6 +532,7 @@ def run(
         # The relock probe runs all along, also while each snapshot is saved.
         during_ms: list[float] = []
         phases: list[tuple[Phase, dict[str, Any]]] = []
+        _take_longest_step(runtime)
         with _relock_probe(runtime, client, club, seed) as probe:
             for run_no in range(syncs):
                 command = build_command("sync", now=time.time(), ttl=int(WAIT_S))
@@ -545,6 +548,7 @@ def run(
                 during_ms += _latencies_ms(runtime, first, presenter.sent)
                 runtime.writer.flush()
         during_ms.sort()
+        sync_longest_ms = _take_longest_step(runtime) * 1000
         # The median run stands for the sync time (and its CPU figures).
         command_phase, reply = sorted(phases, key=lambda p: p[0].wall_s)[len(phases) // 2]
 
@@ -552,12 +556,14 @@ def run(
         # as the hub commits them, then large ones, each applied in one step.
         # The first round gives the throughput figures; more rounds run until the
         # probe has timed `delta_relocks` relocks (a round lasts a few seconds).
+        _take_longest_step(runtime)
         with _relock_probe(runtime, client, club, seed + 7) as delta_probe:
             delta_phase, hub_commit_s, memory_s = _deltas(broker, hub, runtime, deltas)
             big_phase, _, _ = _deltas(broker, hub, runtime, big_deltas, BIG_DELTA_OPS)
             while len(delta_probe.relocks) < delta_relocks:
                 _deltas(broker, hub, runtime, deltas)
                 _deltas(broker, hub, runtime, big_deltas, BIG_DELTA_OPS)
+        deltas_longest_ms = _take_longest_step(runtime) * 1000
         return Results(
             records=records,
             pages=pages,
@@ -574,6 +580,8 @@ def run(
             big_deltas=big_deltas,
             big_phase=big_phase,
             deltas_late_ms=delta_probe.late_ms(),
+            sync_longest_ms=sync_longest_ms,
+            deltas_longest_ms=deltas_longest_ms,
             loop_priority=runtime.loop_priority or "normal",
             timer_late_ms=probe.late_ms(),
             unlock_ms=probe.unlock_ms(),
@@ -607,6 +615,18 @@ def _relock_probe(runtime: Runtime, client: BenchClient, club: Club, seed: int) 
     return RelockProbe(
         pin, lambda: client.publish("bench/in", body), deadline, seed, clock=runtime.clock
     )
+
+
+def _take_longest_step(runtime: Runtime) -> float:
+    """The loop's longest step so far, seconds; its count starts again from 0.
+    Asked of the loop, whose figure it is."""
+
+    def take(_controller: Controller) -> float:
+        longest = runtime.loop.longest_step_s
+        runtime.loop.longest_step_s = 0.0
+        return longest
+
+    return runtime.ask(take)
 
 
 def _relock_deadline(controller: Controller) -> float | None:
@@ -783,6 +803,10 @@ def _report(r: Results, members: int, rate: float, seed: int) -> None:
         f"{r.hub_commit_s:.2f} s after the first publish, controller applied it in memory "
         f"at {r.memory_s:.2f} s, on disk at {r.delta_phase.wall_s:.2f} s; "
         f"{r.delta_phase.describe()}"
+    )
+    print(
+        f"the loop's longest step: {r.sync_longest_ms:.2f} ms during the sync commands, "
+        f"{r.deltas_longest_ms:.2f} ms during the deltas"
     )
     late = r.deltas_late_ms
     print(

@@ -21,7 +21,7 @@ other's state.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from firmware.core.errors import RemoteError
@@ -50,11 +50,37 @@ from firmware.core.model import (
 
 @dataclass(frozen=True, slots=True)
 class Put:
-    """Create or replace record (kind, id) with the body bytes `rec`."""
+    """Create or replace record (kind, id) with the body bytes `rec`.
+
+    `parsed`: the record as `parse_record` made it, or the `RemoteError` it
+    raised; None when not parsed yet. `parse_ops` parses as it reads a delta,
+    on whichever thread reads it, so that applying the delta on the loop is only
+    indexing (a 1,000-op delta's decoding and hashing would otherwise hold up
+    every timer for tens of milliseconds)."""
 
     kind: str
     id: str
     rec: bytes
+    parsed: Record | RemoteError | None = field(default=None, compare=False, repr=False)
+
+    def record(self) -> Record:
+        """The parsed record; raises its `RemoteError` when it is bad."""
+        parsed = self.parsed
+        if parsed is None:
+            return parse_record(self.kind, self.id, self.rec)
+        if isinstance(parsed, RemoteError):
+            raise parsed.with_traceback(None)
+        return parsed
+
+
+def parsed_put(kind: str, id: str, rec: bytes) -> Put:
+    """A `Put` with its record parsed now (see `Put.parsed`)."""
+    parsed: Record | RemoteError
+    try:
+        parsed = parse_record(kind, id, rec)
+    except RemoteError as exc:
+        parsed = exc
+    return Put(kind, id, rec, parsed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +105,9 @@ class Conflict:
 
 
 def parse_ops(raw: Any) -> list[Op]:
-    """Turn a delta's wire `ops` list into `Put`/`Delete` ops, or raise `RemoteError`."""
+    """Turn a delta's wire `ops` list into `Put`/`Delete` ops, or raise `RemoteError`
+    for a malformed op. Each put's record is parsed here (`Put.parsed`); a bad
+    record raises only when the delta is applied, as it would unparsed."""
     if not isinstance(raw, list):
         raise RemoteError("delta ops must be a list")
     ops: list[Op] = []
@@ -88,7 +116,7 @@ def parse_ops(raw: Any) -> list[Op]:
             kind, id = check_key(op[1], op[2])
             if not isinstance(op[3], bytes):
                 raise RemoteError(f"op {i}: put {kind} {id!r}: rec is not a byte string")
-            ops.append(Put(kind, id, op[3]))
+            ops.append(parsed_put(kind, id, op[3]))
         elif isinstance(op, list) and len(op) == 3 and op[0] == "del":
             ops.append(Delete(*check_key(op[1], op[2])))
         else:
@@ -292,9 +320,7 @@ class Store:
         """Apply one delta atomically: every record is parsed and checked first, so
         a bad one raises `RemoteError` before anything changes. Returns credential
         conflicts."""
-        parsed: list[Record | Delete] = [
-            parse_record(op.kind, op.id, op.rec) if isinstance(op, Put) else op for op in ops
-        ]
+        parsed: list[Record | Delete] = [op.record() if isinstance(op, Put) else op for op in ops]
         self._check_pins(parsed)
         conflicts: list[Conflict] = []
         for item in parsed:
