@@ -21,6 +21,7 @@ from gpiozero.pins.mock import MockFactory
 from tests.waiting import wait_for
 from tools import cli
 from tools.bench_rig import BenchError, RelockProbe
+from tools.floor_ref import find_floor
 
 
 def _children(name: str) -> list[int]:
@@ -57,6 +58,10 @@ def test_bench_sync_json(capsys: pytest.CaptureFixture[str]) -> None:
             assert math.isfinite(figures[key]), key
         assert figures[f"timer_late_{phase}max_ms"] >= figures[f"timer_late_{phase}p99_ms"]
     assert figures["big_delta_ms"] > 0
+    # Beside the floor of the same run (floor.py sits beside the checkout, in CI too).
+    if find_floor() is not None:
+        assert figures["floor_us"] > 0 and figures["store_us"] > 0
+        assert figures["sync_ratio"] > 0 and figures["cold_ratio"] > 0
     # Everything it started is stopped: threads joined, mosquitto waited for.
     leftover = [t.name for t in set(threading.enumerate()) - threads_before if t.is_alive()]
     assert leftover == []

@@ -44,6 +44,12 @@ What it measures, in order:
    all along parts 3 and 4, which repeat (unmeasured) until it has timed
    `--delta-relocks` relocks.
 
+Before the run, `tools.floor_ref` measures the floor of this machine
+(`../shared/floor.py`) in this process; `sync_ratio` and `cold_ratio` are the
+two full syncs over records x (`floor_us` + `store_us`), and `--json` adds
+`floor_us` and `store_us`. Without floor.py the bench says so and prints
+absolute figures only.
+
 Every generated member holds two credentials (a tag and a PIN): `--credentials N`
 is `--members N/2`.
 
@@ -107,6 +113,7 @@ from tools.bench_rig import (
 )
 from tools.broker import Broker
 from tools.ctl import build_command
+from tools.floor_ref import Floor, measure_floor
 from tools.gen import Club, generate
 from tools.hub.changes import WireOp
 from tools.hub.db import HubDB
@@ -468,6 +475,21 @@ class Results:
         ]
 
 
+def floor_figures(r: Results, floor: Floor | None) -> list[Figure]:
+    """The full syncs against the floor of the same run: what any Python
+    controller must spend per record to decode, hash and index it, plus one
+    SQLite insert (`tools.floor_ref`), times the records. None without floor.py."""
+    if floor is None:
+        return []
+    least_s = r.records * (floor.floor_us + floor.store_us) / 1e6
+    return [
+        Figure(
+            "sync_ratio", "full sync, command to done / floor", r.command.wall_s / least_s, "x", 1.5
+        ),
+        Figure("cold_ratio", "full sync, cold / floor", r.cold.wall_s / least_s, "x", 2),
+    ]
+
+
 def _p(sorted_ms: Sequence[float], fraction: float) -> float:
     return percentile(sorted_ms, fraction) if sorted_ms else math.nan
 
@@ -743,6 +765,7 @@ def bench_sync(argv: Sequence[str]) -> int:
         parser.error("--rate must be positive")
     if args.credentials is not None:
         args.members = max(1, args.credentials // 2)
+    floor = measure_floor()  # in this process, before the run: the same machine, now
     try:
         with tempfile.TemporaryDirectory(prefix="alc-bench-sync-") as tmp:
             results = run(
@@ -758,11 +781,19 @@ def bench_sync(argv: Sequence[str]) -> int:
     except LocalError as exc:
         print(f"alc bench sync: {exc}", file=sys.stderr)
         return 1
-    figures = results.figures()
+    figures = results.figures() + floor_figures(results, floor)
     if args.json:
-        print(json.dumps({f.key: round(f.value, 3) for f in figures}))
+        out = {f.key: round(f.value, 3) for f in figures}
+        if floor is not None:
+            out |= {"floor_us": floor.floor_us, "store_us": floor.store_us}
+        print(json.dumps(out))
         return 0
     _report(results, args.members, args.rate, args.seed)
+    print(
+        floor.describe()
+        if floor is not None
+        else "floor.py not found (see tools/floor_ref.py): absolute figures only"
+    )
     print()
     print(format_table(figures))
     if args.members != 100_000 or args.deltas != 10_000 or args.rate != 100:
