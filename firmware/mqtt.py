@@ -6,7 +6,8 @@ for the controller puts them on the event loop's queue. No exception ever escape
 into paho's thread: a crashed network thread would leave a door controller deaf.
 
 Used by the controller (persistent session, QoS 1, a will) and by the reference
-hub and `alc ctl`.
+hub and `alc ctl`. MQTT 5 by default (MQTT 3.1.1 with `protocol=3`); a persistent
+session asks the broker to keep it `SESSION_EXPIRY_S`.
 """
 
 from __future__ import annotations
@@ -20,11 +21,25 @@ from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 if TYPE_CHECKING:
     from firmware.config import MqttSection
 
 log = logging.getLogger(__name__)
+
+MAX_PACKET_BYTES = 300 * 1024
+"""The largest MQTT packet either side takes (PROTOCOL.md s9): a sealed message of
+the largest payload (256 KiB) fits with room for its topic and headers. The
+broker's config (`alc broker init`) refuses anything larger with the same figure."""
+
+SESSION_EXPIRY_S = 7 * 86400
+"""How long the broker keeps a persistent MQTT 5 session (and its queued messages)
+while we are away. PROTOCOL.md s1 asks at least a day; a week covers a long
+weekend's outage, and a longer one ends in a full sync anyway."""
+
+PROTOCOLS = {5: paho.MQTTv5, 3: paho.MQTTv311}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +90,16 @@ class BrokerSettings:
     cert_file: str | None = None
     key_file: str | None = None
     keepalive_s: int = 30
+    protocol: int = 5  # 3: MQTT 3.1.1
+    # Set by `[mqtt] insecure = true`: said loudly at every start.
+    insecure: bool = False
+
+    def unprotected(self) -> list[str]:
+        """What this link goes without, of what a production broker needs."""
+        missing = [] if self.tls else ["no TLS: the network sees the password and topics"]
+        if self.username is None:
+            missing.append("no account: any client may take this session's topics")
+        return missing
 
     @classmethod
     def of(cls, section: MqttSection) -> BrokerSettings:
@@ -89,6 +114,8 @@ class BrokerSettings:
             str(section.cert_file) if section.cert_file else None,
             str(section.key_file) if section.key_file else None,
             section.keepalive_s,
+            section.protocol,
+            section.insecure,
         )
 
 
@@ -97,7 +124,8 @@ class Link:
 
     `subscriptions` are (re)subscribed at QoS 1 on every connect. With
     `persistent=True` the broker keeps our session and queued QoS 1 messages
-    across disconnects (clean_session false), as PROTOCOL.md s1 asks.
+    across disconnects (clean_session false; on MQTT 5 clean_start false and a
+    session expiry of `SESSION_EXPIRY_S`), as PROTOCOL.md s1 asks.
     """
 
     def __init__(
@@ -113,12 +141,17 @@ class Link:
         self._deliver = deliver
         self._subscriptions = list(subscriptions)
         self._settings = settings
+        self._persistent = persistent
         self._connected = threading.Event()
+        if settings.protocol not in PROTOCOLS:
+            raise ValueError(f"MQTT protocol must be 5 or 3, got {settings.protocol}")
+        v5 = settings.protocol == 5
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            clean_session=not persistent,
-            protocol=paho.MQTTv311,
+            # MQTT 5 has no clean session flag: clean_start goes with connect.
+            clean_session=None if v5 else not persistent,
+            protocol=PROTOCOLS[settings.protocol],
         )
         client.reconnect_delay_set(min_delay=1, max_delay=60)
         # Bounded: a long outage must not grow our memory without limit.
@@ -146,10 +179,30 @@ class Link:
         return self._connected.is_set()
 
     def start(self) -> None:
-        """Connect in the background; a broker that is down is retried, not fatal."""
-        self._client.connect_async(
-            self._settings.host, self._settings.port, keepalive=self._settings.keepalive_s
-        )
+        """Connect in the background; a broker that is down is retried, not fatal.
+        A link set `insecure` says what it goes without, as a warning, every time."""
+        settings = self._settings
+        if settings.insecure:
+            log.warning(
+                "INSECURE broker link to %s:%d ([mqtt] insecure = true): %s",
+                settings.host,
+                settings.port,
+                "; ".join(settings.unprotected()) or "nothing is missing now: remove it",
+            )
+        if settings.protocol == 5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.MaximumPacketSize = MAX_PACKET_BYTES
+            if self._persistent:
+                properties.SessionExpiryInterval = SESSION_EXPIRY_S
+            self._client.connect_async(
+                settings.host,
+                settings.port,
+                keepalive=settings.keepalive_s,
+                clean_start=not self._persistent,
+                properties=properties,
+            )
+        else:
+            self._client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
         self._client.loop_start()
 
     def alive(self) -> bool:

@@ -12,12 +12,14 @@ number's key must not silently leave a door unwired.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 # ConfigError is what `load_config` raises: part of this package's surface.
+from firmware.config.private_files import check_private, read_private_line
 from firmware.config.tables import ConfigError as ConfigError
 from firmware.config.tables import Table
 from firmware.config.wiring import bench_only_wiring, parse_wiring
@@ -46,17 +48,23 @@ class ControllerSection:
 
 @dataclass(frozen=True, slots=True)
 class MqttSection:
-    """`[mqtt]`: the broker."""
+    """`[mqtt]`: the broker, and how the link to it is protected (PROTOCOL.md s9)."""
 
     host: str = "127.0.0.1"
     port: int = 1883
     root: str = "alc"
     username: str | None = None
-    password: str | None = None
+    password_file: Path | None = None
+    # Read from `password_file` at load; kept out of reprs and so out of logs.
+    password: str | None = field(default=None, repr=False)
     tls: bool = False
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    protocol: int = 5  # MQTT 5; 3 means MQTT 3.1.1, for a broker without 5
+    # Runs to a broker on another machine without TLS or an account; logged
+    # loudly at every start (firmware.mqtt.Link.start).
+    insecure: bool = False
     keepalive_s: int = 30
 
 
@@ -121,24 +129,79 @@ def _controller(path: Path, raw: Any) -> ControllerSection:
     return section
 
 
+MQTT_PROTOCOLS = (3, 5)
+
+
 def _mqtt(path: Path, raw: Any) -> MqttSection:
     s = Table(path, "mqtt", raw)
+    if s.has("password"):
+        raise s.error(
+            "password",
+            "is no longer read: put the password alone in a file only this user can "
+            "read (chmod 600) and name it in password_file",
+        )
+    tls = s.flag("tls", False)
     section = MqttSection(
-        host=s.get("host", str, "127.0.0.1"),
-        port=s.get("port", int, 1883, low=1),
+        host=s.text("host", "127.0.0.1"),
+        port=s.number("port", 8883 if tls else 1883, 1, 65535),
         root=s.segment("root") if "root" in s.table else "alc",
-        username=s.get("username", str, None),
-        password=s.get("password", str, None),
-        tls=s.get("tls", bool, False),
+        username=s.text("username", None),
+        password_file=s.path_value("password_file", None),
+        tls=tls,
         ca_file=s.path_value("ca_file", None),
         cert_file=s.path_value("cert_file", None),
         key_file=s.path_value("key_file", None),
+        protocol=s.number("protocol", 5, 3, 5),
+        insecure=s.flag("insecure", False),
         keepalive_s=s.get("keepalive_s", int, 30, low=5),
     )
-    if section.port > 65535:
-        raise s.error("port", f"must be at most 65535, got {section.port}")
     s.done()
-    return section
+    if section.protocol not in MQTT_PROTOCOLS:
+        raise s.error("protocol", f"must be 5 (MQTT 5) or 3 (MQTT 3.1.1), got {section.protocol}")
+    for key in ("ca_file", "cert_file", "key_file"):
+        if s.has(key) and not tls:
+            raise s.error(key, "has no effect without tls = true")
+    s.needs("key_file", "cert_file")
+    s.needs("password_file", "username")
+    if section.username is not None and section.password_file is None:
+        raise s.error("username", "needs password_file: the file holding the account's password")
+    _check_tls_files(s, section)
+    if not is_loopback(section.host) and not section.insecure:
+        missing = "tls" if not tls else "username" if section.username is None else None
+        if missing is not None:
+            raise s.error(
+                missing,
+                f"is required for a broker on another machine (host = {section.host!r}): "
+                "TLS and an account of its own (alc broker add), or insecure = true",
+            )
+    if section.password_file is None:
+        return section
+    password = read_private_line(section.password_file, where=f"{path}: mqtt.password_file")
+    return replace(section, password=password)
+
+
+def _check_tls_files(s: Table, section: MqttSection) -> None:
+    """The CA and client certificate files load, so a bad one stops the start here
+    with its key named, not in paho's thread later; a client key is private."""
+    if section.key_file is not None:
+        check_private(section.key_file, where=f"{s.path}: mqtt.key_file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if section.ca_file is not None:
+            context.load_verify_locations(cafile=section.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise s.error("ca_file", f"cannot load {section.ca_file}: {_reason(exc)}") from None
+    try:
+        if section.cert_file is not None:
+            context.load_cert_chain(section.cert_file, section.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise s.error("cert_file", f"cannot load {section.cert_file}: {_reason(exc)}") from None
+
+
+def _reason(exc: OSError | ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    return str(exc.strerror or exc)
 
 
 def _masters(path: Path, raw: Any) -> frozenset[tuple[str, str]]:
