@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ctl": ("tools.ctl", "send a command to a controller: sync, purge, status, ..."),
     "inspect": ("tools.inspect_cmd", "show a controller's stored data and whether it is intact"),
     "decode": ("tools.decode", "turn a captured payload into readable JSON"),
+    "broker": ("tools.broker_setup.main", "set up a locked-down mosquitto: init, add, check"),
 }
 
 

@@ -31,8 +31,7 @@ def check_private(path: Path, *, where: str) -> None:
     if info.st_mode & _SHARED:
         mode = stat.S_IMODE(info.st_mode)
         raise ConfigError(
-            f"{where}: {path} can be read by other users (mode {mode:04o}): "
-            f"run `chmod 600 {path}`"
+            f"{where}: {path} can be read by other users (mode {mode:04o}): run `chmod 600 {path}`"
         )
 
 

@@ -13,9 +13,7 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
     """`--host --port --root --username --password-file --tls --ca-file --protocol`."""
     group = parser.add_argument_group("broker")
     group.add_argument("--host", default="127.0.0.1", help="broker host (default 127.0.0.1)")
-    group.add_argument(
-        "--port", type=int, help="broker port (default 8883 with --tls, else 1883)"
-    )
+    group.add_argument("--port", type=int, help="broker port (default 8883 with --tls, else 1883)")
     group.add_argument("--root", default="alc", help="topic root (default alc)")
     group.add_argument("--username", help="broker user name")
     group.add_argument(

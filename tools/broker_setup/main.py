@@ -1,0 +1,164 @@
+"""`alc broker init|add|check`: set up a locked-down mosquitto (PROTOCOL.md s9).
+
+    alc broker init DIR --host NAME [--also NAME ...] [--port 8883] [--bind ADDRESS] [--user U]
+    alc broker add DIR --site S --controller C [--root alc]
+    alc broker add DIR --site S --hub NAME [--root alc]
+    alc broker check DIR
+
+Bad input changes nothing: every argument is checked, and every file's content
+made, before the first file is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from firmware.core.errors import LocalError
+from tools.broker_setup import acl, certs, conf, passwd
+from tools.broker_setup.check import check
+from tools.broker_setup.layout import PRIVATE, PUBLIC, Layout, LayoutError, make_dir, write_file
+
+PASSWORD_BYTES = 32  # 43 URL-safe characters: no `:` or line end
+
+
+def parser() -> argparse.ArgumentParser:
+    """The `alc broker` argument parser."""
+    p = argparse.ArgumentParser(prog="alc broker", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="a new broker directory: config, CA, certificate")
+    init.add_argument("dir", type=Path, help="the broker directory (e.g. /var/lib/alc-broker)")
+    init.add_argument("--host", required=True, help="the name clients connect to")
+    init.add_argument(
+        "--also", action="append", default=[], help="another name or IP address (repeatable)"
+    )
+    init.add_argument("--port", type=int, default=conf.DEFAULT_PORT, help="TLS port (8883)")
+    init.add_argument("--bind", help="listen on this address only (default: every address)")
+    init.add_argument("--user", help="the user mosquitto switches to when started as root")
+    add = sub.add_parser("add", help="a new account: its password and its ACL lines")
+    add.add_argument("dir", type=Path, help="the broker directory")
+    add.add_argument("--site", required=True, help="site id (topic segment)")
+    add.add_argument("--root", default="alc", help="topic root (default alc)")
+    who = add.add_mutually_exclusive_group(required=True)
+    who.add_argument("--controller", help="a controller of the site: its own topics")
+    who.add_argument("--hub", metavar="NAME", help="a hub-side account: every controller's")
+    chk = sub.add_parser("check", help="what the config allows, account by account")
+    chk.add_argument("dir", type=Path, help="the broker directory")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    """`alc broker`."""
+    args = parser().parse_args(list(argv))
+    try:
+        layout = Layout.at(args.dir)
+        if args.command == "init":
+            init(layout, [args.host, *args.also], conf.Options(args.port, args.bind, args.user))
+            return 0
+        if args.command == "add":
+            kind, name = (
+                ("hub", args.hub) if args.hub is not None else ("controller", args.controller)
+            )
+            add(layout, kind, root=args.root, site=args.site, name=name)
+            return 0
+        layout.require_made()
+        report = check(layout, dt.datetime.now(dt.UTC))
+        sys.stdout.write(report.text())
+        return 1 if report.problems else 0
+    except LocalError as exc:
+        print(f"alc broker {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def init(layout: Layout, names: list[str], options: conf.Options) -> None:
+    """Make a new broker directory; `LocalError` (and nothing written) if it
+    already is one or an argument is wrong."""
+    options = options.checked()
+    for name in names:
+        certs.check_name(name)
+    taken = [p.name for p in layout.made_files() if p.exists()]
+    if taken:
+        raise LayoutError(
+            f"{layout.dir} already holds {', '.join(taken)}: a new CA would lock every "
+            "client out. Use another directory, or `alc broker add` to add accounts"
+        )
+    now = dt.datetime.now(dt.UTC)
+    ca = certs.make_ca(names[0], now)
+    server = certs.issue_server(ca, names, now)
+    text = conf.render(layout, options)
+    make_dir(layout.dir, 0o700)
+    make_dir(layout.accounts, 0o700)
+    d = layout.dir
+    write_file(layout.ca_key, ca.key_pem, PRIVATE)  # stays with whoever ran init
+    write_file(layout.ca_cert, ca.cert_pem, PUBLIC, owner_of=d)
+    write_file(layout.server_key, server.key_pem, PRIVATE, owner_of=d)
+    write_file(layout.server_cert, server.cert_pem, PUBLIC, owner_of=d)
+    write_file(layout.passwd, b"", PRIVATE, owner_of=d)
+    write_file(layout.acl, acl.header().encode(), PRIVATE, owner_of=d)
+    write_file(layout.conf, text.encode(), PUBLIC, owner_of=d)
+    print(f"broker directory {d}: TLS on port {options.port} for {', '.join(names)}")
+    print(f"  run mosquitto with: mosquitto -c {layout.conf}")
+    print(f"  clients trust {layout.ca_cert} (copy it to each controller as [mqtt] ca_file)")
+    print(f"  next: alc broker add {d} --site SITE --hub hub, then --controller ID for each")
+
+
+def add(layout: Layout, kind: str, *, root: str, site: str, name: str) -> None:
+    """Add an account of `kind` ("controller" or "hub") called `name` for `site`:
+    its password file in DIR/accounts, its line in the password file, its block
+    in the ACL file. `LocalError` (and nothing written) if it exists already."""
+    layout.require_made()
+    acl.check_segment(root, "--root")
+    acl.check_segment(site, "--site")
+    acl.check_segment(name, f"--{kind}")
+    account = acl.KINDS[kind](root, site, name)
+    user = account.username
+    passwd_text = _read(layout.passwd)
+    acl_text = _read(layout.acl)
+    grants, _everyone = acl.parse(acl_text, where=str(layout.acl))
+    if user in passwd.usernames(passwd_text, where=str(layout.passwd)) or user in grants:
+        raise LayoutError(f"account {user!r} exists already in {layout.dir}")
+    password = secrets.token_urlsafe(PASSWORD_BYTES)
+    line = passwd.hashed_line(user, password)
+    new_passwd = passwd_text + ("" if passwd_text.endswith("\n") or not passwd_text else "\n")
+    new_acl = acl_text + ("" if acl_text.endswith("\n") else "\n") + "\n" + account.block()
+    make_dir(layout.accounts, 0o700)
+    secret = layout.account_password(user)
+    write_file(secret, f"{password}\n".encode(), PRIVATE)
+    write_file(layout.passwd, f"{new_passwd}{line}\n".encode(), PRIVATE, owner_of=layout.dir)
+    write_file(layout.acl, new_acl.encode(), PRIVATE, owner_of=layout.dir)
+    print(f"account {user} ({account.label}); its password is in {secret}")
+    _print_use(layout, kind, user, secret)
+    print("a running mosquitto reads it after a reload: sudo systemctl reload alc-broker")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LayoutError(f"cannot read {path}: {exc}") from None
+
+
+def _print_use(layout: Layout, kind: str, user: str, secret: Path) -> None:
+    """How the controller or hub uses the new account."""
+    settings = conf.parse(_read(layout.conf), where=str(layout.conf))
+    port = settings.listeners[0].port if settings.listeners else str(conf.DEFAULT_PORT)
+    host = certs.summary(layout.server_cert.read_bytes(), where=str(layout.server_cert)).names[0]
+    if kind == "controller":
+        print("copy the password file and ca.crt to the controller (owner alc, chmod 600), then:")
+        print("  [mqtt]")
+        print(f'  host = "{host}"')
+        print(f"  port = {port}")
+        print("  tls = true")
+        print('  ca_file = "/etc/alc/ca.crt"')
+        print(f'  username = "{user}"')
+        print('  password_file = "/etc/alc/mqtt.password"')
+    else:
+        print("run the hub (or alc ctl) with:")
+        print(
+            f"  --host {host} --port {port} --tls --ca-file {layout.ca_cert} "
+            f"--username {user} --password-file {secret}"
+        )
