@@ -28,7 +28,7 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("ALC_HYPOTHESIS_PROFILE", "default"))
 
-pytest_plugins = ["pytester", "tests.broker", "tests.proxy"]
+pytest_plugins = ["pytester", "tests.broker", "tests.locked_broker", "tests.proxy"]
 
 THREAD_GRACE_S = 10.0
 """How long a test's threads get to finish after it: threads told to stop may

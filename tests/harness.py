@@ -214,11 +214,21 @@ class Rig:
     """Everything one integration test runs; `close()` stops all of it."""
 
     def __init__(
-        self, broker: Broker, tmp: Path, *, controller_port: int | None = None, extra: str = ""
+        self,
+        broker: Broker,
+        tmp: Path,
+        *,
+        controller_port: int | None = None,
+        extra: str = "",
+        mqtt: str | None = None,
+        hub_settings: BrokerSettings | None = None,
     ) -> None:
         """`controller_port`: where the controller connects (a proxy in front of the
-        broker) instead of the broker itself; `extra`: more controller.toml."""
+        broker) instead of the broker itself; `extra`: more controller.toml; `mqtt`
+        and `hub_settings`: the controller's `[mqtt]` lines and the hub's broker
+        settings, for a broker with TLS and accounts."""
         self.broker = broker
+        self.hub_settings = hub_settings or BrokerSettings(broker.host, broker.port)
         self.tmp = tmp
         self.keys_dir = tmp / "keys"
         write_new_key(self.keys_dir, CONTROLLER)
@@ -232,7 +242,8 @@ class Rig:
             f'key_file = "{self.keys_dir / (CONTROLLER + ".key")}"\n'
             "outage_s = 600\n"
             "\n[mqtt]\n"
-            f'host = "127.0.0.1"\nport = {controller_port or broker.port}\nkeepalive_s = 5\n'
+            + (mqtt or f'host = "127.0.0.1"\nport = {controller_port or broker.port}\n')
+            + "keepalive_s = 5\n"
             '\n[hal]\nbackend = "sim"\n' + extra
         )
         self.db: HubDB | None = None
@@ -257,7 +268,7 @@ class Rig:
             self.hub,
             data_file=self.data_file,
             keys_dir=self.keys_dir,
-            settings=BrokerSettings(self.broker.host, self.broker.port),
+            settings=self.hub_settings,
             client_id="test-hub",
             poll_s=poll_s,
         )

@@ -73,13 +73,17 @@ class Broker:
     """One mosquitto process listening on 127.0.0.1:`port`, its files in `workdir`.
 
     `restart()` keeps the port (and, with `persistence`, the broker's sessions and
-    queued messages), so clients reconnect to the same address.
+    queued messages), so clients reconnect to the same address. With `conf_file`
+    it runs that config exactly as it is (one `alc broker init` wrote, listening
+    on 127.0.0.1:`port`), and `config()`, `persistence` and `max_queued_messages`
+    are not used.
     """
 
     workdir: Path
     port: int = field(default_factory=free_port)
     persistence: bool = True
     max_queued_messages: int = 100_000
+    conf_file: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -131,8 +135,10 @@ class Broker:
         if self.process is not None and self.process.poll() is None:
             raise BrokerError(f"the broker on port {self.port} is already running")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(self.config())
+        conf = self.conf_file
+        if conf is None:
+            conf = self.workdir / "mosquitto.conf"
+            conf.write_text(self.config())
         with open(self.log_file, "ab") as log:
             # The child holds its own copy of the descriptor.
             self.process = subprocess.Popen(

@@ -111,12 +111,14 @@ def _limits(config: conf.Conf, report: Report) -> None:
         report.problem("allow_anonymous true: anyone may connect")
     else:
         report.say("  anonymous clients: refused")
-    if config.one("use_username_as_clientid") == "true":
+    if config.listeners and all(
+        listener.one("use_username_as_clientid") == "true" for listener in config.listeners
+    ):
         report.say("  client id: the account's name (nobody takes over another's session)")
     else:
         report.say("  client id: chosen by the client")
         report.problem(
-            "use_username_as_clientid is not true: any account may take "
+            "use_username_as_clientid is not true in every listener block: any account may take "
             "over a controller's session with its client id"
         )
     for key in ("message_size_limit", "max_packet_size"):

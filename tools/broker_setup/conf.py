@@ -48,6 +48,9 @@ LISTENER_KEYS = frozenset(
         "crlfile",
         "dhparamfile",
         "ecdh_curve",
+        "use_username_as_clientid",
+        "max_qos",
+        "max_topic_alias",
     }
 )
 
@@ -99,9 +102,6 @@ def render(layout: Layout, options: Options) -> str:
         "allow_anonymous false",
         f"password_file {d.passwd}",
         f"acl_file {d.acl}",
-        "# A session belongs to its account: nobody takes a controller's session over",
-        "# by connecting with its client id.",
-        "use_username_as_clientid true",
         "",
         "# Nothing larger than 300 KiB: the largest sealed message is about 257 KiB.",
         f"message_size_limit {MAX_PACKET_BYTES}",
@@ -138,6 +138,9 @@ def render(layout: Layout, options: Options) -> str:
         f"certfile {d.server_cert}",
         f"keyfile {d.server_key}",
         "require_certificate false",
+        "# A session belongs to its account: nobody takes a controller's session over",
+        "# by connecting with its client id. (A listener's setting: it must be here.)",
+        "use_username_as_clientid true",
     ]
     return "\n".join(lines) + "\n"
 
