@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
@@ -26,6 +27,7 @@ from tests.locked_broker import Locked, Probe, make_locked
 from tests.waiting import wait_for
 from tools import ctl
 from tools.broker import free_port
+from tools.broker_setup.main import main as broker_main
 
 NOT_AUTHORISED = 0x87  # MQTT 5 reason code: CONNACK and PUBACK
 PACKET_TOO_LARGE = 0x95  # MQTT 5 reason code: the broker's DISCONNECT
@@ -232,3 +234,22 @@ def test_a_1_mb_publish_is_refused_by_the_broker(locked: Locked) -> None:
         with probe(locked, "hub") as hub:
             assert hub.publish(f"{C1}/cmd", b"marker") == 0
         assert c1.wait_message(f"{C1}/cmd", b"marker") == [(f"{C1}/cmd", b"marker")]
+
+
+def test_an_account_added_to_a_running_broker_works_after_a_reload(locked: Locked) -> None:
+    assert broker_main(["add", str(locked.layout.dir), "--site", "demo", "--controller", "c3"]) == 0
+    password = locked.layout.account_password("demo.c3").read_text().strip()
+    late = replace(locked.settings("c1"), username="demo.c3", password=password)
+
+    def accepted() -> bool:
+        p = Probe(late)
+        try:
+            return p.connect() == 0
+        finally:
+            p.close()
+
+    assert not accepted()  # mosquitto has not read it yet
+    process = locked.broker.process
+    assert process is not None
+    process.send_signal(signal.SIGHUP)
+    wait_for(accepted, "the broker to read the new account")

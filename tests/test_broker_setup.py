@@ -14,6 +14,7 @@ import pytest
 from cryptography import x509
 
 from firmware.mqtt import MAX_PACKET_BYTES
+from tests.test_deploy import unit_settings
 from tools.broker_setup import conf
 from tools.broker_setup.layout import Layout
 from tools.broker_setup.main import main
@@ -237,3 +238,15 @@ def test_files_mosquitto_reads_take_the_directorys_owner(tmp_path: Path) -> None
     # mosquitto never needs the CA's key or an account's password.
     assert owned["ca.key"] == 0
     assert layout.account_password("hub").stat().st_uid == 0
+
+
+def test_the_broker_unit_runs_the_example_config_as_mosquitto_and_reloads_on_hup() -> None:
+    unit = unit_settings(DEPLOY / "alc-broker.service")
+    assert unit[("Service", "User")] == ["mosquitto"]
+    assert unit[("Service", "ExecStart")] == [
+        "/usr/sbin/mosquitto -c /var/lib/alc-broker/mosquitto.conf"
+    ]
+    assert unit[("Service", "ExecReload")] == ["/bin/kill -HUP $MAINPID"]
+    assert unit[("Service", "ReadWritePaths")] == ["/var/lib/alc-broker"]
+    example = conf.parse((DEPLOY / "mosquitto.example.conf").read_text(), where="example")
+    assert example.one("persistence_location") == "/var/lib/alc-broker/"
