@@ -42,12 +42,13 @@ from firmware.core.inputs import (
     StorageTrouble,
 )
 from firmware.core.kiosk import Kiosk
-from firmware.core.messages import Ack, Delta, SnapPage
+from firmware.core.messages import Ack, Current, Delta, SnapPage
 from firmware.core.outbox import AppendEvents, Outbox
 from firmware.core.reception import Reception, Unsealed
 from firmware.core.reports import FW_VERSION, Reports
 from firmware.core.store import Store
 from firmware.core.sync import (
+    Ignored,
     RequestSync,
     StateChanged,
     SyncAction,
@@ -275,6 +276,9 @@ class Controller:
             if isinstance(message, SnapPage):
                 clock = self.reports.hub_time(message.now, now)
                 return clock + self._own(self.session.snap_page(message, now), now)
+            if isinstance(message, Current):
+                clock = self.reports.hub_time(message.now, now)
+                return clock + self._own(self.session.current(message, now), now)
             if isinstance(message, Ack):
                 acked = self.outbox.acked(message.upto, message.v, now)
                 # The hub sends the delta that books the debits before its ack: our
@@ -355,6 +359,7 @@ class Controller:
                     "full": action.full,
                     "reason": action.reason,
                     "req": action.req,
+                    "digest": action.digest,
                 }
                 out.append(Publish("sync", request))
             elif isinstance(action, StateChanged):
@@ -371,6 +376,10 @@ class Controller:
                 out += self._own(self.commands.sync_ended(action, now), now)
             elif isinstance(action, SystemEvent):
                 out.append(LogEvent("system", {"what": action.what, "detail": action.detail}))
+            elif isinstance(action, Ignored):
+                # A replayed snapshot may come page after page: one event a minute.
+                detail = f"{action.detail} ({self.session.ignored} ignored since boot)"
+                out += self.reports.report("error", detail, now, key="ignored")
             else:
                 out.append(action)
         return out

@@ -43,6 +43,18 @@ class SnapPage:
 
 
 @dataclass(frozen=True, slots=True)
+class Current:
+    """The hub's answer to sync request `req` when nothing differs: it holds
+    exactly `(epoch, v)` with `digest` (PROTOCOL.md s3)."""
+
+    req: str
+    epoch: str
+    v: int
+    digest: bytes
+    now: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """A command from the hub (PROTOCOL.md s6)."""
 
@@ -128,6 +140,20 @@ def parse_snap(body: dict[str, Any]) -> SnapPage:
         recs,
         digest,
         _opt_int(body, "now", "snap"),
+    )
+
+
+def parse_current(body: dict[str, Any]) -> Current:
+    """Validate a `current` message body."""
+    digest = body.get("digest")
+    if not isinstance(digest, bytes) or len(digest) != 16:
+        raise RemoteError("current: 'digest' must be 16 bytes")
+    return Current(
+        _text(body, "req", "current"),
+        _text(body, "epoch", "current"),
+        _int(body, "v", "current"),
+        digest,
+        _opt_int(body, "now", "current"),
     )
 
 

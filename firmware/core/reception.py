@@ -16,9 +16,18 @@ from typing import Any
 from firmware.core import wire
 from firmware.core.errors import RemoteError
 from firmware.core.inputs import PayloadReceived
-from firmware.core.messages import Ack, Delta, SnapPage, parse_ack, parse_delta, parse_snap
+from firmware.core.messages import (
+    Ack,
+    Current,
+    Delta,
+    SnapPage,
+    parse_ack,
+    parse_current,
+    parse_delta,
+    parse_snap,
+)
 
-Parsed = Delta | SnapPage | Ack | dict[str, Any]
+Parsed = Delta | SnapPage | Current | Ack | dict[str, Any]
 
 # The hub's topics under the base topic. Anything else there (the simulator's
 # bench topics, PROTOCOL.md s8) is an edge's, never the core's.
@@ -66,6 +75,8 @@ class Reception:
                 parsed = parse_delta(body)
             elif suffix == "data" and type == "snap":
                 parsed = parse_snap(body)
+            elif suffix == "data" and type == "current":
+                parsed = parse_current(body)
             elif suffix == "ack" and type == "ack":
                 parsed = parse_ack(body)
             else:

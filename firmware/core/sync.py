@@ -5,6 +5,12 @@ A pure state machine, like h11's connection: the runtime feeds it what happened
 actions for the runtime to carry out (`RequestSync`, `SaveDelta`, `SaveSnapshot`,
 `SyncEvent`, `SystemEvent`). It never reads a clock, a socket or a file.
 
+Only what the hub sends in answer to our own latest request replaces the live
+data: a snapshot page counts only when its `sync` is that request's `req`, and a
+`current` ends that request only when it names exactly our `(epoch, v, digest)`.
+Anything else (a recorded snapshot replayed on the broker, a late answer to an
+older request) is ignored and counted (`Ignored`).
+
 Two rules hold throughout:
 - the live `store` is only ever replaced whole (a finished, digest-checked snapshot)
   or changed by one whole delta, so doors always decide on one exact `(epoch, v)`;
@@ -17,18 +23,18 @@ and full syncs share one version, one buffer and one store.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, TypeAlias
 
 from firmware.core.errors import RemoteError
-from firmware.core.messages import Delta, SnapPage
+from firmware.core.messages import Current, Delta, SnapPage
 from firmware.core.model import digest_bytes
 from firmware.core.store import Conflict, Op, Store, StoreBuilder
 
 GAP_RETRY_S = 10.0
+EPOCH_RETRY_S = 60.0  # an epoch-mismatch delta asks for a full sync at most this often
 STALL_S = 30.0
 FULL_JITTER_S = 1800.0
 SLICE_RECORDS = 100
@@ -40,6 +46,10 @@ MAX_REPORTED = 20  # conflicts/rejections reported one by one; the rest are coun
 
 EMPTY_DIGEST = digest_bytes(0)
 
+# Requests a `current` may answer (PROTOCOL.md s3). For `command`, `purge`, `digest`
+# and `stalled` a person asked, or our copy is suspect: only a snapshot will do.
+CURRENT_REASONS = frozenset({"boot", "schedule", "outage", "epoch"})
+
 
 @dataclass(frozen=True, slots=True)
 class RequestSync:
@@ -50,6 +60,7 @@ class RequestSync:
     full: bool
     reason: str
     req: str
+    digest: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +102,31 @@ class SystemEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Ignored:
+    """A `snap` page or `current` that answers no request of ours: nothing of it
+    was used. For a rate-limited `system` event; `SyncSession.ignored` counts them."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class StateChanged:
     """(epoch, v, digest) or sync progress changed: the retained state is stale."""
 
 
 SyncAction: TypeAlias = (
-    RequestSync | SaveDelta | SaveSnapshot | SyncEvent | SystemEvent | StateChanged
+    RequestSync | SaveDelta | SaveSnapshot | SyncEvent | SystemEvent | Ignored | StateChanged
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """Our latest sync request: only its answer is taken."""
+
+    req: str
+    full: bool
+    reason: str
+    at: float
 
 
 @dataclass(slots=True)
@@ -157,7 +186,9 @@ class SyncSession:
         self._retired: list[dict[Any, Any]] = []
         self._gap_to: int | None = None
         self._gap_asked_at: float | None = None
-        self._applied: deque[str] = deque(maxlen=16)
+        self._asked: _Asked | None = None
+        self._epoch_asked_at: float | None = None
+        self.ignored = 0  # snapshot pages and `current`s that answered no request of ours
         self._next_full_at = self._schedule_after(last_full if last_full is not None else now)
 
     # --- what the runtime reads ---------------------------------------------------
@@ -233,10 +264,10 @@ class SyncSession:
         if booting:
             if self.epoch is None:
                 return self._start_full("boot", now)
-            return [self._request(False, "boot")]
+            return [self._request(False, "boot", now)]
         if offline_since is not None and now - offline_since > self.outage_s:
             return self._start_full("outage", now)
-        return [self._request(False, "outage")]
+        return [self._request(False, "outage", now)]
 
     def disconnected_from_hub(self, now: float) -> None:
         """The MQTT session dropped; decisions go on with the data we have."""
@@ -272,6 +303,12 @@ class SyncSession:
             self._buffer.append(delta)
             return []
         if delta.epoch != self.epoch:
+            # A replayed delta of an old epoch must not force a full sync (and an
+            # SD card rewrite) each time it is sent: at most one a minute.
+            asked = self._epoch_asked_at
+            if asked is not None and now - asked < EPOCH_RETRY_S:
+                return []
+            self._epoch_asked_at = now
             return self._start_full("epoch", now)
         if delta.to_v <= self.v:
             return []
@@ -300,20 +337,18 @@ class SyncSession:
         return actions
 
     def snap_page(self, page: SnapPage, now: float) -> list[SyncAction]:
-        """One page of a full sync arrived on `data`."""
-        if page.sync in self._applied:
-            return []
+        """One page of a full sync arrived on `data`. It counts only when it answers
+        our latest request (`sync` is its `req`); any other is ignored."""
+        asked = self._asked
+        if asked is None or page.sync != asked.req:
+            return self._ignore(f"snapshot page {page.page} of sync {page.sync!r}: not asked for")
         if page.epoch == self.epoch and page.v < self.v:
-            return []
+            return self._ignore(f"snapshot {page.sync!r} of v{page.v} is older than ours")
         full = self._full
-        if full is not None and full.sync is not None and full.sync != page.sync:
-            if full.feed is not None or (page.epoch == full.epoch and page.v < full.v):
-                return []  # building a newer (or the same) one already
-            # A newer sync abandons the older incomplete one, keeping why we sync.
-            full = self._full = _FullSync(full.reason, full.requested_at, full.started_at)
         if full is None:
-            # The hub pushed a snapshot unasked (its digest disagreed with our state).
-            full = self._full = _FullSync("hub", now, now)
+            # A `full: false` request (boot, gap, outage) the hub answered with a
+            # snapshot: it no longer had the deltas.
+            full = self._full = _FullSync(asked.reason, asked.at, now)
         if full.sync is None:
             full.sync, full.epoch, full.v = page.sync, page.epoch, page.v
             full.pages, full.digest = page.pages, page.digest
@@ -325,7 +360,7 @@ class SyncSession:
         ):
             return [SystemEvent("error", f"snap {page.sync}: page {page.page} disagrees")]
         if page.page in full.got or full.feed is not None:
-            return []
+            return []  # a duplicate of a page we have
         if full.records + len(page.recs) > MAX_SNAPSHOT_RECORDS:
             self._full = None
             return [SystemEvent("error", f"snap {page.sync}: more than {MAX_SNAPSHOT_RECORDS}")]
@@ -336,6 +371,34 @@ class SyncSession:
             full.builder = StoreBuilder(previous=self.store)
             full.feed = (r for i in range(full.pages) for r in full.got[i])
         return [StateChanged()]
+
+    def current(self, message: Current, now: float) -> list[SyncAction]:
+        """The hub says our data is exactly its own: that ends our latest request
+        without rewriting anything. Ignored unless it answers that request, the
+        request's reason allows it, no snapshot for it is being built, and it
+        names exactly our `(epoch, v, digest)`; an ignored one leaves the request
+        open (a full sync is asked again when it stalls)."""
+        asked, full = self._asked, self._full
+        if asked is None or message.req != asked.req:
+            return self._ignore(f"current for {message.req!r}: not asked for")
+        if asked.reason not in CURRENT_REASONS or (full is not None and full.sync is not None):
+            return self._ignore(f"current for {message.req!r}: a snapshot is needed")
+        if (message.epoch, message.v, message.digest) != (self.epoch, self.v, self.digest):
+            return self._ignore(
+                f"current for {message.req!r} names {message.epoch} v{message.v}, "
+                f"not our {self.epoch} v{self.v} and digest"
+            )
+        self._asked = None
+        self._gap_to = self._gap_asked_at = None
+        self.last_full = now  # the digest covers every record: as good as a full sync
+        self._next_full_at = self._schedule_after(now)
+        actions: list[SyncAction] = []
+        if full is not None:
+            self._full = None
+            ms = int((now - full.started_at) * 1000)
+            actions.append(SyncEvent("done", full.reason, len(self.store), ms))
+        actions.append(StateChanged())
+        return actions + self._replay_buffer(now)
 
     def work(
         self,
@@ -366,6 +429,8 @@ class SyncSession:
                 return []
         built = full.builder.finish()
         self._full = None
+        if self._asked is not None and self._asked.req == full.sync:
+            self._asked = None  # answered: later copies of its pages are ignored
         ms = int((now - full.started_at) * 1000)
         actions: list[SyncAction] = []
         if built.store.digest != full.digest:
@@ -377,7 +442,6 @@ class SyncSession:
         self._retire(self.store)
         self.store = built.store
         self.epoch, self.v = full.epoch, full.v
-        self._applied.append(full.sync)
         self._gap_to = None
         self.last_full = now
         self._next_full_at = self._schedule_after(now)
@@ -395,11 +459,7 @@ class SyncSession:
             )
         actions += _conflict_events(built.conflicts)
         actions.append(StateChanged())
-        buffered, self._buffer = self._buffer, []
-        for delta in sorted(buffered, key=lambda d: d.from_v):
-            if delta.epoch == self.epoch and delta.from_v >= full.v:
-                actions += self.delta(delta, now)
-        return actions
+        return actions + self._replay_buffer(now)
 
     def tick(self, now: float) -> list[SyncAction]:
         """Timers: stalled full syncs, open gaps, the twice-daily full sync."""
@@ -423,14 +483,30 @@ class SyncSession:
     def _schedule_after(self, t: float) -> float:
         return t + self.full_every_s + self._jitter() * FULL_JITTER_S
 
-    def _request(self, full: bool, reason: str) -> RequestSync:
-        return RequestSync(self.epoch, self.v, full, reason, self._new_id())
+    def _request(self, full: bool, reason: str, now: float) -> RequestSync:
+        """A request with a fresh `req`: from now on only its answer is taken."""
+        req = self._new_id()
+        self._asked = _Asked(req, full, reason, now)
+        return RequestSync(self.epoch, self.v, full, reason, req, self.digest)
+
+    def _ignore(self, detail: str) -> list[SyncAction]:
+        self.ignored += 1
+        return [Ignored(detail)]
+
+    def _replay_buffer(self, now: float) -> list[SyncAction]:
+        """The deltas that arrived during a full sync, on the data it ended with."""
+        buffered, self._buffer = self._buffer, []
+        actions: list[SyncAction] = []
+        for delta in sorted(buffered, key=lambda d: d.from_v):
+            if delta.epoch == self.epoch and delta.from_v >= self.v:
+                actions += self.delta(delta, now)
+        return actions
 
     def _ask_gap(self, now: float) -> list[SyncAction]:
         if self._gap_asked_at is not None and now - self._gap_asked_at < GAP_RETRY_S:
             return []
         self._gap_asked_at = now
-        return [self._request(False, "gap")]
+        return [self._request(False, "gap", now)]
 
     def _start_full(
         self, reason: str, now: float, *, keep_reason: bool = False
@@ -443,7 +519,7 @@ class SyncSession:
         if old is None:
             actions.insert(0, SyncEvent("started", kept))
         if self.connected:
-            actions.insert(0, self._request(True, reason))
+            actions.insert(0, self._request(True, reason, now))
         return actions
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import logging
 import secrets
 import sys
@@ -191,8 +190,6 @@ class Runtime:
         epoch, v, _digest, last_full = loaded.state
         # The dataset lives for hours: keep the collector from rescanning it.
         gc.freeze()
-        counter = itertools.count(1)
-        boot_id = secrets.token_hex(4)
         session = SyncSession(
             loaded.store,
             epoch,
@@ -202,7 +199,8 @@ class Runtime:
             outage_s=self.config.controller.outage_s,
             full_every_s=self.config.controller.full_sync_every_s,
             jitter=lambda: secrets.randbelow(1_000_000) / 1_000_000,
-            new_id=lambda: f"{boot_id}-{next(counter)}",
+            # PROTOCOL.md s3: random, never reused, at least 64 bits (here 128).
+            new_id=lambda: secrets.token_hex(16),
         )
         controller = Controller(
             controller_id=self.config.controller.id,

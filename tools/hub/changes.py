@@ -1,4 +1,5 @@
-"""What goes on the wire for a change: delta ops, and the pages of a snapshot.
+"""What goes on the wire for a change: delta ops, the pages of a snapshot, and
+`current` when nothing changed.
 
 Pure functions over `(kind, id) -> rec` mappings; no I/O, no clock.
 """
@@ -81,6 +82,12 @@ def delta_message(
 ) -> dict[str, Any]:
     """A `delta` message body."""
     return {"t": "delta", "epoch": epoch, "from": from_v, "to": to_v, "ops": ops, "now": now}
+
+
+def current_message(req: str, epoch: str, v: int, digest: bytes, now: int) -> dict[str, Any]:
+    """A `current` message body: the answer to sync request `req` when the
+    controller already holds exactly `(epoch, v)` with `digest`."""
+    return {"t": "current", "req": req, "epoch": epoch, "v": v, "digest": digest, "now": now}
 
 
 def fits(message: dict[str, Any]) -> bool:

@@ -5,8 +5,9 @@
             [--host H --port P --root alc --username U --password-file F --tls --ca-file F]
 
 Serves every controller that has a `<controller>.key` in `--keys`, watches the
-data file and publishes one delta per saved edit, answers sync requests, pushes
-snapshots to controllers whose state disagrees, stores and acknowledges events.
+data file and publishes one delta per saved edit, answers sync requests (with
+`current` when nothing differs), sends the `sync` command to controllers whose
+state keeps disagreeing, stores and acknowledges events.
 Runs until SIGINT or SIGTERM.
 """
 

@@ -7,12 +7,17 @@ clock and the thread. That keeps every rule here testable without a broker.
 What the hub does:
 - `update`: a new version of the data file -> one change set, v + 1 (`commit`,
   which also takes ops directly), and one `delta` to every controller (or, for
-  a change too large for one message, a snapshot to every controller known to be
-  online);
-- `sync` requests -> the deltas from the controller's version when the change log
-  still has them and it did not ask for a full sync, else a paged snapshot;
-- `state` -> when the controller's `(epoch, v, digest)` disagrees with the hub's,
-  deltas or a snapshot, at most one push per controller per `push_every_s`
+  a change too large for one message, the `sync` command to every controller
+  known to be online);
+- `sync` requests -> `current` when the controller already holds exactly our
+  `(epoch, v, digest)` and its reason allows it (`boot`, `schedule`, `outage`,
+  `epoch`); else the deltas from its version when the change log still has them
+  and it did not ask for a full sync; else a paged snapshot carrying its `req`.
+  A snapshot only ever answers a request: the hub never pushes one (PROTOCOL.md s3);
+- `state` -> when the controller's `(epoch, v, digest)` has disagreed with the
+  hub's for `settle_s` (longer than a delta takes to arrive), the missing deltas
+  when it is merely behind, else the `sync` command, so that it asks for the
+  snapshot itself; at most one push per controller per `push_every_s`
   (re-checked by `tick` while the disagreement lasts);
 - `events` -> stored idempotently by `(controller, seq)`, answered with an `ack`;
   a batch with new `debit`s first commits one change set that lowers those
@@ -28,14 +33,22 @@ line per controller, topic and kind of problem every `LOG_EVERY_S`.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.core.errors import LocalError, RemoteError
 from firmware.core.wire import seal, unseal
-from tools.hub.changes import WireOp, delta_message, diff, fits, paginate, snap_messages
+from tools.ctl import build_command
+from tools.hub.changes import (
+    WireOp,
+    current_message,
+    delta_message,
+    diff,
+    fits,
+    paginate,
+    snap_messages,
+)
 from tools.hub.datafile import Dataset
 from tools.hub.db import Event, HubDB
 from tools.hub.ledger import problem
@@ -46,6 +59,11 @@ Outgoing = tuple[str, bytes]
 """A message to publish: (topic, sealed payload), QoS 1, never retained."""
 
 PUSH_EVERY_S = 30.0
+SETTLE_S = 10.0  # longer than a delta takes to reach a controller and show in its state
+COMMAND_TTL_S = 120  # a `sync` command's life: a controller runs it late never
+# Reasons a `current` may answer; for command, purge, digest and stalled a person
+# asked, or the controller's copy is suspect: they always get the snapshot.
+CURRENT_REASONS = frozenset({"boot", "schedule", "outage", "epoch"})
 LOG_EVERY_S = 10.0
 MAX_TEXT = 128
 MAX_BATCH = 10_000
@@ -59,6 +77,8 @@ class ControllerView:
     state: dict[str, Any] | None = None
     last_push: float = float("-inf")
     last_seen: float | None = None
+    # When the (epoch, v, digest) its state reports last changed.
+    since: float = float("-inf")
 
 
 @dataclass(slots=True)
@@ -96,6 +116,7 @@ class Hub:
         root: str = "alc",
         page_size: int = 1000,
         push_every_s: float = PUSH_EVERY_S,
+        settle_s: float = SETTLE_S,
         on_events: Callable[[str, list[Event]], None] | None = None,
     ) -> None:
         if page_size < 1:
@@ -105,6 +126,9 @@ class Hub:
         self.root = root
         self.page_size = page_size
         self.push_every_s = push_every_s
+        self.settle_s = settle_s
+        # When our own (epoch, v, digest) last moved: a delta is then on its way.
+        self._changed_at = float("-inf")
         self.on_events = on_events
         self.controllers: dict[str, ControllerView] = {}
         self._keys: dict[str, bytes] = {}
@@ -171,6 +195,7 @@ class Hub:
         ]
         replayable = [fits(m) for m in messages]
         self.db.commit_many(list(zip(change_sets, replayable, strict=True)), now=int(now))
+        self._changed_at = now
         log.info("v%d -> v%d: %d change(s)", from_v, self.v, sum(len(ops) for ops in change_sets))
         out: list[Outgoing] = []
         for controller, view in self.controllers.items():
@@ -179,10 +204,10 @@ class Hub:
                     out.append(self._seal(controller, "data", message))
                     view.last_push = now
                 elif self._online(view):
-                    # Too big for one delta: controllers that are listening get the
-                    # whole dataset (which holds every later change set too); the
-                    # others will ask when they come back.
-                    out += self._snapshot(controller, None, now)
+                    # Too big for one delta: controllers that are listening are
+                    # told to fetch the whole dataset (which holds every later
+                    # change set too); the others will ask when they come back.
+                    out += self.resync(controller, now)
                     break
         return out
 
@@ -245,6 +270,8 @@ class Hub:
         self, controller: str, view: ControllerView, body: dict[str, Any], now: float
     ) -> list[Outgoing]:
         was_online = self._online(view)
+        if view.state is None or _names(view.state) != _names(body):
+            view.since = now
         view.state = body
         online = self._online(view)
         if online != was_online:
@@ -261,15 +288,16 @@ class Hub:
         return out
 
     def _reconcile(self, controller: str, view: ControllerView, now: float) -> list[Outgoing]:
-        """Push deltas or a snapshot if the controller's last state disagrees."""
+        """Deltas or the `sync` command when the controller's last state has
+        disagreed with the hub for longer than a delta takes to arrive."""
         st = view.state
-        if st is None or not self._online(view) or now - view.last_push < self.push_every_s:
+        if st is None or not self._online(view):
             return []
         sync = st.get("sync")
         if isinstance(sync, dict) and sync.get("state") == "full":
             return []  # a full sync is under way; its own stall timer covers failure
-        epoch, v, digest = st.get("epoch"), st.get("v"), st.get("digest")
-        if epoch == self.epoch and v == self.v and digest == self.digest:
+        epoch, v, digest = _names(st)
+        if (epoch, v, digest) == (self.epoch, self.v, self.digest):
             return []
         if epoch == self.epoch and type(v) is int and v > self.v:
             # It holds a version we never had: our database went back in time.
@@ -283,27 +311,44 @@ class Hub:
                     self.v,
                 )
             return []
+        # Our last change, or its own, may still be on its way: a delta settles it.
+        settled = now - max(view.since, self._changed_at) >= self.settle_s
+        if not settled or now - view.last_push < self.push_every_s:
+            return []
         if epoch == self.epoch and type(v) is int and v < self.v:
             deltas = self._deltas(controller, v, now)
             if deltas is not None:
                 log.info("controller %s is at v%d: sending %d delta(s)", controller, v, len(deltas))
                 return deltas
-        log.info("controller %s disagrees (epoch %s v%s): sending a snapshot", controller, epoch, v)
-        return self._snapshot(controller, None, now)
+        log.info(
+            "controller %s disagrees (epoch %s v%s): asking it to resync", controller, epoch, v
+        )
+        return self.resync(controller, now)
+
+    def resync(self, controller: str, now: float) -> list[Outgoing]:
+        """The `sync` command for `controller` (PROTOCOL.md s6): it then asks for
+        the full snapshot itself, and only an answer to its own request counts."""
+        command = build_command("sync", now=now, ttl=COMMAND_TTL_S)
+        self.controllers[controller].last_push = now
+        return [self._seal(controller, "cmd", command)]
 
     def _on_sync(
         self, controller: str, view: ControllerView, body: dict[str, Any], now: float
     ) -> list[Outgoing]:
         epoch, v, full = body.get("epoch"), body.get("v"), body.get("full")
+        req, digest, reason = body.get("req"), body.get("digest"), body.get("reason")
         if epoch is not None and not isinstance(epoch, str):
             raise RemoteError("sync: 'epoch' must be text or null")
         if type(v) is not int or v < 0:
             raise RemoteError("sync: 'v' must be an integer >= 0")
         if type(full) is not bool:
             raise RemoteError("sync: 'full' must be true or false")
-        req = body.get("req")
-        sync_id = req if isinstance(req, str) and 0 < len(req) <= MAX_TEXT else None
-        reason = body.get("reason")
+        if not isinstance(req, str) or not 0 < len(req) <= MAX_TEXT:
+            raise RemoteError(f"sync: 'req' must be text of 1 to {MAX_TEXT} characters")
+        if not isinstance(digest, bytes) or len(digest) != 16:
+            raise RemoteError("sync: 'digest' must be 16 bytes")
+        if not isinstance(reason, str) or not 0 < len(reason) <= MAX_TEXT:
+            raise RemoteError(f"sync: 'reason' must be text of 1 to {MAX_TEXT} characters")
         log.info(
             "controller %s asks to sync from %s v%d (full %s, %s)",
             controller,
@@ -312,11 +357,15 @@ class Hub:
             full,
             reason,
         )
-        if not full and epoch == self.epoch:
+        if reason in CURRENT_REASONS and (epoch, v, digest) == (self.epoch, self.v, self.digest):
+            # Nothing differs: one small message instead of a rewrite of its card.
+            current = current_message(req, self.epoch, self.v, self.digest, int(now))
+            return [self._seal(controller, "data", current)]
+        if not full and epoch == self.epoch and (v < self.v or digest == self.digest):
             deltas = self._deltas(controller, v, now)
             if deltas is not None:
                 return deltas
-        return self._snapshot(controller, sync_id, now)
+        return self._snapshot(controller, req, now)
 
     def _deltas(self, controller: str, v: int, now: float) -> list[Outgoing] | None:
         changes = self.db.changes_since(v)
@@ -331,15 +380,16 @@ class Hub:
         self.controllers[controller].last_push = now
         return out
 
-    def snapshot(self, controller: str, now: float, sync_id: str | None = None) -> list[Outgoing]:
-        """Every page of a full snapshot for `controller`."""
+    def snapshot(self, controller: str, now: float, sync_id: str) -> list[Outgoing]:
+        """Every page of a full snapshot for `controller`, in answer to its sync
+        request `sync_id` (its `req`): a controller takes no other."""
         return self._snapshot(controller, sync_id, now)
 
-    def _snapshot(self, controller: str, sync_id: str | None, now: float) -> list[Outgoing]:
+    def _snapshot(self, controller: str, sync_id: str, now: float) -> list[Outgoing]:
         pages = paginate(self.db.records, self.page_size)
         messages = snap_messages(
             pages,
-            sync=sync_id or uuid.uuid4().hex,
+            sync=sync_id,
             epoch=self.epoch,
             v=self.v,
             digest=self.digest,
@@ -415,6 +465,11 @@ class Hub:
         if swallowed is not None:
             more = f" ({swallowed} more dropped since)" if swallowed else ""
             log.warning("dropped a message on %s: %s%s", topic, why, more)
+
+
+def _names(state: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """The `(epoch, v, digest)` a `state` message names (None where absent)."""
+    return state.get("epoch"), state.get("v"), state.get("digest")
 
 
 def _event(entry: Any) -> Event | None:
