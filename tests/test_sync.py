@@ -11,9 +11,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from firmware.core.messages import Delta, SnapPage, parse_delta, parse_snap
+from firmware.core.errors import RemoteError
+from firmware.core.messages import Current, Delta, SnapPage, parse_current, parse_delta, parse_snap
 from firmware.core.store import Delete, Op, Put
 from firmware.core.sync import (
+    Ignored,
     RequestSync,
     SaveDelta,
     SaveSnapshot,
@@ -277,10 +279,12 @@ def test_bad_record_in_delta_changes_nothing_and_asks_full_sync(bad: Rec) -> Non
 
 
 def test_pages_in_any_order_with_duplicates_swap_once_after_work() -> None:
-    s = connected("e1", 5, [ANN])
+    s = make("e1", 5, [ANN])
+    # A delta request the hub answers with a snapshot (it lacks the deltas).
+    (boot,) = of(s.connected_to_hub(0.0), RequestSync)
     live, live_digest = s.store, s.digest
     target = [*BASE, BOB, WIDGET]
-    pages = pages_of("s1", "e1", 9, target, per_page=2)
+    pages = pages_of(boot.req, "e1", 9, target, per_page=2)
     assert len(pages) == 4
     order = [pages[2], pages[0], pages[2], pages[3], pages[0]]
     actions = deliver_all(s, order, 10.0)
@@ -310,20 +314,21 @@ def test_pages_in_any_order_with_duplicates_swap_once_after_work() -> None:
     assert len(snaps) == 1
     assert (snaps[0].epoch, snaps[0].v, snaps[0].digest) == ("e1", 9, expected_digest(target))
     assert sorted(snaps[0].records) == sorted(target)
-    assert SyncEvent("done", "hub", len(target), 2000) in done
+    assert SyncEvent("done", "boot", len(target), 2000) in done
     assert s.progress() == ("idle", 0, 0)
     assert s.last_full == 12.0
 
 
 def test_messages_while_a_snapshot_is_built_wait_for_the_swap() -> None:
     s = connected()
-    s.request_full("command", 0.0)
-    pages = pages_of("s1", "e1", 9, BASE, 5)
+    req = full_request(s.request_full("command", 0.0)).req
+    pages = pages_of(req, "e1", 9, BASE, 5)
     deliver_all(s, pages, 1.0)
     assert s.has_work()
     assert s.work(2.0, budget=2) == []
-    # A late duplicate page and a newer sync's page change nothing now...
-    assert deliver_all(s, [pages[0], *pages_of("s2", "e1", 12, [BOB], 1)], 3.0) == []
+    # A late duplicate page and another sync's page change nothing now...
+    assert deliver_all(s, [pages[0]], 3.0) == []
+    assert of(deliver_all(s, pages_of("s2", "e1", 12, [BOB], 1), 3.0), Ignored) != []
     # ...and a delta waits for the swap.
     assert s.delta(delta("e1", 9, 10, put(BOB)), 3.0) == []
     assert (s.v, s.store.get("member", "bob")) == (5, None)
@@ -337,8 +342,8 @@ def test_messages_while_a_snapshot_is_built_wait_for_the_swap() -> None:
 
 def test_single_empty_page_snapshot_swaps_to_an_empty_dataset() -> None:
     s = connected()
-    s.request_full("command", 0.0)
-    deliver_all(s, pages_of("s1", "e1", 9, [], 10), 1.0)
+    req = full_request(s.request_full("command", 0.0)).req
+    deliver_all(s, pages_of(req, "e1", 9, [], 10), 1.0)
     done = finish(s, 2.0)
     assert (s.v, s.digest, len(s.store)) == (9, ZERO, 0)
     assert SaveSnapshot("e1", 9, [], ZERO) in done
@@ -347,9 +352,10 @@ def test_single_empty_page_snapshot_swaps_to_an_empty_dataset() -> None:
 def test_digest_mismatch_fails_and_keeps_live_data() -> None:
     s = connected()
     live, digest = s.store, s.digest
-    s.request_full("command", 0.0)
+    req = full_request(s.request_full("command", 0.0)).req
     wrong = expected_digest([BOB])
-    deliver_all(s, pages_of("s1", "e1", 9, [*BASE, BOB, WIDGET], 3, digest=wrong), 1.0)
+    pages = pages_of(req, "e1", 9, [*BASE, BOB, WIDGET], 3, digest=wrong)
+    deliver_all(s, pages, 1.0)
     actions = finish(s, 2.0)
     failed = of(actions, SyncEvent)
     assert [e.what for e in failed] == ["failed"]
@@ -358,65 +364,109 @@ def test_digest_mismatch_fails_and_keeps_live_data() -> None:
     assert of(actions, SaveSnapshot) == []
     assert s.store is live and (s.epoch, s.v, s.digest) == ("e1", 5, digest)
     assert s.progress() == ("idle", 0, 0)
+    # The failed answer is over: its pages sent again are not taken.
+    assert of(deliver_all(s, pages, 3.0), Ignored) != []
+    assert not s.has_work() and s.store is live
 
 
-def test_newer_sync_abandons_an_older_incomplete_one() -> None:
+def test_a_newer_request_abandons_the_older_incomplete_one() -> None:
     s = connected()
-    old = pages_of("old", "e1", 6, [*BASE, BOB], 2)
-    new = pages_of("new", "e1", 8, [*BASE, WIDGET], 2)
+    first = full_request(s.request_full("command", 0.0)).req
+    old = pages_of(first, "e1", 6, [*BASE, BOB], 2)
     s.snap_page(old[0], 1.0)
     s.snap_page(old[1], 1.0)
     assert s.progress() == ("full", 2, len(old))
+    second = full_request(s.request_full("command", 2.0)).req
+    assert s.progress() == ("full", 0, 0)
+    new = pages_of(second, "e1", 8, [*BASE, WIDGET], 2)
     s.snap_page(new[0], 2.0)
     assert s.progress() == ("full", 1, len(new))
-    deliver_all(s, old[2:], 3.0)  # the older sync's rest is too late now
+    # The older request's rest is too late now, even though it would complete it.
+    ignored = deliver_all(s, old, 3.0)
+    assert len(of(ignored, Ignored)) == len(old) and s.ignored == len(old)
     assert s.progress() == ("full", 1, len(new))
     deliver_all(s, new[1:], 4.0)
     finish(s, 5.0)
     assert (s.v, s.digest) == (8, expected_digest([*BASE, WIDGET]))
 
 
-def test_pages_of_an_older_snapshot_do_not_abandon_the_running_one() -> None:
-    s = connected()
-    new = pages_of("new", "e1", 8, [*BASE, WIDGET], 3)
-    old = pages_of("old", "e1", 7, [*BASE, BOB], 3)
-    s.snap_page(new[0], 1.0)
-    deliver_all(s, old, 2.0)
-    assert s.progress() == ("full", 1, len(new))
-    deliver_all(s, new[1:], 3.0)
-    finish(s, 4.0)
-    assert (s.v, s.digest) == (8, expected_digest([*BASE, WIDGET]))
-
-
 def test_pages_of_an_applied_sync_are_ignored() -> None:
     s = connected()
-    pages = pages_of("s1", "e1", 5, BASE, 2)
+    req = full_request(s.request_full("command", 0.0)).req
+    pages = pages_of(req, "e1", 5, BASE, 2)
     deliver_all(s, pages, 1.0)
     finish(s, 2.0)
     assert s.progress() == ("idle", 0, 0)
-    # Same (epoch, v) as live, so only "already applied" can refuse it.
-    assert deliver_all(s, pages, 3.0) == []
+    # Same (epoch, v) as live: the request is answered, so its pages are unasked now.
+    again = deliver_all(s, pages, 3.0)
+    assert again == [
+        Ignored(f"snapshot page {p.page} of sync {req!r}: not asked for") for p in pages
+    ]
     assert s.progress() == ("idle", 0, 0) and not s.has_work()
 
 
 def test_pages_of_a_snapshot_older_than_live_are_ignored() -> None:
     s = connected()
     live, digest = s.store, s.digest
-    assert deliver_all(s, pages_of("s9", "e1", 4, [BOB], 1), 1.0) == []
-    assert s.progress() == ("idle", 0, 0) and not s.has_work()
+    req = full_request(s.request_full("command", 0.0)).req
+    assert of(deliver_all(s, pages_of(req, "e1", 4, [BOB], 1), 1.0), Ignored) != []
+    assert s.progress() == ("full", 0, 0) and not s.has_work()
     assert s.store is live and (s.v, s.digest) == (5, digest)
 
 
 def test_snapshot_of_another_epoch_replaces_live_data() -> None:
     s = connected()
-    deliver_all(s, pages_of("s1", "e2", 2, [BOB], 1), 1.0)
+    req = full_request(s.delta(delta("e2", 0, 1), 0.5)).req
+    deliver_all(s, pages_of(req, "e2", 2, [BOB], 1), 1.0)
     finish(s, 2.0)
     assert (s.epoch, s.v, s.digest) == ("e2", 2, expected_digest([BOB]))
 
 
+# --- only answers to our own latest request (s3, v2) -----------------------------------
+
+
+@pytest.mark.parametrize("epoch", ["e1", "e0", "e2"])
+def test_a_snapshot_nobody_asked_for_changes_nothing(epoch: str) -> None:
+    s = connected()
+    live, digest = s.store, s.digest
+    for v in (3, 5, 9):
+        pages = pages_of(f"recorded-{v}", epoch, v, [BOB], 1)
+        actions = deliver_all(s, pages, 1.0)
+        assert [type(a) for a in actions] == [Ignored]
+    assert s.ignored == 3
+    assert s.progress() == ("idle", 0, 0) and not s.has_work()
+    assert s.store is live and (s.epoch, s.v, s.digest) == ("e1", 5, digest)
+
+
+def test_a_recorded_answer_to_an_earlier_request_is_not_taken() -> None:
+    # The hub answered our request once; someone recorded the pages and plays
+    # them back after we asked again (and after the hub moved on).
+    s = connected()
+    first = full_request(s.request_full("command", 0.0)).req
+    recorded = pages_of(first, "e1", 6, [*BASE, BOB], 2)
+    deliver_all(s, recorded, 1.0)
+    finish(s, 2.0)
+    assert (s.v, s.store.get("member", "bob") is not None) == (6, True)
+    s.delta(delta("e1", 6, 7, Delete("member", "bob")), 3.0)
+    full_request(s.request_full("schedule", 4.0))
+    assert of(deliver_all(s, recorded, 5.0), Ignored) != []
+    assert not s.has_work()
+    assert (s.v, s.store.get("member", "bob")) == (7, None)
+
+
+def test_every_request_names_our_digest() -> None:
+    s = make("e1", 5, BASE)
+    boot = of(s.connected_to_hub(0.0), RequestSync)[0]
+    assert boot.digest == expected_digest(BASE)
+    s.delta(delta("e1", 5, 6, put(BOB)), 1.0)
+    gap = of(s.delta(delta("e1", 8, 9), 2.0), RequestSync)[0]
+    assert gap.digest == expected_digest([*BASE, BOB])
+    assert full_request(s.purge(3.0)).digest == ZERO
+
+
 def test_deltas_during_a_full_sync_are_buffered_and_applied_after_the_swap() -> None:
     s = connected()
-    s.request_full("command", 0.0)
+    req = full_request(s.request_full("command", 0.0)).req
     live, digest = s.store, s.digest
     # Out of order, an old one, one of another epoch, one the snapshot already has.
     incoming = [
@@ -429,7 +479,7 @@ def test_deltas_during_a_full_sync_are_buffered_and_applied_after_the_swap() -> 
     for d in incoming:
         assert s.delta(d, 1.0) == []
     assert s.store is live and (s.v, s.digest) == (5, digest)
-    deliver_all(s, pages_of("s1", "e1", 9, BASE, 2), 2.0)
+    deliver_all(s, pages_of(req, "e1", 9, BASE, 2), 2.0)
     actions = finish(s, 3.0)
     kinds = [type(a) for a in actions if isinstance(a, SaveSnapshot | SaveDelta)]
     assert kinds == [SaveSnapshot, SaveDelta, SaveDelta]
@@ -454,15 +504,17 @@ def test_stalled_full_sync_without_pages_is_asked_again_after_30s() -> None:
 
 def test_stalled_full_sync_after_some_pages_is_asked_again() -> None:
     s = connected()
-    s.request_full("command", 0.0)
-    pages = pages_of("s1", "e1", 9, BASE, 2)
+    req = full_request(s.request_full("command", 0.0)).req
+    pages = pages_of(req, "e1", 9, BASE, 2)
     s.snap_page(pages[0], 20.0)
     s.snap_page(pages[1], 40.0)
     assert s.tick(69.0) == []
-    assert full_request(s.tick(70.0)).reason == "stalled"
-    # The new answer may carry a new sync id; the old pages are gone.
+    again = full_request(s.tick(70.0))
+    assert again.reason == "stalled"
+    # Only the answer to the new request counts; the old pages are gone.
     assert s.progress() == ("full", 0, 0)
-    deliver_all(s, pages_of("s2", "e1", 9, BASE, 2), 71.0)
+    assert of(deliver_all(s, pages[2:], 70.5), Ignored) != []
+    deliver_all(s, pages_of(again.req, "e1", 9, BASE, 2), 71.0)
     done = finish(s, 72.0)
     assert SyncEvent("done", "command", len(BASE), 72000) in done
     assert s.v == 9
@@ -478,6 +530,153 @@ def test_no_stall_request_while_disconnected() -> None:
     assert full_request(s.connected_to_hub(101.0)).reason == "command"
 
 
+# --- `current` (s3, v2) ----------------------------------------------------------------
+
+
+def current_for(s: SyncSession, req: str, **change: Any) -> Current:
+    fields: dict[str, Any] = {"epoch": s.epoch, "v": s.v, "digest": s.digest} | change
+    return Current(req, fields["epoch"], fields["v"], fields["digest"], None)
+
+
+def test_current_ends_a_full_sync_without_rewriting_anything() -> None:
+    s = make("e1", 5, BASE, now=0.0, jitter=lambda: 0.0)
+    s.connected_to_hub(0.0)
+    live, digest = s.store, s.digest
+    req = full_request(s.tick(43200.0))
+    assert (req.reason, req.digest) == ("schedule", digest)
+    actions = s.current(current_for(s, req.req), 43201.0)
+    assert actions == [SyncEvent("done", "schedule", len(BASE), 1000), StateChanged()]
+    assert s.store is live and (s.epoch, s.v, s.digest) == ("e1", 5, digest)
+    assert s.progress() == ("idle", 0, 0) and not s.has_work()
+    # It counts as the twice-daily sync: the next one is 12 h from here.
+    assert s.last_full == 43201.0
+    assert s.next_deadline() == 43201.0 + 43200
+    # A second copy of it answers nothing now.
+    assert of(s.current(current_for(s, req.req), 43202.0), Ignored) != []
+
+
+@pytest.mark.parametrize("reason", ["boot", "outage", "epoch", "schedule"])
+def test_current_answers_the_reasons_that_allow_it(reason: str) -> None:
+    s = make("e1", 5, BASE)
+    req = of(s.connected_to_hub(0.0), RequestSync)[0]
+    if reason == "outage":
+        s.disconnected_from_hub(1.0)
+        req = of(s.connected_to_hub(2000.0), RequestSync)[0]
+    elif reason == "epoch":
+        req = full_request(s.delta(delta("e0", 1, 2), 1.0))
+    elif reason == "schedule":
+        req = full_request(s.tick(50_000.0))
+    assert req.reason == reason
+    done = s.current(current_for(s, req.req), 3000.0)
+    assert StateChanged() in done and of(done, Ignored) == []
+    assert of(done, SaveSnapshot | SaveDelta) == []
+    assert s.last_full == 3000.0
+
+
+@pytest.mark.parametrize("reason", ["command", "digest", "stalled", "purge", "gap"])
+def test_current_does_not_answer_a_request_that_needs_the_snapshot(reason: str) -> None:
+    s = connected()
+    if reason == "stalled":
+        s.request_full("command", 0.0)
+        req = full_request(s.tick(30.0))
+    elif reason == "purge":
+        req = full_request(s.purge(0.0))
+    elif reason == "gap":
+        req = of(s.delta(delta("e1", 8, 9), 0.0), RequestSync)[0]
+    else:
+        req = full_request(s.request_full(reason, 0.0))
+    assert req.reason == reason
+    before = (s.progress(), s.epoch, s.v, s.digest)
+    assert of(s.current(current_for(s, req.req), 31.0), Ignored) != []
+    assert (s.progress(), s.epoch, s.v, s.digest) == before
+    # The request stays open: its snapshot is still taken.
+    deliver_all(s, pages_of(req.req, "e1", 9, [BOB], 1), 32.0)
+    assert of(finish(s, 33.0), SaveSnapshot) != []
+    assert (s.v, s.digest) == (9, expected_digest([BOB]))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"epoch": "e0"}, {"v": 4}, {"v": 6}, {"digest": bytes(range(16))}],
+    ids=["epoch", "older", "newer", "digest"],
+)
+def test_a_current_that_does_not_match_our_data_is_ignored(change: dict[str, Any]) -> None:
+    s = make("e1", 5, BASE, jitter=lambda: 0.0)
+    s.connected_to_hub(0.0)
+    req = full_request(s.tick(43200.0))
+    actions = s.current(current_for(s, req.req, **change), 43201.0)
+    assert [type(a) for a in actions] == [Ignored] and s.ignored == 1
+    # Nothing ended: the sync still runs, and stalls into a fresh request.
+    assert s.progress() == ("full", 0, 0) and s.last_full is None
+    assert full_request(s.tick(43230.0)).reason == "stalled"
+
+
+def test_a_current_for_another_request_is_ignored() -> None:
+    s = make("e1", 5, BASE)
+    old = of(s.connected_to_hub(0.0), RequestSync)[0]
+    s.disconnected_from_hub(1.0)
+    new = of(s.connected_to_hub(2000.0), RequestSync)[0]
+    assert (new.full, new.reason) == (True, "outage")
+    assert of(s.current(current_for(s, old.req), 2001.0), Ignored) != []
+    assert of(s.current(current_for(s, "made-up"), 2001.0), Ignored) != []
+    assert s.progress() == ("full", 0, 0) and s.ignored == 2
+    assert s.current(current_for(s, new.req), 2002.0)[-1] == StateChanged()
+    assert s.progress() == ("idle", 0, 0)
+
+
+def test_deltas_that_waited_for_a_current_are_applied_after_it() -> None:
+    s = make("e1", 5, BASE, jitter=lambda: 0.0)
+    s.connected_to_hub(0.0)
+    req = full_request(s.tick(43200.0))
+    assert s.delta(delta("e1", 5, 6, put(BOB)), 43200.5) == []
+    actions = s.current(current_for(s, req.req), 43201.0)
+    assert [a.v for a in of(actions, SaveDelta)] == [6]
+    assert (s.v, s.digest) == (6, expected_digest([*BASE, BOB]))
+
+
+def test_a_current_closes_a_delta_request_and_its_gap() -> None:
+    s = connected()
+    s.disconnected_from_hub(1.0)
+    req = of(s.connected_to_hub(2.0), RequestSync)[0]
+    assert (req.full, req.reason) == (False, "outage")
+    assert s.current(current_for(s, req.req), 3.0) == [StateChanged()]
+    assert s.last_full == 3.0
+
+
+# --- epoch-mismatch deltas (s3 rule 1, v2) ---------------------------------------------
+
+
+def test_replayed_old_epoch_deltas_ask_at_most_once_a_minute() -> None:
+    s = connected()
+    store = s.store
+    old = [delta("e0", i, i + 1, put(BOB)) for i in range(5)]
+    asked: list[float] = []
+    now = 10.0
+    while now < 10.0 + 300:
+        for d in old:
+            actions = s.delta(d, now)
+            requests = of(actions, RequestSync)
+            asked += [now for r in requests if r.reason == "epoch"]
+            for r in requests:
+                # The hub answers `current`: we are on its epoch already.
+                s.current(current_for(s, r.req), now)
+        now += 7.0
+    assert len(asked) == 5  # 300 s of replays every 7 s: one request a minute
+    assert all(b - a >= 60.0 for a, b in itertools.pairwise(asked))
+    assert s.store is store and (s.epoch, s.v) == ("e1", 5)
+
+
+def test_a_real_epoch_change_is_asked_at_once_after_a_quiet_minute() -> None:
+    s = connected()
+    first = full_request(s.delta(delta("e0", 1, 2), 0.0))
+    s.current(current_for(s, first.req), 1.0)
+    assert s.delta(delta("e2", 0, 1, put(BOB)), 30.0) == []  # within the minute
+    req = full_request(s.delta(delta("e2", 1, 2, put(BOB)), 61.0))
+    deliver_all(s, pages_of(req.req, "e2", 2, [BOB], 1), 62.0)
+    finish(s, 63.0)
+    assert (s.epoch, s.v, s.digest) == ("e2", 2, expected_digest([BOB]))
+
+
 # --- triggers (s7) -------------------------------------------------------------------
 
 
@@ -490,7 +689,7 @@ def test_twice_daily_full_sync_with_injected_jitter() -> None:
     assert s.tick(due - 1) == []
     req = full_request(s.tick(due))
     assert (req.full, req.reason) == (True, "schedule")
-    deliver_all(s, pages_of("s1", "e1", 6, BASE, 3), due + 5)
+    deliver_all(s, pages_of(req.req, "e1", 6, BASE, 3), due + 5)
     finish(s, due + 10)
     nxt = due + 10 + 43200 + 0.25 * 1800
     assert s.next_deadline() == nxt
@@ -542,7 +741,7 @@ def test_purge_wipes_data_and_asks_a_full_sync() -> None:
     assert (req.epoch, req.v, req.full, req.reason) == (None, 0, True, "purge")
     assert (s.epoch, s.v, s.digest, len(s.store)) == (None, 0, ZERO, 0)
     assert s.full_reason == "purge"
-    deliver_all(s, pages_of("s1", "e1", 8, [BOB], 1), 2.0)
+    deliver_all(s, pages_of(req.req, "e1", 8, [BOB], 1), 2.0)
     done = finish(s, 3.0)
     assert SyncEvent("done", "purge", 1, 2000) in done
     assert (s.epoch, s.v, s.digest) == ("e1", 8, expected_digest([BOB]))
@@ -556,7 +755,7 @@ def test_request_full(reason: str) -> None:
     assert (req.epoch, req.v, req.reason) == ("e1", 5, reason)
     assert SyncEvent("started", reason) in actions
     assert s.full_reason == reason
-    deliver_all(s, pages_of("s1", "e1", 5, [BOB], 1), 2.0)
+    deliver_all(s, pages_of(req.req, "e1", 5, [BOB], 1), 2.0)
     done = finish(s, 3.0)
     assert [e.what for e in of(done, SyncEvent)] == ["done"]
     assert of(done, SyncEvent)[0].reason == reason
@@ -588,10 +787,10 @@ def test_wire_bodies_parse_into_what_the_session_applies() -> None:
     s.delta(d, 1.0)
     records = [SITE, GROUP, DOOR, LIGHT, BOB]
     assert (s.v, s.digest) == (6, expected_digest(records))
-    s.request_full("command", 2.0)
+    req = full_request(s.request_full("command", 2.0)).req
     body = {
         "t": "snap",
-        "sync": "s1",
+        "sync": req,
         "epoch": "e1",
         "v": 7,
         "page": 0,
@@ -603,3 +802,31 @@ def test_wire_bodies_parse_into_what_the_session_applies() -> None:
     s.snap_page(parse_snap(body), 3.0)
     finish(s, 4.0)
     assert (s.v, s.digest) == (7, expected_digest([*records, WIDGET]))
+
+
+def test_a_current_from_the_wire_ends_the_request() -> None:
+    s = make("e1", 5, BASE)
+    boot = of(s.connected_to_hub(0.0), RequestSync)[0]
+    body = {"t": "current", "req": boot.req, "epoch": "e1", "v": 5, "digest": s.digest, "now": 1}
+    assert s.current(parse_current(body), 1.0) == [StateChanged()]
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"req": ""}, "'req'"),
+        ({"req": 7}, "'req'"),
+        ({"epoch": None}, "'epoch'"),
+        ({"v": -1}, "'v'"),
+        ({"v": True}, "'v'"),
+        ({"digest": b"short"}, "'digest'"),
+        ({"digest": "00" * 16}, "'digest'"),
+        ({"now": "noon"}, "'now'"),
+    ],
+)
+def test_a_malformed_current_is_refused_naming_the_field(
+    change: dict[str, Any], names: str
+) -> None:
+    body = {"t": "current", "req": "r", "epoch": "e1", "v": 5, "digest": ZERO, "now": 1}
+    with pytest.raises(RemoteError, match=names):
+        parse_current(body | change)
