@@ -1,11 +1,14 @@
 """A hub model plays against the sync session over a lossy, reordering, duplicating
-network (PROTOCOL.md s3, s4, s7).
+network (PROTOCOL.md s3, s4, s6, s7), on which someone also replays anything the
+hub ever sent.
 
 The hub keeps every dataset it ever had, by (epoch, v), and computes digests with
 its own code. Whenever the session holds an (epoch, v), its live digest must be the
 hub's digest of that exact version, and what the session asked the runtime to save
-must be the same dataset. Once the network stops losing messages, the session must
-reach the hub's latest (epoch, v, digest) within a bounded number of rounds.
+must be the same dataset. The session never goes back to an older epoch, or to an
+older version of its epoch, whatever is replayed (a purge alone starts over).
+Once the network stops losing messages, the session must reach the hub's latest
+(epoch, v, digest) within a bounded number of rounds.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from firmware.core.messages import parse_delta, parse_snap
+from firmware.core.messages import parse_current, parse_delta, parse_snap
 from firmware.core.store import Delete, Put, Store
 from firmware.core.sync import (
     RequestSync,
@@ -47,6 +50,7 @@ KINDS = ("member", "group", "door", "light", "schedule", "booking", "site", "wid
 BAD = 7  # the body variant the controller must reject (kept, counted, grants nothing)
 KEEP_DELTAS = 6  # the hub answers "deltas from v" only this far back
 MAX_ROUNDS = 8  # convergence: deliver everything, then one timer step, at most this often
+CURRENT_REASONS = ("boot", "schedule", "outage", "epoch")
 
 
 def body(kind: str, i: int) -> bytes:
@@ -120,8 +124,6 @@ class Hub:
         self.v = 0
         self.history: dict[str, dict[int, Dataset]] = {"e0": {0: {}}}
         self.ops: dict[str, dict[int, list[list[Any]]]] = {"e0": {}}  # ops of (v-1 -> v)
-        self._ids = itertools.count(1)
-        self.answered: set[str] = set()
         self._epochs = itertools.count(1)
 
     @property
@@ -168,15 +170,14 @@ class Hub:
     def delta(self, from_v: int, to_v: int, ops: list[list[Any]]) -> dict[str, Any]:
         return {"t": "delta", "epoch": self.epoch, "from": from_v, "to": to_v, "ops": ops}
 
-    def snapshot(self, page_size: int, sync: str | None = None) -> list[dict[str, Any]]:
+    def snapshot(self, page_size: int, sync: str) -> list[dict[str, Any]]:
         records = [[k, i, b] for (k, i), b in sorted(self.data.items())]
         chunks = [records[n : n + page_size] for n in range(0, len(records), page_size)]
         chunks = chunks or [[]]
-        sync_id = sync or f"hub-{next(self._ids)}"
         return [
             {
                 "t": "snap",
-                "sync": sync_id,
+                "sync": sync,
                 "epoch": self.epoch,
                 "v": self.v,
                 "page": n,
@@ -188,15 +189,21 @@ class Hub:
         ]
 
     def answer(self, req: RequestSync, page_size: int, coalesce: bool) -> list[dict[str, Any]]:
-        """s3 `sync`: deltas from `v` when it still has them and `full` is false,
-        else a full snapshot (here carrying the request id as its sync id)."""
+        """s3 `sync`: `current` when nothing differs and the reason allows it; deltas
+        from `v` when it still has them and `full` is false; else a full snapshot
+        carrying the request id as its sync id. A request delivered twice gets two
+        answers with that id, of different versions if the hub moved between them."""
+        same = (req.epoch, req.v, req.digest) == (self.epoch, self.v, hub_digest(self.data))
+        if same and req.reason in CURRENT_REASONS:
+            digest = hub_digest(self.data)
+            return [
+                {"t": "current", "req": req.req, "epoch": self.epoch, "v": self.v}
+                | {"digest": digest}
+            ]
         have = req.epoch == self.epoch and self.v - KEEP_DELTAS <= req.v <= self.v
         have = have and req.v >= min(self.history[self.epoch])
         if req.full or not have:
-            # A request delivered twice gets two answers; only one may use its id.
-            sync = None if req.req in self.answered else req.req
-            self.answered.add(req.req)
-            return self.snapshot(page_size, sync=sync)
+            return self.snapshot(page_size, sync=req.req)
         if req.v == self.v:
             return []
         if coalesce:
@@ -215,6 +222,10 @@ class SyncMachine(RuleBasedStateMachine):
         self.busy = False
         self.session: SyncSession
         self.saved: tuple[str | None, int, Dataset] = (None, 0, {})
+        # Every message the hub ever sent on `data`, for the replays.
+        self.recorded: list[dict[str, Any]] = []
+        # The furthest (epoch number, v) the session held since its last purge.
+        self.high: tuple[int, int] = (-1, 0)
 
     # --- set-up -------------------------------------------------------------------
 
@@ -266,6 +277,8 @@ class SyncMachine(RuleBasedStateMachine):
                 assert hub_digest(data) == action.digest
                 self.saved = (epoch, action.v, data)
             elif isinstance(action, SaveSnapshot):
+                if action.epoch is None:
+                    self.high = (-1, 0)  # a purge: the one way back
                 data = {(k, i): b for k, i, b in action.records}
                 assert len(data) == len(action.records), "a key saved twice"
                 assert hub_digest(data) == action.digest
@@ -277,26 +290,37 @@ class SyncMachine(RuleBasedStateMachine):
             elif isinstance(action, SystemEvent):
                 assert action.what in ("error", "conflict"), action
                 if action.what == "error":
-                    assert "rejected" in action.detail, action  # only BAD bodies
+                    # Only BAD bodies, and pages of two answers to one request
+                    # delivered twice (one of them is then used whole).
+                    assert "rejected" in action.detail or "disagrees" in action.detail, action
 
     def deliver_at(self, index: int, page_size: int, coalesce: bool) -> None:
         where, message = self.network.pop(index)
         if where == "sync":
             for body_map in self.hub.answer(message, page_size, coalesce):
-                self.network.append(("data", body_map))
+                self.send(body_map)
+        elif where == "cmd":
+            self.handle(self.session.request_full("command", self.now))
         elif message["t"] == "delta":
             self.handle(self.session.delta(parse_delta(message), self.now))
+        elif message["t"] == "current":
+            self.handle(self.session.current(parse_current(message), self.now))
         else:
             self.handle(self.session.snap_page(parse_snap(message), self.now))
         if not self.busy:
             self.work_to_the_end()  # the event loop builds between messages
 
-    def push_if_state_differs(self, page_size: int) -> None:
-        """s4: the hub compares the retained state with its own and pushes a
-        snapshot when they disagree."""
+    def send(self, message: dict[str, Any]) -> None:
+        """The hub publishes on `data`; a recorder on the broker keeps a copy."""
+        self.network.append(("data", message))
+        self.recorded.append(message)
+
+    def push_if_state_differs(self) -> None:
+        """s4, s6: the hub compares the retained state with its own and, when they
+        disagree, sends the `sync` command (never a snapshot nobody asked for)."""
         s = self.session
         if (s.epoch, s.v, s.digest) != (self.hub.epoch, self.hub.v, hub_digest(self.hub.data)):
-            self.network += [("data", m) for m in self.hub.snapshot(page_size)]
+            self.network.append(("cmd", None))
 
     def advance(self, dt: float) -> None:
         self.now += dt
@@ -309,19 +333,27 @@ class SyncMachine(RuleBasedStateMachine):
         """A few change sets, each random or an undo of the last 1 or 2 versions."""
         for commit in commits:
             if isinstance(commit, int):
-                self.network.append(("data", self.hub.revert(commit)))
+                self.send(self.hub.revert(commit))
             else:
-                self.network.append(("data", self.hub.commit(commit)))
+                self.send(self.hub.commit(commit))
 
     @rule(back=st.integers(0, 3))
     def hub_resets_epoch(self, back: int) -> None:
         self.hub.reset(back)
 
     @precondition(lambda self: self.session.connected)
-    @rule(page_size=PAGE_SIZE, roll=st.integers(0, 3))
-    def hub_checks_state(self, page_size: int, roll: int) -> None:
+    @rule(roll=st.integers(0, 3))
+    def hub_checks_state(self, roll: int) -> None:
         if roll == 0:  # rarely: most runs must get by on deltas and requests
-            self.push_if_state_differs(page_size)
+            self.push_if_state_differs()
+
+    @precondition(lambda self: self.recorded)
+    @rule(pick=st.integers(0, 1000), count=st.integers(1, 8))
+    def replay(self, pick: int, count: int) -> None:
+        """Someone with broker access republishes what the hub once sent: old
+        deltas, old epochs, whole answered snapshots, old `current`s."""
+        start = pick % len(self.recorded)
+        self.network += [("data", m) for m in self.recorded[start : start + count]]
 
     # --- the network --------------------------------------------------------------
 
@@ -438,7 +470,7 @@ class SyncMachine(RuleBasedStateMachine):
                 # delta was lost). The hub sees that in the state message. It
                 # leaves a running full sync alone: retrying that is the
                 # controller's job (stalled after 30 s).
-                self.push_if_state_differs(3)
+                self.push_if_state_differs()
         raise AssertionError(
             f"no convergence: session {(s.epoch, s.v, s.progress())}, "
             f"hub {(self.hub.epoch, self.hub.v)}"
@@ -458,6 +490,18 @@ class SyncMachine(RuleBasedStateMachine):
         assert s.store.recomputed_digest() == s.digest
 
     @invariant()
+    def never_back_to_older_data(self) -> None:
+        s = self.session
+        if s.epoch is None:
+            return
+        at = (int(s.epoch[1:]), s.v)
+        same_epoch = at[0] == self.high[0]
+        assert at[0] > self.high[0] or (same_epoch and at[1] >= self.high[1]), (
+            f"went back from {self.high} to {at}"
+        )
+        self.high = at
+
+    @invariant()
     def saved_dataset_is_the_live_one(self) -> None:
         s = self.session
         epoch, v, data = self.saved
@@ -466,6 +510,7 @@ class SyncMachine(RuleBasedStateMachine):
 
     def check(self) -> None:
         self.live_digest_is_the_hubs_digest_of_that_version()
+        self.never_back_to_older_data()
         self.saved_dataset_is_the_live_one()
 
     def teardown(self) -> None:
