@@ -235,16 +235,23 @@ def assemble(pages: list[tuple[str, dict[str, Any]]]) -> dict[tuple[str, str], b
     return recs
 
 
+def sync_request(**fields: Any) -> dict[str, Any]:
+    """A controller's `sync` request (PROTOCOL.md s3): a delta request of an empty
+    controller unless `fields` say otherwise."""
+    base = {"t": "sync", "epoch": None, "v": 0, "digest": bytes(16), "full": False}
+    return base | {"reason": "boot", "req": "req-1"} | fields
+
+
 def test_sync_gets_deltas_when_the_log_covers_it(hub: Hub) -> None:
     hub.update(records(), NOW)
     hub.update(edited(m2=None), NOW)
     hub.update(edited(m2=None, m1=None), NOW)
-    req = {"t": "sync", "epoch": hub.epoch, "v": 1, "full": False, "reason": "gap", "req": "r"}
+    req = sync_request(epoch=hub.epoch, v=1, reason="gap")
     out = send(hub, "c1", "sync", req)
     assert [(b["t"], b["from"], b["to"]) for _, b in out] == [("delta", 1, 2), ("delta", 2, 3)]
     assert all(t == topic("c1", "data") for t, _ in out)
-    current = req | {"v": 3}
-    assert send(hub, "c1", "sync", current) == []
+    caught_up = req | {"v": 3, "digest": hub.digest}
+    assert send(hub, "c1", "sync", caught_up) == []
 
 
 @pytest.mark.parametrize(
@@ -254,6 +261,7 @@ def test_sync_gets_deltas_when_the_log_covers_it(hub: Hub) -> None:
         {"epoch": "another", "reason": "epoch"},
         {"epoch": None, "v": 0, "full": True, "reason": "boot"},
         {"v": 0},  # v0 -> v1 was too long ago for the log (keep_versions=2)
+        {"v": 3},  # the hub's version, but not its digest: the copy differs
     ],
 )
 def test_sync_gets_a_paged_snapshot_otherwise(tmp_path: Path, change: dict[str, Any]) -> None:
@@ -263,8 +271,7 @@ def test_sync_gets_a_paged_snapshot_otherwise(tmp_path: Path, change: dict[str, 
         hub.update(records(), NOW)
         hub.update(edited(m2=None), NOW)
         hub.update(records(), NOW)
-        req = {"t": "sync", "epoch": hub.epoch, "v": 2, "full": False, "reason": "gap"}
-        req |= {"req": "req-1"} | change
+        req = sync_request(epoch=hub.epoch, v=2, reason="gap") | change
         out = send(hub, "c1", "sync", req)
         assert {b["t"] for _, b in out} == {"snap"}
         assert [len(b["recs"]) for _, b in out] == [3, 3, 1]  # 7 records, page size 3
@@ -276,7 +283,7 @@ def test_sync_gets_a_paged_snapshot_otherwise(tmp_path: Path, change: dict[str, 
 
 
 def test_snapshot_of_an_empty_dataset_is_one_empty_page(hub: Hub) -> None:
-    out = send(hub, "c1", "sync", {"t": "sync", "epoch": None, "v": 0, "full": True})
+    out = send(hub, "c1", "sync", sync_request(full=True, reason="command"))
     assert len(out) == 1
     assert out[0][1]["recs"] == [] and out[0][1]["digest"] == bytes(16)
 
@@ -285,7 +292,7 @@ def test_snapshot_pages_stay_under_the_payload_cap(db: HubDB) -> None:
     big = {("blob", f"b{i:03}"): cbor2.dumps({"data": bytes(20_000 + i)}) for i in range(40)}
     hub = Hub(db, site=SITE, keys={"c1": KEY1}, page_size=1000)
     hub.update(big, NOW)
-    out = hub.snapshot("c1", NOW)
+    out = hub.snapshot("c1", NOW, "req-1")
     assert len(out) > 1
     assert all(len(payload) <= MAX_PAYLOAD for _, payload in out)
     assert assemble(opened(out)) == big
@@ -295,16 +302,86 @@ def test_snapshot_pages_stay_under_the_payload_cap(db: HubDB) -> None:
     assert all(len(p) < 1000 for p in pages)
 
 
-def test_a_change_too_big_for_one_delta_goes_out_as_a_snapshot(hub: Hub) -> None:
+def test_a_change_too_big_for_one_delta_is_fetched_through_the_sync_command(hub: Hub) -> None:
     send(hub, "c1", "state", {"t": "state", "online": True, "epoch": None, "v": 0})
     big = {("blob", f"b{i:03}"): cbor2.dumps({"data": bytes(10_000)}) for i in range(40)}
     out = opened(hub.update(big, NOW + 100))
-    # c1 is online: it gets the snapshot; c2 never said it is online: it will ask.
-    assert {t for t, _ in out} == {topic("c1", "data")}
-    assert {b["t"] for _, b in out} == {"snap"}
-    assert assemble(out) == big
-    req = {"t": "sync", "epoch": hub.epoch, "v": 0, "full": False, "reason": "gap"}
+    # c1 is online: it is told to resync; c2 never said it is online: it will ask.
+    assert [(t, b["t"], b["cmd"]) for t, b in out] == [(topic("c1", "cmd"), "cmd", "sync")]
+    assert out[0][1]["iat"] == int(NOW + 100) < out[0][1]["exp"]
+    # c1 runs the command: it asks for the snapshot, which carries its request id.
+    asked = sync_request(epoch=hub.epoch, v=0, full=True, reason="command", req="c1-x")
+    answer = send(hub, "c1", "sync", asked)
+    assert {b["sync"] for _, b in answer} == {"c1-x"} and assemble(answer) == big
+    req = sync_request(epoch=hub.epoch, v=0, reason="gap")
     assert {b["t"] for _, b in send(hub, "c2", "sync", req)} == {"snap"}
+
+
+@pytest.mark.parametrize("reason", ["boot", "schedule", "outage", "epoch"])
+def test_sync_of_a_controller_that_has_it_all_gets_current(hub: Hub, reason: str) -> None:
+    hub.update(records(), NOW)
+    full = reason != "boot"
+    req = sync_request(epoch=hub.epoch, v=hub.v, digest=hub.digest, full=full, reason=reason)
+    out = send(hub, "c1", "sync", req, NOW + 5)
+    assert out == [
+        (
+            topic("c1", "data"),
+            {
+                "t": "current",
+                "req": "req-1",
+                "epoch": hub.epoch,
+                "v": hub.v,
+                "digest": hub.digest,
+                "now": int(NOW + 5),
+            },
+        )
+    ]
+
+
+@pytest.mark.parametrize("reason", ["command", "purge", "digest", "stalled"])
+def test_sync_asked_by_a_person_or_for_a_suspect_copy_gets_the_snapshot(
+    hub: Hub, reason: str
+) -> None:
+    hub.update(records(), NOW)
+    req = sync_request(epoch=hub.epoch, v=hub.v, digest=hub.digest, full=True, reason=reason)
+    out = send(hub, "c1", "sync", req)
+    assert {b["t"] for _, b in out} == {"snap"} and assemble(out) == records()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"v": 0},  # behind: the deltas
+        {"digest": bytes(16)},  # same version, another digest: the snapshot
+        {"epoch": "old"},  # another epoch: the snapshot
+    ],
+)
+def test_current_only_when_epoch_v_and_digest_all_agree(hub: Hub, change: dict[str, Any]) -> None:
+    hub.update(records(), NOW)
+    req = sync_request(epoch=hub.epoch, v=hub.v, digest=hub.digest, full=True, reason="schedule")
+    out = send(hub, "c1", "sync", req | change)
+    assert out and "current" not in {b["t"] for _, b in out}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"req": None},
+        {"req": ""},
+        {"req": "r" * 129},
+        {"digest": None},
+        {"digest": b"short"},
+        {"reason": None},
+        {"v": -1},
+        {"full": 1},
+        {"epoch": 5},
+    ],
+)
+def test_a_malformed_sync_request_is_dropped(hub: Hub, change: dict[str, Any]) -> None:
+    hub.update(records(), NOW)
+    before = (hub.epoch, hub.v, hub.digest)
+    assert send(hub, "c1", "sync", sync_request(full=True, reason="command") | change) == []
+    assert (hub.epoch, hub.v, hub.digest) == before
 
 
 # --- state --------------------------------------------------------------------------------
@@ -320,16 +397,23 @@ def test_state_that_agrees_gets_nothing(hub: Hub) -> None:
     assert send(hub, "c1", "state", state(hub), NOW + 60) == []
 
 
-def test_state_with_a_wrong_digest_gets_a_snapshot_at_most_every_30_s(hub: Hub) -> None:
+def commands(out: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
+    """The commands among the messages a hub publishes: (controller, cmd)."""
+    return [(t.split("/")[2], b["cmd"]) for t, b in opened(out) if b["t"] == "cmd"]
+
+
+def test_state_with_a_wrong_digest_gets_the_sync_command_at_most_every_30_s(hub: Hub) -> None:
     hub.update(records(), NOW)
     wrong = state(hub, digest=bytes(16))
-    out = send(hub, "c1", "state", wrong, NOW + 60)
-    assert {b["t"] for _, b in out} == {"snap"}
-    assert assemble(out) == records()
-    assert send(hub, "c1", "state", wrong, NOW + 70) == []  # no spam
-    assert hub.tick(NOW + 80) == []
-    again = opened(hub.tick(NOW + 91))  # still wrong 30 s later: pushed again
-    assert {b["t"] for _, b in again} == {"snap"}
+    # A delta may still be on its way: nothing for the first 10 s.
+    assert send(hub, "c1", "state", wrong, NOW + 60) == []
+    assert hub.tick(NOW + 69) == []
+    out = hub.tick(NOW + 70)
+    assert commands(out) == [("c1", "sync")]
+    assert {t for t, _ in out} == {topic("c1", "cmd")}  # never a snapshot unasked
+    assert send(hub, "c1", "state", wrong, NOW + 75) == []  # no spam
+    assert hub.tick(NOW + 90) == []
+    assert commands(hub.tick(NOW + 100)) == [("c1", "sync")]  # still wrong 30 s later
 
 
 def test_state_with_events_waiting_gets_an_ack_of_what_the_hub_has(hub: Hub) -> None:
@@ -342,18 +426,56 @@ def test_state_with_events_waiting_gets_an_ack_of_what_the_hub_has(hub: Hub) -> 
     assert send(hub, "c1", "state", state(hub, outbox=3, online=False), NOW + 62) == []
 
 
-def test_state_of_another_epoch_gets_a_snapshot(hub: Hub) -> None:
+def test_state_of_another_epoch_gets_the_sync_command(hub: Hub) -> None:
     hub.update(records(), NOW)
-    out = send(hub, "c2", "state", state(hub, epoch="old", v=9), NOW + 60)
-    assert {t for t, _ in out} == {topic("c2", "data")}
-    assert assemble(out) == records()
+    assert send(hub, "c2", "state", state(hub, epoch="old", v=9), NOW + 60) == []
+    assert commands(hub.tick(NOW + 70)) == [("c2", "sync")]
 
 
 def test_state_behind_gets_the_missing_deltas(hub: Hub) -> None:
     hub.update(records(), NOW)
     hub.update(edited(m2=None), NOW)
-    out = send(hub, "c1", "state", state(hub, v=1, digest=b"x" * 16), NOW + 60)
+    assert send(hub, "c1", "state", state(hub, v=1, digest=b"x" * 16), NOW + 60) == []
+    out = opened(hub.tick(NOW + 70))
     assert [(b["t"], b["from"], b["to"]) for _, b in out] == [("delta", 1, 2)]
+
+
+def test_state_behind_further_than_the_log_gets_the_sync_command(tmp_path: Path) -> None:
+    db = HubDB(tmp_path / "hub.sqlite3", keep_versions=1)
+    try:
+        hub = Hub(db, site=SITE, keys={"c1": KEY1})
+        hub.update(records(), NOW)
+        hub.update(edited(m2=None), NOW)
+        hub.update(records(), NOW)
+        assert send(hub, "c1", "state", state(hub, v=1, digest=b"x" * 16), NOW + 60) == []
+        assert commands(hub.tick(NOW + 70)) == [("c1", "sync")]
+    finally:
+        db.close()
+
+
+def test_a_delta_on_its_way_is_given_time_to_arrive(hub: Hub) -> None:
+    hub.update(records(), NOW)
+    send(hub, "c1", "state", state(hub), NOW)
+    # The hub moves on; c1's state still names the version before.
+    hub.update(edited(m2=None), NOW + 100)
+    assert hub.tick(NOW + 105) == []
+    # It applied the delta: its state agrees, and nothing is ever sent.
+    send(hub, "c1", "state", state(hub), NOW + 106)
+    assert hub.tick(NOW + 200) == []
+
+
+def test_a_controller_catching_up_is_left_to_its_deltas(hub: Hub) -> None:
+    hub.update(records(), NOW)
+    for n in range(1, 6):
+        hub.update(edited(m2={"name": f"Bo {n}"}), NOW)
+    # A slow controller: each state names a newer version, 8 s after the one before.
+    for n in range(1, 6):
+        behind = state(hub, v=n, digest=bytes([n]) * 16)
+        assert send(hub, "c1", "state", behind, NOW + 100 + 8 * n) == []
+        assert hub.tick(NOW + 100 + 8 * n + 7) == []
+    # Stuck at the last one: the missing delta is sent again.
+    out = opened(hub.tick(NOW + 100 + 8 * 5 + 10))
+    assert [(b["t"], b["from"], b["to"]) for _, b in out] == [("delta", 5, 6)]
 
 
 @pytest.mark.parametrize(
@@ -370,6 +492,7 @@ def test_state_that_must_not_be_pushed_to(hub: Hub, fields: dict[str, Any]) -> N
         send(hub, "c1", "state", state(hub, epoch=hub.epoch, digest=bytes(16)) | fields, NOW + 60)
         == []
     )
+    assert hub.tick(NOW + 120) == []
 
 
 # --- events -------------------------------------------------------------------------------
@@ -414,7 +537,7 @@ def test_malformed_events_are_dropped_not_acked(hub: Hub) -> None:
 
 
 def test_messages_that_do_not_verify_are_dropped(hub: Hub) -> None:
-    sync = {"t": "sync", "epoch": None, "v": 0, "full": True, "reason": "boot", "req": "r"}
+    sync = sync_request(full=True)
     c1 = topic("c1", "sync")
     # c2's key and kid on c1's topic: a controller may not speak for another.
     assert hub.handle(c1, seal(KEY2, b"c2", c1, sync), NOW) == []
@@ -556,7 +679,7 @@ def test_hub_against_mosquitto(broker: Broker, tmp_path: Path) -> None:
         while time.monotonic() < deadline and (not pages or len(pages) < pages[0]["pages"]):
             if not pages:
                 sync = {"t": "sync", "epoch": None, "v": 0, "full": True, "reason": "boot"}
-                controller.publish("sync", sync | {"req": "boot-1"})
+                controller.publish("sync", sync | {"req": "boot-1", "digest": bytes(16)})
             body = controller.receive(3)
             if body is not None and body["t"] == "snap" and body["sync"] == "boot-1":
                 pages[body["page"]] = body
