@@ -81,6 +81,14 @@ def system(actions: list[Any]) -> list[str]:
     return [body["what"] for body in logged(actions, "system")]
 
 
+def asked(actions: list[Any]) -> str:
+    """The `req` of the last sync request a step published: a snapshot is taken
+    only in answer to it (PROTOCOL.md s3)."""
+    requests = [a.message for a in actions if isinstance(a, Publish) and a.suffix == "sync"]
+    assert requests, "no sync request was published"
+    return str(requests[-1]["req"])
+
+
 def snapshot(
     sync: str, records: list[tuple[str, str, bytes]], epoch: str = "e1", v: int = 9
 ) -> PayloadReceived:

@@ -11,6 +11,7 @@ from tests.builders import rec
 from tests.core_rig import (
     RECORDS,
     T0,
+    asked,
     cmd,
     logged,
     make,
@@ -74,9 +75,10 @@ def test_two_sync_commands_both_get_progress_and_done() -> None:
     c = make()
     c.handle(Connected(), T0)
     assert replies(c.handle(sealed("cmd", cmd("sync", "s1")), T0)) == [("s1", "accepted")]
-    assert replies(c.handle(sealed("cmd", cmd("sync", "s2")), T0 + 1)) == [("s2", "accepted")]
+    out = c.handle(sealed("cmd", cmd("sync", "s2")), T0 + 1)
+    assert replies(out) == [("s2", "accepted")]
     records = [*RECORDS, ("member", "bob", rec(creds=[["tag", "bbbb"]]))]
-    out = c.handle(snapshot("snap-1", records), T0 + 2)
+    out = c.handle(snapshot(asked(out), records), T0 + 2)
     assert replies(out) == [("s1", "progress"), ("s2", "progress")]
     out = run_work(c, T0 + 2)
     assert replies(out) == [("s1", "done"), ("s2", "done")]
@@ -98,7 +100,7 @@ def test_purge_wipes_then_resyncs() -> None:
     assert c.store.members == {} and c.session.epoch is None
     sync = [a.message for a in out if isinstance(a, Publish) and a.suffix == "sync"]
     assert sync[-1]["full"] is True and sync[-1]["reason"] == "purge"
-    c.handle(snapshot("p", RECORDS, v=4), T0 + 1)
+    c.handle(snapshot(asked(out), RECORDS, v=4), T0 + 1)
     assert replies(run_work(c, T0 + 1)) == [("c1", "done")]
     assert "ann" in c.store.members
 
@@ -120,7 +122,7 @@ def test_purge_with_events_uploads_first_then_drops_what_is_left() -> None:
     body = logged(out, "system")[0]
     assert body["what"] == "error" and body["dropped"] == [[1, upto]]
     assert c.store.members == {}  # now wiped
-    c.handle(snapshot("p", RECORDS, v=4), T0 + 32)
+    c.handle(snapshot(asked(out), RECORDS, v=4), T0 + 32)
     done = [
         a.message for a in run_work(c, T0 + 32) if isinstance(a, Publish) and a.suffix == "reply"
     ]
@@ -132,9 +134,9 @@ def test_purge_with_events_goes_ahead_as_soon_as_the_hub_has_them() -> None:
     c.handle(Connected(), T0)
     c.handle(ANN_AT_FRONT, T0)
     c.handle(sealed("cmd", cmd("purge", "p1", exp=T0 + 600, events=True)), T0 + 1)
-    c.handle(sealed("ack", {"t": "ack", "upto": c.outbox.last_seq, "v": 3}), T0 + 2)
+    out = c.handle(sealed("ack", {"t": "ack", "upto": c.outbox.last_seq, "v": 3}), T0 + 2)
     assert c.store.members == {}
-    c.handle(snapshot("p", RECORDS, v=4), T0 + 3)
+    c.handle(snapshot(asked(out), RECORDS, v=4), T0 + 3)
     done = [
         a.message for a in run_work(c, T0 + 3) if isinstance(a, Publish) and a.suffix == "reply"
     ]
@@ -167,9 +169,9 @@ def test_a_second_purge_while_one_uploads_joins_it_and_both_are_answered() -> No
     assert c.commands.purge.state is PurgeState.UPLOADING
     # The first purge's 30 s count for both.
     assert [a for a in c.handle(Tick(), T0 + 31) if isinstance(a, DropEvents)] == [DropEvents(upto)]
-    c.handle(EventsRemoved("dropped", [(1, upto)]), T0 + 31)
+    out = c.handle(EventsRemoved("dropped", [(1, upto)]), T0 + 31)
     assert c.store.members == {} and c.commands.purge.state is PurgeState.IDLE
-    c.handle(snapshot("p", RECORDS, v=4), T0 + 32)
+    c.handle(snapshot(asked(out), RECORDS, v=4), T0 + 32)
     assert replies(run_work(c, T0 + 32)) == [("p1", "done"), ("p2", "done")]
 
 
@@ -181,9 +183,9 @@ def test_an_ack_while_the_rest_is_being_dropped_purges_once() -> None:
     c.handle(sealed("cmd", cmd("purge", "p1", exp=T0 + 600, events=True)), T0 + 1)
     assert [a for a in c.handle(Tick(), T0 + 31) if isinstance(a, DropEvents)]
     assert c.commands.purge.state is PurgeState.DROPPING
-    c.handle(sealed("ack", {"t": "ack", "upto": upto, "v": 3}), T0 + 32)
+    out = c.handle(sealed("ack", {"t": "ack", "upto": upto, "v": 3}), T0 + 32)
     assert c.store.members == {} and c.commands.purge.state is PurgeState.IDLE
-    c.handle(snapshot("p", RECORDS, v=4), T0 + 33)
+    c.handle(snapshot(asked(out), RECORDS, v=4), T0 + 33)
     run_work(c, T0 + 33)
     assert "ann" in c.store.members
     # The drop asked for ends with nothing left to drop: no second purge.

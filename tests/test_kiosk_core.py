@@ -35,6 +35,7 @@ from firmware.core.outbox import AppendEvents
 from firmware.core.sync import SyncSession
 from firmware.core.wire import seal
 from tests.builders import rec, store_of
+from tests.core_rig import asked
 
 KEY = bytes(range(32))
 BASE = "alc/demo/ctl1"
@@ -606,7 +607,7 @@ def test_the_board_is_rendered_again_only_when_what_it_shows_may_have_changed(
 
     c = make()
     c.handle(ScreenJoined(A), T0)
-    c.handle(Connected(), T0)
+    boot = asked(c.handle(Connected(), T0))
     monkeypatch.setattr("firmware.core.kiosk.board_of", counted)
     for t in (T0 + 1, T0 + 2, T0 + 3):  # nothing on the board changes
         c.handle(Tick(), t)
@@ -619,7 +620,7 @@ def test_the_board_is_rendered_again_only_when_what_it_shows_may_have_changed(
     digest = digest_bytes(sum(digest_part(*r) for r in records))
     snap = {
         "t": "snap",
-        "sync": "s1",
+        "sync": boot,  # the hub answers the boot request with the new epoch's data
         "epoch": "e2",
         "v": 1,
         "page": 0,
