@@ -4,6 +4,9 @@ no disk. The hub's commands are in test_commands.py."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import cbor2
 
 from firmware.core.actions import CheckStorage, Output, Publish
@@ -21,6 +24,7 @@ from firmware.core.inputs import (
     Tick,
 )
 from firmware.core.outbox import DeleteAcked, SendEvents
+from firmware.core.sync import SaveDelta, SaveSnapshot
 from firmware.core.wire import seal
 from tests.builders import rec, store_of
 from tests.core_rig import (
@@ -33,7 +37,9 @@ from tests.core_rig import (
     logged,
     make,
     replies,
+    run_work,
     sealed,
+    snapshot,
     system,
 )
 
@@ -230,3 +236,62 @@ def test_exit_buttons_and_contacts_that_are_not_there_are_refused_and_reported()
             ][i]
         ]
         assert not [a for a in out if isinstance(a, Output)]
+
+
+# --- sync v2 on the wire (PROTOCOL.md s3) ----------------------------------------------
+
+
+def test_every_sync_request_carries_a_fresh_req_and_our_digest() -> None:
+    c = make()
+    boot = asked_message(c.handle(Connected(), T0))
+    assert boot["digest"] == c.session.digest and len(boot["digest"]) == 16
+    command = asked_message(c.handle(sealed("cmd", cmd("sync")), T0 + 1))
+    assert command["full"] is True and command["reason"] == "command"
+    assert boot["req"] != command["req"]
+
+
+def test_a_snapshot_nobody_asked_for_is_ignored_with_one_event_a_minute() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+    digest = c.session.digest
+    fake = [("member", "eve", rec(creds=[["tag", "ee"]]))]
+    out = c.handle(snapshot("recorded", fake, epoch="e0", v=99), T0 + 1)
+    assert system(out) == ["error"]
+    assert "not asked for" in logged(out, "system")[0]["detail"]
+    for n in range(2, 30):  # a replay, page after page, within the minute
+        assert system(c.handle(snapshot(f"recorded-{n}", fake, v=50 + n), T0 + n)) == []
+    out = c.handle(snapshot("recorded", fake), T0 + 61)
+    detail = logged(out, "system")[0]["detail"]
+    assert "30 ignored since boot" in detail and "28 more" in detail
+    assert not c.has_work() and "eve" not in c.store.members
+    assert (c.session.epoch, c.session.v, c.session.digest) == ("e1", 3, digest)
+    assert c.state()["sync"] == {"state": "idle", "got": 0, "of": 0}
+
+
+def test_a_current_from_the_hub_ends_a_sync_command_never() -> None:
+    c = make()
+    c.handle(Connected(), T0)
+    out = c.handle(sealed("cmd", cmd("sync", "s1")), T0 + 1)
+    req = asked_message(out)["req"]
+    current = {"t": "current", "req": req, "epoch": "e1", "v": 3, "digest": c.session.digest}
+    out = c.handle(sealed("data", current | {"now": int(T0)}), T0 + 2)
+    assert replies(out) == [] and system(out) == ["error"]
+    assert c.state()["sync"]["state"] == "full"
+    # The snapshot it asked for still finishes the command.
+    c.handle(snapshot(req, RECORDS, v=3), T0 + 3)
+    assert replies(run_work(c, T0 + 3)) == [("s1", "done")]
+
+
+def test_a_current_for_the_boot_request_rewrites_nothing() -> None:
+    c = make()
+    boot = asked_message(c.handle(Connected(), T0))
+    current = {"t": "current", "req": boot["req"], "epoch": "e1", "v": 3}
+    out = c.handle(sealed("data", current | {"digest": c.session.digest, "now": int(T0)}), T0 + 1)
+    assert [a for a in out if isinstance(a, SaveSnapshot | SaveDelta)] == []
+    assert system(out) == [] and logged(out, "sync") == []
+    assert c.state()["last_full"] == int(T0 + 1)
+
+
+def asked_message(actions: Sequence[object]) -> dict[str, Any]:
+    (request,) = [a.message for a in actions if isinstance(a, Publish) and a.suffix == "sync"]
+    return request

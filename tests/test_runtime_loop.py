@@ -27,7 +27,14 @@ import pytest
 from firmware.config import Config
 from firmware.core.actions import Action
 from firmware.core.controller import Controller
-from firmware.core.inputs import Disconnected, Input, PayloadReceived, Presented, RexPressed
+from firmware.core.inputs import (
+    Connected,
+    Disconnected,
+    Input,
+    PayloadReceived,
+    Presented,
+    RexPressed,
+)
 from firmware.core.outbox import LoggedEvent
 from firmware.core.reception import Unsealed
 from firmware.core.sync import SaveSnapshot, SyncAction
@@ -405,8 +412,20 @@ BULK = 3000  # records of the snapshot besides the club's: 300 pieces to build
 PAGE = 1000
 
 
-def snapshot_pages(now: float) -> list[bytes]:
-    """A full sync of a new epoch, pushed by the hub: the club and `BULK` members."""
+def asked_for(runtime: Runtime) -> str:
+    """The link comes up (there is no broker here: what the controller publishes
+    goes nowhere); the `req` of the boot request it then sends, which the hub
+    answers with a snapshot (PROTOCOL.md s3)."""
+    runtime.submit(Connected())
+    wait_for(lambda: runtime.ask(lambda c: c.session.waiting_for) is not None, "a sync request")
+    req = runtime.ask(lambda c: c.session.waiting_for)
+    assert req is not None
+    return req
+
+
+def snapshot_pages(now: float, sync: str) -> list[bytes]:
+    """A full sync of a new epoch in answer to request `sync`: the club and
+    `BULK` members."""
     recs = records()
     for i in range(BULK):
         body = {"groups": ["players"], "creds": [["tag", f"9{i:09x}"]]}
@@ -418,7 +437,7 @@ def snapshot_pages(now: float) -> list[bytes]:
             "data",
             {
                 "t": "snap",
-                "sync": "big",
+                "sync": sync,
                 "epoch": "e2",
                 "v": 1,
                 "page": n,
@@ -480,7 +499,7 @@ def test_a_slice_of_a_full_sync_build_gives_way(config: Config, what: str) -> No
     with running(runtime):
         runtime.submit(Presented(READER, "tag", ANN))
         wait_for(lambda: outputs.count(DOOR, True) == 1, "ann's unlock")
-        for page in snapshot_pages(clock()):
+        for page in snapshot_pages(clock(), asked_for(runtime)):
             runtime.submit(PayloadReceived(f"{BASE}/data", page))
         wait_for(lambda: runtime.ask(lambda c: c.session.epoch) == "e2", "the new dataset")
 
@@ -509,7 +528,7 @@ def test_background_work_that_raises_is_contained(
 
     monkeypatch.setattr(runtime.controller.session, "work", broken)
     with running(runtime):
-        for page in snapshot_pages(time.time()):
+        for page in snapshot_pages(time.time(), asked_for(runtime)):
             runtime.submit(PayloadReceived(f"{BASE}/data", page))
         wait_for(lambda: failures(runtime) >= 1, "the build to fail")
         runtime.submit(Presented(READER, "tag", ANN))

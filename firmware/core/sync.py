@@ -210,6 +210,12 @@ class SyncSession:
         """Why the running full sync was started, or None when none runs."""
         return self._full.reason if self._full is not None else None
 
+    @property
+    def waiting_for(self) -> str | None:
+        """The `req` of our latest sync request while its answer is still to come:
+        the only `sync` a snapshot page may carry to be taken."""
+        return self._asked.req if self._asked is not None else None
+
     def has_work(self) -> bool:
         """True while a finished snapshot is being built aside, or a replaced
         store is being let go of (call `work`)."""
