@@ -21,11 +21,12 @@ from datetime import date
 from typing import Any, ClassVar, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from firmware.core.codec import loads_strict
+from firmware.core.codec import UNUSUAL, StrictReader, loads_strict
 from firmware.core.errors import RemoteError
 from firmware.core.limits import CREDKINDS, MAX_ID_LEN, MAX_UNLOCK_S, MAX_VALUE_LEN
 
 DIGEST_MOD = 1 << 128
+_sha256 = hashlib.sha256
 _CREDKIND_NAMES = {kind: kind for kind in CREDKINDS}
 DOOR_MODES = ("normal", "locked", "unlocked")
 DEFAULT_PIN_MIN = 4  # the site record's `pin_min` when it has none
@@ -40,8 +41,9 @@ Extra: TypeAlias = Mapping[str, Any] | None
 
 def digest_part(kind: str, id: str, rec: bytes) -> int:
     """`H(kind, id, rec)` of PROTOCOL.md s3 as an integer."""
-    h = hashlib.sha256(b"%s\x00%s\x00%s" % (kind.encode(), id.encode(), rec)).digest()
-    return int.from_bytes(h[:16], "big")
+    return int.from_bytes(
+        _sha256(b"".join((kind.encode(), b"\0", id.encode(), b"\0", rec))).digest()[:16]
+    )
 
 
 def digest_bytes(total: int) -> bytes:
@@ -388,6 +390,102 @@ def _member(b: _Body, part: int) -> Member:
     )
 
 
+_MEMBER_FIELDS = frozenset(
+    ("name", "active", "from", "until", "groups", "creds", "credit", "extended")
+)
+_LOW, _HIGH = -(1 << 62), 1 << 62  # the bounds of `opt_time` and `credit` in `_member`
+
+
+def _usual_member(id: str, body: Any, part: int) -> Member | None:
+    """The member of a body of the usual shape, read inline; or None whenever
+    anything in it is unusual (a bad or unknown field, a repeated group), for
+    `_member` to read it again.
+
+    A million members go through here at a full sync. `_member` stays the
+    definition: this accepts a subset of what it accepts and builds the same
+    record, so every bad record still gets `_member`'s error, word for word.
+    """
+    if type(body) is not dict or not body.keys() <= _MEMBER_FIELDS:
+        return None
+    get = body.get
+    name = get("name")
+    if name is None:
+        name = ""
+    elif type(name) is not str or len(name) > 1024:
+        return None
+    active = get("active")
+    if active is None:
+        active = True
+    elif type(active) is not bool:
+        return None
+    start = get("from")
+    if start is not None:
+        if type(start) is not int or not _LOW <= start <= _HIGH:
+            return None
+        start = _INTS.setdefault(start, start)
+    until = get("until")
+    if until is not None:
+        if type(until) is not int or not _LOW <= until <= _HIGH:
+            return None
+        until = _INTS.setdefault(until, until)
+    credit = get("credit")
+    if credit is None:
+        credit = 0
+    elif type(credit) is not int or not _LOW <= credit <= _HIGH:
+        return None
+    else:
+        credit = _INTS.setdefault(credit, credit)
+    extended = get("extended")
+    if extended is None:
+        extended = False
+    elif type(extended) is not bool:
+        return None
+    groups: Any = get("groups")
+    if groups is None:
+        groups = ()
+    elif type(groups) is not list:
+        return None
+    else:
+        # Only checked, repeat-free lists are ever shared (`_shared`), so a hit
+        # is a valid list; a miss is checked here once.
+        groups = tuple(groups)
+        try:
+            shared = _GROUP_TUPLES.get(groups)
+        except TypeError:  # an entry that is a list or a map, not an id
+            return None
+        if shared is None:
+            for group in groups:
+                if type(group) is not str or not _ID_RE.fullmatch(group):
+                    return None
+            if len(set(groups)) != len(groups):
+                return None
+            shared = _shared(groups)
+        groups = shared
+    raw = get("creds")
+    creds: tuple[str, ...] = ()
+    if raw is not None:
+        if type(raw) is not list:
+            return None
+        flat: list[str] = []
+        for pair in raw:
+            if type(pair) is not list or len(pair) != 2:
+                return None
+            kind, value = pair
+            if type(kind) is not str or type(value) is not str:
+                return None
+            credkind = _CREDKIND_NAMES.get(kind)
+            if credkind is None or not 0 < len(value) <= MAX_VALUE_LEN:
+                return None
+            if credkind == "pin" and not value.isdecimal():
+                return None
+            flat += (credkind, value)
+        creds = tuple(flat)
+    # _INTS and _GROUP_TUPLES are emptied when they grow large, as in `_member`.
+    if len(_INTS) > 200_000:
+        _INTS.clear()
+    return Member(id, name, active, start, until, groups, creds, credit, extended, None, part)
+
+
 def _group(b: _Body, part: int) -> Group:
     return Group(
         b.id,
@@ -502,15 +600,20 @@ KNOWN_KINDS = frozenset(_PARSERS)
 
 def check_key(kind: object, id: object) -> tuple[str, str]:
     """Validate a record's (kind, id) pair as it arrives on the wire."""
-    if not isinstance(kind, str) or not _ID_RE.fullmatch(kind):
+    # What _ID_RE says, without the regex: checked for every record of a sync.
+    if not (isinstance(kind, str) and 0 < len(kind) <= MAX_ID_LEN and "\x00" not in kind):
         raise RemoteError(f"record kind {kind!r} is not 1 to 128 characters of text")
-    if not isinstance(id, str) or not _ID_RE.fullmatch(id):
+    if not (isinstance(id, str) and 0 < len(id) <= MAX_ID_LEN and "\x00" not in id):
         raise RemoteError(f"{kind} id {id!r} is not 1 to 128 characters of text", kind=kind)
     return kind, id
 
 
-def parse_record(kind: str, id: str, rec: bytes) -> Record:
-    """Decode and validate one record; raise `RemoteError` naming what is wrong."""
+def parse_record(kind: str, id: str, rec: bytes, reader: StrictReader | None = None) -> Record:
+    """Decode and validate one record; raise `RemoteError` naming what is wrong.
+
+    `reader`: the caller's own decoder, reused across the records it parses (one
+    per thread); a fresh one otherwise.
+    """
     check_key(kind, id)
     if not isinstance(rec, bytes):
         raise RemoteError(f"{kind} {id!r}: rec must be a byte string", kind=kind, id=id)
@@ -520,10 +623,16 @@ def parse_record(kind: str, id: str, rec: bytes) -> Record:
         return OtherRecord(kind, id, rec, part)
     if kind == "site" and id != "site":
         raise RemoteError(f"site record must have id 'site', got {id!r}", kind=kind, id=id)
-    try:
-        body = loads_strict(rec, what=f"{kind} {id!r}")
-    except RemoteError as exc:
-        raise RemoteError(str(exc), kind=kind, id=id) from None
+    body = (reader or StrictReader()).quick(rec)
+    if body is UNUSUAL:
+        try:
+            body = loads_strict(rec, what=f"{kind} {id!r}")
+        except RemoteError as exc:
+            raise RemoteError(str(exc), kind=kind, id=id) from None
+    if kind == "member":
+        member = _usual_member(id, body, part)
+        if member is not None:
+            return member
     return parser(_Body(kind, id, body), part)
 
 

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from firmware.core.codec import StrictReader
 from firmware.core.errors import RemoteError
 from firmware.core.model import (
     DEFAULT_PIN_MIN,
@@ -73,11 +74,12 @@ class Put:
         return parsed
 
 
-def parsed_put(kind: str, id: str, rec: bytes) -> Put:
-    """A `Put` with its record parsed now (see `Put.parsed`)."""
+def parsed_put(kind: str, id: str, rec: bytes, reader: StrictReader | None = None) -> Put:
+    """A `Put` with its record parsed now (see `Put.parsed`); `reader` as in
+    `parse_record`."""
     parsed: Record | RemoteError
     try:
-        parsed = parse_record(kind, id, rec)
+        parsed = parse_record(kind, id, rec, reader)
     except RemoteError as exc:
         parsed = exc
     return Put(kind, id, rec, parsed)
@@ -111,17 +113,27 @@ def parse_ops(raw: Any) -> list[Op]:
     if not isinstance(raw, list):
         raise RemoteError("delta ops must be a list")
     ops: list[Op] = []
+    reader = StrictReader()
     for i, op in enumerate(raw):
         if isinstance(op, list) and len(op) == 4 and op[0] == "put":
             kind, id = check_key(op[1], op[2])
             if not isinstance(op[3], bytes):
                 raise RemoteError(f"op {i}: put {kind} {id!r}: rec is not a byte string")
-            ops.append(parsed_put(kind, id, op[3]))
+            ops.append(parsed_put(kind, id, op[3], reader))
         elif isinstance(op, list) and len(op) == 3 and op[0] == "del":
             ops.append(Delete(*check_key(op[1], op[2])))
         else:
             raise RemoteError(f"op {i} is neither ['put', kind, id, rec] nor ['del', kind, id]")
     return ops
+
+
+def _short_pin(creds: tuple[str, ...], pin_min: int) -> bool:
+    """Whether a member's flat `creds` hold a PIN shorter than `pin_min`."""
+    # A plain loop: any() over a generator costs more, once per member of a sync.
+    for i in range(0, len(creds), 2):  # noqa: SIM110
+        if creds[i] == "pin" and len(creds[i + 1]) < pin_min:
+            return True
+    return False
 
 
 def _add(index: dict[str, dict[str, Any]], key: str, id: str, value: Any) -> None:
@@ -157,6 +169,7 @@ class StoreBuilder:
         self._store = Store()
         self._previous = previous
         self._conflicts: list[Conflict] = []
+        self._reader = StrictReader()
 
     @property
     def records(self) -> int:
@@ -172,6 +185,10 @@ class StoreBuilder:
         """Parse and index more records; bad ones become `RejectedRecord`s."""
         store = self._store
         previous = self._previous
+        reader = self._reader
+        conflicts = self._conflicts
+        members = store.members
+        others = store.others
         for kind, id, rec in records:
             record: Record | RejectedRecord | None = None
             if previous is not None and isinstance(kind, str) and isinstance(id, str):
@@ -182,10 +199,20 @@ class StoreBuilder:
                     record = old
             if record is None:
                 try:
-                    record = parse_record(kind, id, rec)
+                    record = parse_record(kind, id, rec, reader)
                 except RemoteError as exc:
                     record = reject(kind, id, rec, exc)
-            store._put(record, self._conflicts)
+            # Most records of a sync are members met for the first time whose PINs
+            # the site allows: for them `_put` has nothing to remove or recheck.
+            if (
+                type(record) is Member
+                and id not in members
+                and ("member", id) not in others
+                and not _short_pin(record.creds, store.site.pin_min)
+            ):
+                store._add_member(record, conflicts)
+            else:
+                store._put(record, conflicts)
 
     def finish(self) -> Built:
         """The finished store; the builder must not be fed after this."""
@@ -193,6 +220,7 @@ class StoreBuilder:
         # Collected at the end: a site record fed late may reject or take back
         # records for their PIN's length (see the module docstring).
         rejected = [r for r in store.others.values() if isinstance(r, RejectedRecord)]
+        store._sum %= DIGEST_MOD  # `_add_member` leaves it unreduced
         return Built(store, rejected, self._conflicts)
 
 
@@ -452,15 +480,24 @@ class Store:
         elif isinstance(old, Booking):
             self._index_booking(old, add=False)
 
+    def _add_member(self, member: Member, conflicts: list[Conflict]) -> None:
+        """`_put` of a member whose id is in no table and whose PINs are long
+        enough. The digest sum is left unreduced (reduced when read)."""
+        self._sum += member.part
+        self.members[member.id] = member
+        self._index_member(member, conflicts)
+
     def _index_member(self, member: Member, conflicts: list[Conflict]) -> None:
         creds = member.creds
+        credentials = self.credentials
         for i in range(0, len(creds), 2):
-            index = self.credentials[creds[i]]
+            index = credentials[creds[i]]
             value = creds[i + 1]
-            holder = index.get(value)
-            if holder is not None and holder.id != member.id:
-                conflicts.append(Conflict(creds[i], value, holder.id, member.id))
-            index[value] = member
+            holder = index.setdefault(value, member)  # one lookup when it is free
+            if holder is not member:
+                if holder.id != member.id:
+                    conflicts.append(Conflict(creds[i], value, holder.id, member.id))
+                index[value] = member
 
     def _index_booking(self, booking: Booking, *, add: bool) -> None:
         change = _add if add else _discard
