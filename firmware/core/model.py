@@ -332,6 +332,18 @@ def _shared_int(value: int | None) -> int | None:
     return _INTS.setdefault(value, value)
 
 
+# Members' names repeat (families, common names): one str per distinct name saves
+# ~64 bytes a member that shares one. Emptied when large, like _INTS: a club of
+# unique names then costs a lookup a member and a bounded dict, nothing more.
+_NAMES: dict[str, str] = {}
+
+
+def _shared_name(name: str) -> str:
+    if len(_NAMES) > 100_000:
+        _NAMES.clear()
+    return _NAMES.setdefault(name, name)
+
+
 def _site(b: _Body, part: int) -> Site:
     tz = b.text("tz", "UTC", max_len=64)
     try:
@@ -377,7 +389,7 @@ def _member(b: _Body, part: int) -> Member:
             creds += (_CREDKIND_NAMES[kind], value)
     return Member(
         b.id,
-        b.text("name", ""),
+        _shared_name(b.text("name", "")),
         b.boolean("active", True),
         _shared_int(b.opt_time("from")),
         _shared_int(b.opt_time("until")),
@@ -413,6 +425,8 @@ def _usual_member(id: str, body: Any, part: int) -> Member | None:
         name = ""
     elif type(name) is not str or len(name) > 1024:
         return None
+    else:
+        name = _NAMES.setdefault(name, name)
     active = get("active")
     if active is None:
         active = True
@@ -480,9 +494,11 @@ def _usual_member(id: str, body: Any, part: int) -> Member | None:
                 return None
             flat += (credkind, value)
         creds = tuple(flat)
-    # _INTS and _GROUP_TUPLES are emptied when they grow large, as in `_member`.
+    # The shared values are emptied when they grow large, as in `_member`.
     if len(_INTS) > 200_000:
         _INTS.clear()
+    if len(_NAMES) > 100_000:
+        _NAMES.clear()
     return Member(id, name, active, start, until, groups, creds, credit, extended, None, part)
 
 
