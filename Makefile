@@ -41,6 +41,7 @@ test: lint typecheck pytest
 
 bench: setup
 	$(BIN)/alc bench decide --members 500000
+	$(BIN)/alc bench decide --members 1000000
 	$(BIN)/alc bench sync --members 100000 --deltas 10000 --rate 100
 	$(BIN)/alc bench events --events 100000
 
