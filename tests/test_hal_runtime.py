@@ -27,7 +27,7 @@ from firmware.config import load_config
 from firmware.core.model import digest_bytes, digest_part
 from firmware.outbox_store import OutboxStore
 from firmware.runtime import Runtime
-from firmware.runtime.priorities import BACKGROUND_NICE, HIGH_NICE
+from firmware.runtime.priorities import HIGH_NICE
 from firmware.storage import DB_FILE, Storage
 from hal.sim import SimBackend
 from sim.bench import BenchEdge
@@ -222,8 +222,8 @@ def test_the_sim_hardware_drives_the_real_runtime(config_path: Path, outbox: Out
 
 def test_only_the_loop_thread_runs_at_the_loop_priority(config_path: Path) -> None:
     """The loop raises its own priority once the reader, network and kiosk threads
-    are started (threads inherit their creator's), and background threads lower
-    theirs; where no priority may be raised, nothing is."""
+    are started (threads inherit their creator's); background threads keep the
+    process's; where no priority may be raised, nothing is."""
     config_path.write_text(
         config_path.read_text().replace("[controller]\n", '[controller]\nloop_priority = "high"\n')
     )
@@ -243,9 +243,10 @@ def test_only_the_loop_thread_runs_at_the_loop_priority(config_path: Path) -> No
         base = nice[threading.current_thread().name]
         raised = runtime.loop_priority == "high"
         assert nice["test-loop"] == (base - HIGH_NICE if raised else base)
-        for name in ("alc-decoder", "alc-storage"):
-            assert nice[name] == min(base + BACKGROUND_NICE, 19), name
-        others = [n for n in nice if n not in ("test-loop", "alc-decoder", "alc-storage")]
+        # Every other thread keeps the process's priority, the background ones
+        # too: lowered, one holding the interpreter lock held up the loop.
+        others = [n for n in nice if n != "test-loop"]
+        assert {"alc-decoder", "alc-storage"} <= set(others)
         assert any(n.startswith("paho") for n in others) and any("reader" in n for n in others)
         for name in others:
             assert nice[name] == base, name

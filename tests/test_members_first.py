@@ -17,10 +17,8 @@ from typing import Any
 import pytest
 
 from firmware.runtime.priorities import (
-    BACKGROUND_NICE,
     HIGH_NICE,
     MembersFirst,
-    background_thread,
     member_thread,
 )
 
@@ -156,17 +154,6 @@ def test_step_aside_is_bounded() -> None:
     thread.start()
     thread.join(10)
     assert done.is_set() and members.waiting()
-
-
-def test_a_background_thread_runs_at_a_lower_priority() -> None:
-    def lowered() -> tuple[int, int]:
-        before = own_nice()
-        background_thread()
-        return before, own_nice()
-
-    before, after = in_thread(lowered)
-    assert after == min(before + BACKGROUND_NICE, 19)
-    assert own_nice() == before  # the calling thread is untouched
 
 
 def test_with_cap_sys_nice_the_loop_gets_the_priority_it_asks_for() -> None:

@@ -22,7 +22,6 @@ from collections.abc import Callable
 
 from firmware.core.inputs import PayloadReceived
 from firmware.core.reception import Unsealed
-from firmware.runtime.priorities import background_thread
 from firmware.runtime.watchdog import Pulse
 
 log = logging.getLogger("alc.controller")
@@ -71,7 +70,6 @@ class Decoder:
         self.thread.join(timeout)
 
     def _run(self) -> None:
-        background_thread()
         while True:
             self.pulse.idle()
             payload = self._payloads.get()

@@ -36,7 +36,7 @@ from firmware.core.outbox import DebitEntry, LoggedEvent
 from firmware.core.sync import SaveDelta, SaveSnapshot
 from firmware.outbox_store import OutboxStore
 from firmware.runtime.messages import DiskChanged, ForCore, Internal, Written
-from firmware.runtime.priorities import MembersFirst, background_thread
+from firmware.runtime.priorities import MembersFirst
 from firmware.runtime.watchdog import Pulse
 from firmware.storage import Storage
 
@@ -321,9 +321,6 @@ class StorageWriter:
             log.error("the storage thread did not finish within %.0f s: the card hangs", timeout)
 
     def _run(self) -> None:
-        # Saving a full sync is background work: the loop and the event thread,
-        # which a member waits for, go first (see `priorities`).
-        background_thread()
         carried: list[Job | None] = []  # a job taken while batching, run next
         while True:
             self.pulse.idle()

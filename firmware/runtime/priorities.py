@@ -7,16 +7,24 @@ milliseconds. So the loop says when presentations are queued, and the background
 threads wait between two pieces of their work (a page, a chunk of records) until
 the loop has served them. The wait is bounded: a reader that floods the loop
 slows a full sync down, but never stops it.
+
+Only the loop's kernel priority is raised (`member_thread`). Background threads
+keep the process's own: they once ran at nice +10, and on a machine busy with
+other programs (the kiosk's browser on a Pi, other processes on a bench) the
+kernel then left such a thread off the CPU for tens of milliseconds while it
+held the interpreter lock, and the loop, waiting for that lock, was held up as
+long: relocks 27-31 ms late during a burst of deltas at a load of 5 on 2 cores,
+2-9 ms at nice 0 (`alc bench sync`, the same machine and load). A FIFO or
+raised loop gets a core before them all the same.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 
 STEP_ASIDE_MAX_S = 0.05
-BACKGROUND_NICE = 10
+BACKGROUND_NICE = 0
 HIGH_NICE = 10
 REALTIME_PRIORITY = 10  # SCHED_FIFO 1-99: low among real-time threads, above all others
 
@@ -51,17 +59,6 @@ class MembersFirst:
     def step_aside(self, timeout: float = STEP_ASIDE_MAX_S) -> None:
         """Background thread: wait (at most `timeout`) until no member waits."""
         self._clear.wait(timeout)
-
-
-def background_thread() -> None:
-    """Call first thing in a background thread (decoding, saving a full sync):
-    the kernel then runs it at a lower priority than the loop, so on a busy
-    two-core board the loop gets a core (and the interpreter) first. Lowering a
-    thread's own priority needs no privilege; on a system without per-thread
-    priorities (not Linux) this does nothing."""
-    with contextlib.suppress(AttributeError, OSError):
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE)
 
 
 def member_thread(priority: str) -> str:
