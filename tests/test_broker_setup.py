@@ -205,6 +205,10 @@ def test_check_finds_what_a_hand_edit_opened(
     made.conf.write_text(text + "listener 1883\n")
     with made.acl.open("a") as acl:
         acl.write("topic readwrite alc/demo/ctl1/#\nuser ghost\ntopic alc/#\n")
+    made.server_key.chmod(0o644)
+    other = Layout.at(made.dir.parent / "other")
+    assert main(["init", str(other.dir), "--host", "broker.club.lan"]) == 0
+    made.server_cert.write_bytes(other.server_cert.read_bytes())  # another CA's
     capsys.readouterr()
     assert main(["check", str(made.dir)]) == 1
     out = capsys.readouterr().out
@@ -215,6 +219,8 @@ def test_check_finds_what_a_hand_edit_opened(
         "max_packet_size is 10000000",
         "demo.ctl1 may reach every topic under 'alc/demo/ctl1/#'",
         "ghost may reach every topic under 'alc/#'",
+        f"{made.server_key} can be read by other users (mode 0644): chmod 600",
+        f"{made.server_cert} is not signed by cafile {made.ca_cert}",
     ):
         assert problem in out, problem
     assert "  ghost\n    no password: cannot log in" in out

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -147,6 +148,16 @@ def issue_server(ca: Issued, names: list[str], now: dt.datetime) -> Issued:
         .sign(ca_key, hashes.SHA256())
     )
     return Issued(_key_pem(key), cert.public_bytes(serialization.Encoding.PEM))
+
+
+def issued_by(cert_pem: bytes, ca_pem: bytes) -> bool:
+    """Whether the CA in `ca_pem` signed the certificate in `cert_pem`."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

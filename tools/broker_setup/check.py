@@ -9,6 +9,7 @@ clients in shows up as a problem, and the command exits 1.
 from __future__ import annotations
 
 import datetime as dt
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +95,16 @@ def _listeners(config: conf.Conf, report: Report, now: dt.datetime) -> None:
             report.say(f"  {where}: TLS, certificate unreadable")
             report.problem(f"{where}: {exc}")
             continue
+        cafile = listener.one("cafile")
+        try:
+            trusted = cafile is not None and certs.issued_by(
+                Path(certfile).read_bytes(), Path(cafile).read_bytes()
+            )
+        except OSError:
+            trusted = False
+        if not trusted:
+            report.problem(f"{where}: {certfile} is not signed by cafile {cafile}")
+        _private(Path(listener.one("keyfile") or certfile), report)
         names = ", ".join(cert.names) or cert.subject
         ends = cert.not_after.strftime("%Y-%m-%d")
         report.say(f"  {where}: TLS, certificate for {names}, valid until {ends}")
@@ -150,6 +161,7 @@ def _accounts(config: conf.Conf, report: Report) -> tuple[list[str], dict[str, a
     if password_file is None:
         report.problem("no password_file: no account can log in")
     else:
+        _private(Path(password_file), report)
         try:
             users = passwd.usernames(_read(Path(password_file)), where=password_file)
         except LocalError as exc:
@@ -159,6 +171,7 @@ def _accounts(config: conf.Conf, report: Report) -> tuple[list[str], dict[str, a
     if acl_file is None:
         report.problem("no acl_file: every account may read and write every topic")
         return users, grants
+    _private(Path(acl_file), report)
     try:
         grants, everyone = acl.parse(_read(Path(acl_file)), where=acl_file)
     except LocalError as exc:
@@ -167,6 +180,16 @@ def _accounts(config: conf.Conf, report: Report) -> tuple[list[str], dict[str, a
     for line in everyone:
         report.problem(f"{acl_file}: {line!r} holds for clients other than one account")
     return users, grants
+
+
+def _private(path: Path, report: Report) -> None:
+    """A problem when other users may read `path` (a key, the hashes, the ACL)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return  # reading it reports the problem
+    if mode & 0o077:
+        report.problem(f"{path} can be read by other users (mode {mode:04o}): chmod 600 {path}")
 
 
 def _describe_accounts(users: list[str], grants: dict[str, acl.Grants], report: Report) -> None:
