@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware.mqtt import BrokerSettings
 from tests.harness import CLUB, Rig, member_toml, write_atomically
 from tests.locked_broker import Locked, Probe, make_locked
 from tests.waiting import wait_for
@@ -253,3 +254,46 @@ def test_an_account_added_to_a_running_broker_works_after_a_reload(locked: Locke
     assert process is not None
     process.send_signal(signal.SIGHUP)
     wait_for(accepted, "the broker to read the new account")
+
+
+def test_bench_topics_reach_only_a_bench_account(locked: Locked) -> None:
+    dir = str(locked.layout.dir)
+    assert broker_main(["add", dir, "--site", "demo", "--controller", "b1", "--bench"]) == 0
+    assert broker_main(["add", dir, "--site", "demo", "--hub", "sim", "--bench"]) == 0
+    process = locked.broker.process
+    assert process is not None
+    process.send_signal(signal.SIGHUP)
+
+    def account(user: str) -> BrokerSettings:
+        password = locked.layout.account_password(user).read_text().strip()
+        return replace(locked.settings("c1"), username=user, password=password)
+
+    def accepted() -> bool:
+        p = Probe(account("sim"))
+        try:
+            return p.connect() == 0
+        finally:
+            p.close()
+
+    wait_for(accepted, "the broker to read the bench accounts")
+    with probe(locked, "c1") as c1:
+        bench, sim = Probe(account("demo.b1")), Probe(account("sim"))
+        try:
+            assert bench.connect() == 0 and sim.connect() == 0
+            bench.subscribe("alc/demo/b1/bench/in")
+            sim.subscribe("alc/demo/+/bench/out")
+            c1.subscribe(f"{C1}/bench/in")
+            c1.subscribe(f"{C1}/cmd")
+            assert sim.publish("alc/demo/b1/bench/in", b"press") == 0
+            assert sim.publish(f"{C1}/bench/in", b"press") == 0  # granted to sim...
+            assert sim.publish(f"{C1}/cmd", b"marker") == 0
+            # ... but c1's account has no bench: only the marker reaches it.
+            assert c1.wait_message(f"{C1}/cmd", b"marker") == [(f"{C1}/cmd", b"marker")]
+            assert bench.wait_message("alc/demo/b1/bench/in", b"press")
+            assert bench.publish("alc/demo/b1/bench/out", b"door on") == 0
+            assert sim.wait_message("alc/demo/b1/bench/out", b"door on")
+            # c1 may not publish a bench output.
+            assert c1.publish(f"{C1}/bench/out", b"forged") == NOT_AUTHORISED
+        finally:
+            bench.close()
+            sim.close()

@@ -256,3 +256,19 @@ def test_the_broker_unit_runs_the_example_config_as_mosquitto_and_reloads_on_hup
     assert unit[("Service", "ReadWritePaths")] == ["/var/lib/alc-broker"]
     example = conf.parse((DEPLOY / "mosquitto.example.conf").read_text(), where="example")
     assert example.one("persistence_location") == "/var/lib/alc-broker/"
+
+
+def test_bench_topics_are_granted_only_with_bench(made: Layout) -> None:
+    assert main(["add", str(made.dir), "--site", "demo", "--controller", "b1", "--bench"]) == 0
+    assert main(["add", str(made.dir), "--site", "demo", "--hub", "sim", "--bench"]) == 0
+    controller, hub = made.acl.read_text().split("\n\n")[1:]
+    assert [line for line in controller.splitlines() if "bench" in line] == [
+        "# controller b1 of site demo, bench",
+        "topic read alc/demo/b1/bench/in",
+        "topic write alc/demo/b1/bench/out",
+    ]
+    assert [line for line in hub.splitlines() if "bench" in line] == [
+        "# hub side of site demo, bench",
+        "topic read alc/demo/+/bench/out",
+        "topic write alc/demo/+/bench/in",
+    ]

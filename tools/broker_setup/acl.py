@@ -3,8 +3,10 @@
 mosquitto's `read` lets an account subscribe to and receive a topic, `write`
 lets it publish there; anything not granted is refused. A controller's account
 reaches only its own topics, the hub's the hub side of every controller of its
-site (`+` for the controller). Bench topics are not granted: they are for the
-simulator, never a production broker.
+site (`+` for the controller). Bench topics (the simulator's, PROTOCOL.md s8)
+are granted only with `--bench`: a controller then also receives `bench/in` and
+publishes `bench/out`, a hub-side account (the one `alc sim send` uses) the
+other way round.
 
 Each account is one block, written once by `alc broker add`:
 
@@ -17,8 +19,8 @@ Each account is one block, written once by `alc broker add`:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from firmware.core.errors import LocalError
 
@@ -57,32 +59,42 @@ def check_segment(value: str, what: str) -> str:
     return value
 
 
-def controller_account(root: str, site: str, controller: str) -> Account:
+def controller_account(root: str, site: str, controller: str, *, bench: bool = False) -> Account:
     """The account of controller `controller` of `site`: `site.controller`. The dot
     cannot occur in a segment, so no two controllers, and no hub, share a name."""
     base = f"{root}/{site}/{controller}"
     return Account(
         username=f"{site}.{controller}",
-        label=f"controller {controller} of site {site}",
-        reads=tuple(f"{base}/{leaf}" for leaf in TO_CONTROLLER),
-        writes=tuple(f"{base}/{leaf}" for leaf in FROM_CONTROLLER),
+        label=f"controller {controller} of site {site}" + (", bench" if bench else ""),
+        reads=tuple(f"{base}/{leaf}" for leaf in TO_CONTROLLER + (("bench/in",) if bench else ())),
+        writes=tuple(
+            f"{base}/{leaf}" for leaf in FROM_CONTROLLER + (("bench/out",) if bench else ())
+        ),
     )
 
 
-def hub_account(root: str, site: str, name: str) -> Account:
+def hub_account(root: str, site: str, name: str, *, bench: bool = False) -> Account:
     """A hub-side account of `site` called `name`: the hub, or `alc ctl`'s (each
     program needs its own: the broker gives one session per account)."""
     base = f"{root}/{site}/+"
     return Account(
         username=name,
-        label=f"hub side of site {site}",
-        reads=tuple(f"{base}/{leaf}" for leaf in FROM_CONTROLLER),
-        writes=tuple(f"{base}/{leaf}" for leaf in TO_CONTROLLER),
+        label=f"hub side of site {site}" + (", bench" if bench else ""),
+        reads=tuple(
+            f"{base}/{leaf}" for leaf in FROM_CONTROLLER + (("bench/out",) if bench else ())
+        ),
+        writes=tuple(f"{base}/{leaf}" for leaf in TO_CONTROLLER + (("bench/in",) if bench else ())),
     )
 
 
+class MakeAccount(Protocol):
+    """How one kind of account is made from root, site and name."""
+
+    def __call__(self, root: str, site: str, name: str, /, *, bench: bool = False) -> Account: ...
+
+
 # `alc broker add` --kind -> how to make the account (room for more kinds).
-KINDS: dict[str, Callable[[str, str, str], Account]] = {
+KINDS: dict[str, MakeAccount] = {
     "controller": controller_account,
     "hub": hub_account,
 }

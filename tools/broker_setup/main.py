@@ -1,8 +1,8 @@
 """`alc broker init|add|check`: set up a locked-down mosquitto (PROTOCOL.md s9).
 
     alc broker init DIR --host NAME [--also NAME ...] [--port 8883] [--bind ADDRESS] [--user U]
-    alc broker add DIR --site S --controller C [--root alc]
-    alc broker add DIR --site S --hub NAME [--root alc]
+    alc broker add DIR --site S --controller C [--root alc] [--bench]
+    alc broker add DIR --site S --hub NAME [--root alc] [--bench]
     alc broker check DIR
 
 Bad input changes nothing: every argument is checked, and every file's content
@@ -46,6 +46,11 @@ def parser() -> argparse.ArgumentParser:
     who = add.add_mutually_exclusive_group(required=True)
     who.add_argument("--controller", help="a controller of the site: its own topics")
     who.add_argument("--hub", metavar="NAME", help="a hub-side account: every controller's")
+    add.add_argument(
+        "--bench",
+        action="store_true",
+        help="also the simulator's bench topics (never in production)",
+    )
     chk = sub.add_parser("check", help="what the config allows, account by account")
     chk.add_argument("dir", type=Path, help="the broker directory")
     return p
@@ -63,7 +68,7 @@ def main(argv: Sequence[str]) -> int:
             kind, name = (
                 ("hub", args.hub) if args.hub is not None else ("controller", args.controller)
             )
-            add(layout, kind, root=args.root, site=args.site, name=name)
+            add(layout, kind, root=args.root, site=args.site, name=name, bench=args.bench)
             return 0
         layout.require_made()
         report = check(layout, dt.datetime.now(dt.UTC))
@@ -106,7 +111,7 @@ def init(layout: Layout, names: list[str], options: conf.Options) -> None:
     print(f"  next: alc broker add {d} --site SITE --hub hub, then --controller ID for each")
 
 
-def add(layout: Layout, kind: str, *, root: str, site: str, name: str) -> None:
+def add(layout: Layout, kind: str, *, root: str, site: str, name: str, bench: bool = False) -> None:
     """Add an account of `kind` ("controller" or "hub") called `name` for `site`:
     its password file in DIR/accounts, its line in the password file, its block
     in the ACL file. `LocalError` (and nothing written) if it exists already."""
@@ -114,7 +119,7 @@ def add(layout: Layout, kind: str, *, root: str, site: str, name: str) -> None:
     acl.check_segment(root, "--root")
     acl.check_segment(site, "--site")
     acl.check_segment(name, f"--{kind}")
-    account = acl.KINDS[kind](root, site, name)
+    account = acl.KINDS[kind](root, site, name, bench=bench)
     user = account.username
     passwd_text = _read(layout.passwd)
     acl_text = _read(layout.acl)
