@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import ssl
 import stat
 from pathlib import Path
 
@@ -272,3 +273,26 @@ def test_bench_topics_are_granted_only_with_bench(made: Layout) -> None:
         "topic read alc/demo/+/bench/out",
         "topic write alc/demo/+/bench/in",
     ]
+
+
+def test_cert_issues_a_certificate_from_the_brokers_ca_for_another_server(
+    made: Layout, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "kiosk"
+    args = ["cert", str(made.dir), "--host", "kiosk.club.lan", "--also", "192.168.1.20"]
+    assert main([*args, "--out", str(out)]) == 0
+    crt, key = out / "kiosk.club.lan.crt", out / "kiosk.club.lan.key"
+    assert mode(key) == 0o600 and mode(crt) == 0o644
+    issued = x509.load_pem_x509_certificate(crt.read_bytes())
+    issued.verify_directly_issued_by(x509.load_pem_x509_certificate(made.ca_cert.read_bytes()))
+    san = issued.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(n.value) for n in san] == ["kiosk.club.lan", "192.168.1.20"]
+    # The key is the certificate's: a TLS server loads the pair.
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(crt, key)
+    # Never over an existing pair; a bad name writes nothing.
+    before = files_of(out)
+    capsys.readouterr()
+    assert main([*args, "--out", str(out)]) == 2
+    assert "exist already: nothing written" in capsys.readouterr().err
+    assert main(["cert", str(made.dir), "--host", "bad name", "--out", str(out)]) == 2
+    assert files_of(out) == before

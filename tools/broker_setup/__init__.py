@@ -3,6 +3,7 @@
     alc broker init DIR --host NAME [--port 8883]
     alc broker add DIR --site S --controller C | --hub NAME
     alc broker check DIR
+    alc broker cert DIR --host NAME --out OUTDIR
 
 What DIR holds (`layout.Layout`): mosquitto.conf (TLS only, no anonymous
 clients, the account's name as client id, 300 KiB packets, bounded queues,

@@ -109,8 +109,11 @@ def issue_server(ca: Issued, names: list[str], now: dt.datetime) -> Issued:
     its common name), signed by `ca`."""
     if not names:
         raise CertError("a server certificate needs at least one name")
-    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    try:
+        ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+        ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    except (ValueError, TypeError) as exc:
+        raise CertError(f"the CA's key or certificate does not load: {exc}") from None
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise CertError("the CA key is not an ECDSA key made by alc broker init")
     key = _new_key()

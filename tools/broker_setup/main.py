@@ -4,6 +4,7 @@
     alc broker add DIR --site S --controller C [--root alc] [--bench]
     alc broker add DIR --site S --hub NAME [--root alc] [--bench]
     alc broker check DIR
+    alc broker cert DIR --host NAME [--also NAME ...] --out OUTDIR
 
 Bad input changes nothing: every argument is checked, and every file's content
 made, before the first file is written.
@@ -53,6 +54,11 @@ def parser() -> argparse.ArgumentParser:
     )
     chk = sub.add_parser("check", help="what the config allows, account by account")
     chk.add_argument("dir", type=Path, help="the broker directory")
+    cert = sub.add_parser("cert", help="a certificate from the broker's CA for another server")
+    cert.add_argument("dir", type=Path, help="the broker directory (its CA)")
+    cert.add_argument("--host", required=True, help="the name clients connect to")
+    cert.add_argument("--also", action="append", default=[], help="another name (repeatable)")
+    cert.add_argument("--out", type=Path, required=True, help="where NAME.crt and NAME.key go")
     return p
 
 
@@ -69,6 +75,9 @@ def main(argv: Sequence[str]) -> int:
                 ("hub", args.hub) if args.hub is not None else ("controller", args.controller)
             )
             add(layout, kind, root=args.root, site=args.site, name=name, bench=args.bench)
+            return 0
+        if args.command == "cert":
+            issue(layout, [args.host, *args.also], args.out)
             return 0
         layout.require_made()
         report = check(layout, dt.datetime.now(dt.UTC))
@@ -138,6 +147,29 @@ def add(layout: Layout, kind: str, *, root: str, site: str, name: str, bench: bo
     print(f"account {user} ({account.label}); its password is in {secret}")
     _print_use(layout, kind, user, secret)
     print("a running mosquitto reads it after a reload: sudo systemctl reload alc-broker")
+
+
+def issue(layout: Layout, names: list[str], out: Path) -> None:
+    """A server certificate for `names` signed by the broker's CA, for another
+    server clients reach on the LAN (the kiosk's HTTPS): `out/NAME.crt` and
+    `out/NAME.key` (0600). `LocalError` (and nothing written) if either exists."""
+    layout.require_made()
+    for name in names:
+        certs.check_name(name)
+    cert_path, key_path = out / f"{names[0]}.crt", out / f"{names[0]}.key"
+    taken = [str(p) for p in (cert_path, key_path) if p.exists()]
+    if taken:
+        raise LayoutError(f"{' and '.join(taken)} exist already: nothing written")
+    try:
+        ca = certs.Issued(layout.ca_key.read_bytes(), layout.ca_cert.read_bytes())
+    except OSError as exc:
+        raise LayoutError(f"cannot read the CA: {exc.strerror or exc} (run as its owner)") from None
+    server = certs.issue_server(ca, names, dt.datetime.now(dt.UTC))
+    make_dir(out, 0o755)
+    write_file(key_path, server.key_pem, PRIVATE)
+    write_file(cert_path, server.cert_pem, PUBLIC)
+    print(f"wrote {cert_path} and {key_path} (chmod 600) for {', '.join(names)}")
+    print(f"clients that trust {layout.ca_cert} trust it")
 
 
 def _read(path: Path) -> str:
