@@ -830,3 +830,19 @@ def test_a_malformed_current_is_refused_naming_the_field(
     body = {"t": "current", "req": "r", "epoch": "e1", "v": 5, "digest": ZERO, "now": 1}
     with pytest.raises(RemoteError, match=names):
         parse_current(body | change)
+
+
+def test_a_snapshot_over_the_record_limit_is_given_up_and_its_rest_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("firmware.core.sync.MAX_SNAPSHOT_RECORDS", 3)
+    s = connected()
+    live, digest = s.store, s.digest
+    req = full_request(s.request_full("command", 0.0)).req
+    pages = pages_of(req, "e1", 9, [*BASE, BOB], 2)
+    assert s.snap_page(pages[0], 1.0) == [StateChanged()]
+    errors = of(s.snap_page(pages[1], 1.0), SystemEvent)
+    assert [e.what for e in errors] == ["error"] and "more than 3" in errors[0].detail
+    assert of(s.snap_page(pages[2], 1.0), Ignored) != []
+    assert s.progress() == ("idle", 0, 0) and not s.has_work()
+    assert s.store is live and (s.v, s.digest) == (5, digest)

@@ -1,9 +1,10 @@
 """The sync session: keeps the live dataset in step with the hub (PROTOCOL.md s3, s7).
 
 A pure state machine, like h11's connection: the runtime feeds it what happened
-(`connected`, `delta`, `snap_page`, `tick`, ...) with the time, and it answers with
-actions for the runtime to carry out (`RequestSync`, `SaveDelta`, `SaveSnapshot`,
-`SyncEvent`, `SystemEvent`). It never reads a clock, a socket or a file.
+(`connected`, `delta`, `snap_page`, `current`, `tick`, ...) with the time, and it
+answers with actions for the runtime to carry out (`RequestSync`, `SaveDelta`,
+`SaveSnapshot`, `SyncEvent`, `SystemEvent`, `Ignored`). It never reads a clock, a
+socket or a file.
 
 Only what the hub sends in answer to our own latest request replaces the live
 data: a snapshot page counts only when its `sync` is that request's `req`, and a
@@ -368,7 +369,8 @@ class SyncSession:
         if page.page in full.got or full.feed is not None:
             return []  # a duplicate of a page we have
         if full.records + len(page.recs) > MAX_SNAPSHOT_RECORDS:
-            self._full = None
+            # Given up: the rest of this answer is ignored, not assembled anew.
+            self._full = self._asked = None
             return [SystemEvent("error", f"snap {page.sync}: more than {MAX_SNAPSHOT_RECORDS}")]
         full.got[page.page] = page.recs
         full.records += len(page.recs)
