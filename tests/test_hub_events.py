@@ -367,7 +367,8 @@ def test_a_direct_commit_of_a_member_is_published_with_its_debits(hub: Hub) -> N
 def test_a_snapshot_carries_the_lowered_credit(hub: Hub) -> None:
     hub.update(parse_datafile(CREDIT_TOML), NOW)
     post(hub, debit(1, amount=150))
-    out = send(hub, "c1", "sync", {"t": "sync", "epoch": None, "v": 0, "full": True})
+    request = {"t": "sync", "epoch": None, "v": 0, "digest": bytes(16), "full": True}
+    out = send(hub, "c1", "sync", request | {"reason": "boot", "req": "r1"})
     recs = {(k, i): r for _, b in out for k, i, r in b["recs"]}
     assert member(recs[("member", "m1")]).credit == 850
     assert out[0][1]["digest"] == independent_digest(recs)
