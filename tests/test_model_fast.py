@@ -7,6 +7,8 @@ record, or the error, that the plain path gives, for any input.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from typing import Any
 
 import cbor2
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 
 from firmware.core.codec import UNUSUAL, StrictReader, loads_strict
 from firmware.core.errors import RemoteError
-from firmware.core.model import _Body, _member, _usual_member, parse_record
+from firmware.core.model import Member, _Body, _member, _member_of, _usual_member, parse_record
 
 # Field values of every type a member field may meet, valid or not.
 ATOMS = st.one_of(
@@ -121,3 +123,16 @@ def test_reader_declines_what_it_cannot_vouch_for_and_stays_sound(data: bytes) -
     assert got == expected
     for value in ({"name": "x"}, [1, [2]], "s", 5):
         assert reader.quick(cbor2.dumps(value)) == value
+
+
+def test_members_built_fast_are_members_in_every_way() -> None:
+    args = ("m1", "Ada", True, None, 5, ("g1",), ("tag", "a1"), 100, False)
+    fast = _member_of(*args, 7)
+    plain_member = Member(*args, None, 7)
+    assert type(fast) is Member
+    assert fast == plain_member and hash(fast) == hash(plain_member)
+    assert repr(fast) == repr(plain_member)
+    assert sys.getsizeof(fast) == sys.getsizeof(plain_member)
+    assert not hasattr(fast, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.name = "Eve"  # type: ignore[misc]

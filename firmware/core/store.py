@@ -207,7 +207,7 @@ class StoreBuilder:
             if (
                 type(record) is Member
                 and id not in members
-                and ("member", id) not in others
+                and (not others or ("member", id) not in others)
                 and not _short_pin(record.creds, store.site.pin_min)
             ):
                 store._add_member(record, conflicts)
@@ -485,7 +485,14 @@ class Store:
         enough. The digest sum is left unreduced (reduced when read)."""
         self._sum += member.part
         self.members[member.id] = member
-        self._index_member(member, conflicts)
+        creds = member.creds
+        credentials = self.credentials
+        for i in range(0, len(creds), 2):
+            value = creds[i + 1]
+            holder = credentials[creds[i]].setdefault(value, member)
+            if holder is not member:  # held by another: `_index_member` says who wins
+                self._index_member(member, conflicts)
+                return
 
     def _index_member(self, member: Member, conflicts: list[Conflict]) -> None:
         creds = member.creds
