@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -97,7 +98,7 @@ def watch_main(argv: Sequence[str]) -> int:
     ns = parser.parse_args(argv)
     try:
         config = sim_config(ns.config)
-        key = config.key()
+        keys = config.keyring().accepted
     except LocalError as exc:
         print(f"alc sim watch: {exc}", file=sys.stderr)
         return 2
@@ -129,7 +130,7 @@ def watch_main(argv: Sequence[str]) -> int:
             if not isinstance(event, Received):
                 continue
             try:
-                body = wire.unseal({config.controller.id.encode(): key}, topic, event.payload).body
+                body = wire.unseal(keys, topic, event.payload).body
             except RemoteError as exc:
                 print(f"unverified message dropped: {exc}", flush=True)
                 continue
@@ -150,14 +151,14 @@ def send_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="alc sim send",
         description="Publish one bench input (PROTOCOL.md s8), sealed with the controller's "
-        "key, as mosquitto_pub would if it could MAC.",
+        "key, as mosquitto_pub would if it could encrypt.",
     )
     parser.add_argument("--config", required=True, help="the simulator's controller.toml")
     parser.add_argument("message", help='JSON, e.g. \'{"t": "rex", "door": "front"}\'')
     ns = parser.parse_args(argv)
     try:
         config = sim_config(ns.config)
-        key = config.key()
+        ring = config.keyring()
         message = json.loads(ns.message)
         if not isinstance(message, dict) or not isinstance(message.get("t"), str):
             raise LocalError('the message must be a JSON object with a text "t"')
@@ -172,7 +173,8 @@ def send_main(argv: Sequence[str]) -> int:
 
     topic = f"{config.base_topic}/bench/in"
     try:
-        payload = wire.seal(key, config.controller.id.encode(), topic, message)
+        iv = os.urandom(wire.IV_BYTES)
+        payload = wire.seal(ring.send_key, ring.send_kid, topic, message, iv=iv)
     except LocalError as exc:
         print(f"alc sim send: {exc}", file=sys.stderr)
         return 2

@@ -93,6 +93,9 @@ class VirtualClub:
         self.config = scenario.config(workdir)
         rng = random.Random(scenario.seed)
         self.key = rng.randbytes(32)
+        # The ivs from a stream of their own: sealing does not shift the
+        # scenario's other random draws, and a seed still replays exactly.
+        self._ivs = random.Random(b"ivs" + self.key)
         self.cid = self.config.controller.id
         self.kid = self.cid.encode()
         self.base = self.config.base_topic
@@ -365,7 +368,8 @@ class VirtualClub:
     # --- messages ---------------------------------------------------------------------------
 
     def _seal(self, suffix: str, message: dict[str, Any]) -> bytes:
-        return wire.seal(self.key, self.kid, f"{self.base}/{suffix}", message)
+        iv = self._ivs.randbytes(wire.IV_BYTES)
+        return wire.seal(self.key, self.kid, f"{self.base}/{suffix}", message, iv=iv)
 
     def _publish(self, action: Publish) -> None:
         message = action.message
@@ -406,8 +410,8 @@ class VirtualClub:
                 continue
             if topic.endswith("/data"):
                 # Our own hub's message: counted by type, never acted on here.
-                message = wire.peek(payload)["payload"]
-                if isinstance(message, dict) and message.get("t") == "snap":
+                message = wire.unseal({self.kid: self.key}, topic, payload)
+                if message.type == "snap":
                     self.stats["snapshot pages"] += 1
                 else:
                     self.stats["deltas"] += 1

@@ -15,8 +15,8 @@ from firmware.core.inputs import PayloadReceived
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import AppendEvents
 from firmware.core.sync import SyncSession
-from firmware.core.wire import seal
 from tests.builders import rec, store_of
+from tests.sealing import seal
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

@@ -6,12 +6,12 @@ topics the controller takes (`data`, `cmd`, `ack` and, on the simulator,
 `bench/in`). What `how` says they are:
 
 - `bytes`: random bytes;
-- `cbor`: random CBOR items, some shaped like an envelope (tag 17, four parts);
+- `cbor`: random CBOR items, some shaped like an envelope (tag 16, three parts);
 - `flip`: a valid sealed message with one byte changed, inserted or deleted, or
-  cut short: the envelope no longer verifies;
+  cut short: the envelope no longer opens;
 - `envelope`: a valid sealed message taken apart and put back together wrong
-  (another tag, alg, kid, a critical header, a short MAC...);
-- `payload`: sealed with the controller's own key, so it verifies, around a
+  (another tag, alg, kid, a critical header, a short iv or tag...);
+- `payload`: sealed with the controller's own key, so it opens, around a
   payload that is not a valid message: not a map, no text `"t"`, tags, duplicate
   keys, indefinite lengths, nesting past 16, trailing bytes, cut short, over
   the size cap;
@@ -33,8 +33,6 @@ messages.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -43,15 +41,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import cbor2
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from firmware.core.errors import LocalError
-from firmware.core.wire import MAX_PAYLOAD, seal
+from firmware.core.wire import MAX_PAYLOAD
 from tests.fuzz_fields import Club, Template, templates, wrong_values
+from tests.sealing import seal
 
 LEAVES = ("data", "cmd", "ack", "bench/in")
 HOW = ("bytes", "cbor", "flip", "envelope", "payload", "field", "topic")
 # How often each kind comes, in parts of the whole: most of the work goes to the
-# kinds that get past the MAC check and into the parsers.
+# kinds that get past the envelope and into the parsers.
 WEIGHTS = (8, 8, 14, 12, 16, 36, 6)
 
 
@@ -69,15 +71,23 @@ class Fuzzed:
 # --- sealing -----------------------------------------------------------------------------
 
 
-def hand_seal(key: bytes, kid: bytes, topic: str, payload: bytes) -> bytes:
-    """A COSE_Mac0 (RFC 9052 s6) around any payload bytes, malformed ones too:
-    `firmware.core.wire.seal` rightly refuses to seal what a peer would refuse,
-    and the campaign needs exactly that to verify and reach the decoders. The
-    test suite checks it seals a valid message to the very bytes `seal` does."""
-    protected = cbor2.dumps({1: 5, 4: kid})
-    mac_structure = cbor2.dumps(["MAC0", protected, topic.encode(), payload])
-    tag = hmac.new(key, mac_structure, hashlib.sha256).digest()
-    return cbor2.dumps(cbor2.CBORTag(17, [protected, {}, payload, tag]))
+def encrypt(key: bytes, protected: bytes, topic: str, iv: bytes, payload: bytes) -> bytes:
+    """AES-256-GCM of `payload` as PROTOCOL.md s2 says, straight from RFC 9052
+    s5.3 and `cryptography` (not through `firmware.core.wire`)."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"alc v2 A256GCM")
+    aad = cbor2.dumps(["Encrypt0", protected, topic.encode()])
+    ciphertext: bytes = AESGCM(hkdf.derive(key)).encrypt(iv, payload, aad)
+    return ciphertext
+
+
+def hand_seal(key: bytes, kid: bytes, topic: str, payload: bytes, iv: bytes) -> bytes:
+    """A COSE_Encrypt0 (RFC 9052 s5.2) around any payload bytes, malformed ones
+    too: `firmware.core.wire.seal` rightly refuses to seal what a peer would
+    refuse, and the campaign needs exactly that to open and reach the decoders.
+    The test suite checks it seals a valid message to the very bytes `seal` does."""
+    protected = cbor2.dumps({1: 3, 4: kid})
+    ciphertext = encrypt(key, protected, topic, iv, payload)
+    return cbor2.dumps(cbor2.CBORTag(16, [protected, {5: iv}, ciphertext]))
 
 
 MISSING = object()
@@ -205,11 +215,16 @@ class Fuzzer:
     def sealed(self, leaf: str, body: dict[str, Any]) -> bytes:
         """`body` sealed for `leaf` with the controller's key; by hand when `seal`
         refuses it (a value that needs a CBOR tag, say), which a peer may do."""
+        iv = self.iv()
         try:
-            return seal(self.club.key, self.club.kid, self.topic(leaf), body)
+            return seal(self.club.key, self.club.kid, self.topic(leaf), body, iv=iv)
         except LocalError:
             payload = cbor2.dumps(body)
-            return hand_seal(self.club.key, self.club.kid, self.topic(leaf), payload)
+            return hand_seal(self.club.key, self.club.kid, self.topic(leaf), payload, iv)
+
+    def iv(self) -> bytes:
+        """A fresh iv from the seed's stream: the same seed seals the same bytes."""
+        return self.rng.randbytes(12)
 
     def valid(self) -> tuple[Template, bytes]:
         """A valid message (never sent as it is) and its sealed bytes."""
@@ -222,15 +237,15 @@ class Fuzzer:
         size = self.rng.choice([0, 1, 2, 8, 40, 200, 1500])
         data = self.rng.randbytes(self.rng.randrange(size + 1))
         if data and self.rng.random() < 0.3:
-            data = b"\xd1" + data[1:]  # starts like an envelope
+            data = b"\xd0" + data[1:]  # starts like an envelope
         return Fuzzed(self.rng.choice(LEAVES), data, "bytes", f"{len(data)} random bytes")
 
     def random_cbor(self) -> Fuzzed:
         while True:
             item = random_item(self.rng)
             if self.rng.random() < 0.4:
-                parts = [random_item(self.rng) for _ in range(self.rng.choice([3, 4, 4, 5]))]
-                item = cbor2.CBORTag(self.rng.choice([17, 17, 16, 18]), parts)
+                parts = [random_item(self.rng) for _ in range(self.rng.choice([2, 3, 3, 4]))]
+                item = cbor2.CBORTag(self.rng.choice([16, 16, 17, 18]), parts)
             try:
                 data = cbor2.dumps(item)
             except (cbor2.CBOREncodeError, TypeError, ValueError):
@@ -264,48 +279,53 @@ class Fuzzer:
     def bad_envelope(self) -> Fuzzed:
         template, data = self.valid()
         club, topic = self.club, self.topic(template.leaf)
-        protected, unprotected, payload, tag = cbor2.loads(data).value
-        envelope: Any = [protected, unprotected, payload, tag]
-
-        def mac(prot: bytes, body: bytes = payload) -> bytes:
-            structure = cbor2.dumps(["MAC0", prot, topic.encode(), body])
-            return hmac.new(club.key, structure, hashlib.sha256).digest()
+        protected, unprotected, ciphertext = cbor2.loads(data).value
+        iv = unprotected[5]
+        plain = cbor2.dumps(template.body)
+        envelope: Any = [protected, unprotected, ciphertext]
 
         def protected_as(header: Any) -> list[Any]:
+            # Encrypted for real under that header: only the header is wrong.
             prot = cbor2.dumps(header)
-            return [prot, {}, payload, mac(prot)]
+            return [prot, {5: iv}, encrypt(club.key, prot, topic, iv, plain)]
+
+        def e0(parts: Any) -> Any:
+            return cbor2.CBORTag(16, parts)
 
         choices: list[tuple[str, Callable[[], Any]]] = [
-            ("tag 16", lambda: cbor2.CBORTag(16, envelope)),
-            ("tag 18", lambda: cbor2.CBORTag(18, envelope)),
+            ("tag 17", lambda: cbor2.CBORTag(17, envelope)),
+            ("tag 96", lambda: cbor2.CBORTag(96, envelope)),
             ("no tag", lambda: envelope),
-            ("3 parts", lambda: cbor2.CBORTag(17, envelope[:3])),
-            ("5 parts", lambda: cbor2.CBORTag(17, [*envelope, b""])),
-            ("alg 6", lambda: cbor2.CBORTag(17, protected_as({1: 6, 4: club.kid}))),
-            ("alg ES256", lambda: cbor2.CBORTag(17, protected_as({1: -7, 4: club.kid}))),
-            ("alg text", lambda: cbor2.CBORTag(17, protected_as({1: "HS256", 4: club.kid}))),
-            ("no alg", lambda: cbor2.CBORTag(17, protected_as({4: club.kid}))),
-            ("no kid", lambda: cbor2.CBORTag(17, protected_as({1: 5}))),
-            ("text kid", lambda: cbor2.CBORTag(17, protected_as({1: 5, 4: club.kid.decode()}))),
-            ("unknown kid", lambda: cbor2.CBORTag(17, protected_as({1: 5, 4: b"other"}))),
-            ("crit", lambda: cbor2.CBORTag(17, protected_as({1: 5, 4: club.kid, 2: [99]}))),
-            ("header list", lambda: cbor2.CBORTag(17, protected_as([1, 5, 4, club.kid]))),
-            ("empty protected", lambda: cbor2.CBORTag(17, [b"", {}, payload, mac(b"")])),
-            ("bad protected", lambda: cbor2.CBORTag(17, [b"\xa1\x01", {}, payload, tag])),
-            ("huge protected", lambda: cbor2.CBORTag(17, protected_as({1: 5, 4: bytes(300)}))),
-            (
-                "kid unprotected",
-                lambda: cbor2.CBORTag(17, [protected, {4: club.kid}, payload, tag]),
-            ),
-            ("unprotected list", lambda: cbor2.CBORTag(17, [protected, [], payload, tag])),
-            ("payload text", lambda: cbor2.CBORTag(17, [protected, {}, "payload", tag])),
-            ("payload null", lambda: cbor2.CBORTag(17, [protected, {}, None, tag])),
-            ("short tag", lambda: cbor2.CBORTag(17, [protected, {}, payload, tag[:16]])),
-            ("empty tag", lambda: cbor2.CBORTag(17, [protected, {}, payload, b""])),
-            ("long tag", lambda: cbor2.CBORTag(17, [protected, {}, payload, tag + b"\0"])),
-            ("text tag", lambda: cbor2.CBORTag(17, [protected, {}, payload, tag.hex()])),
-            ("tag in tag", lambda: cbor2.CBORTag(55799, cbor2.CBORTag(17, envelope))),
-            ("map", lambda: cbor2.CBORTag(17, dict(enumerate(envelope)))),
+            ("2 parts", lambda: e0(envelope[:2])),
+            ("4 parts", lambda: e0([*envelope, b""])),
+            ("alg 1", lambda: e0(protected_as({1: 1, 4: club.kid}))),
+            ("alg HMAC", lambda: e0(protected_as({1: 5, 4: club.kid}))),
+            ("alg text", lambda: e0(protected_as({1: "A256GCM", 4: club.kid}))),
+            ("no alg", lambda: e0(protected_as({4: club.kid}))),
+            ("no kid", lambda: e0(protected_as({1: 3}))),
+            ("text kid", lambda: e0(protected_as({1: 3, 4: club.kid.decode()}))),
+            ("unknown kid", lambda: e0(protected_as({1: 3, 4: b"other"}))),
+            ("crit", lambda: e0(protected_as({1: 3, 4: club.kid, 2: [99]}))),
+            ("header list", lambda: e0(protected_as([1, 3, 4, club.kid]))),
+            ("empty protected", lambda: e0([b"", {5: iv}, ciphertext])),
+            ("bad protected", lambda: e0([b"\xa1\x01", {5: iv}, ciphertext])),
+            ("huge protected", lambda: e0(protected_as({1: 3, 4: bytes(300)}))),
+            ("kid unprotected", lambda: e0([protected, {5: iv, 4: club.kid}, ciphertext])),
+            ("unprotected empty", lambda: e0([protected, {}, ciphertext])),
+            ("unprotected list", lambda: e0([protected, [5, iv], ciphertext])),
+            ("short iv", lambda: e0([protected, {5: iv[:8]}, ciphertext])),
+            ("long iv", lambda: e0([protected, {5: iv + b"\0"}, ciphertext])),
+            ("text iv", lambda: e0([protected, {5: iv.hex()}, ciphertext])),
+            ("other iv", lambda: e0([protected, {5: bytes(12)}, ciphertext])),
+            ("ciphertext text", lambda: e0([protected, {5: iv}, "ciphertext"])),
+            ("ciphertext null", lambda: e0([protected, {5: iv}, None])),
+            ("tag cut", lambda: e0([protected, {5: iv}, ciphertext[:-1]])),
+            ("no tag bytes", lambda: e0([protected, {5: iv}, ciphertext[:-16]])),
+            ("empty ciphertext", lambda: e0([protected, {5: iv}, b""])),
+            ("long ciphertext", lambda: e0([protected, {5: iv}, ciphertext + b"\0"])),
+            ("plaintext", lambda: e0([protected, {5: iv}, plain])),
+            ("tag in tag", lambda: cbor2.CBORTag(55799, e0(envelope))),
+            ("map", lambda: e0(dict(enumerate(envelope)))),
         ]
         what, build = self.rng.choice(choices)
         out = cbor2.dumps(build())
@@ -313,8 +333,8 @@ class Fuzzer:
             out += b"\x00"
             what += ", trailing byte"
         if what == "no tag" and self.rng.random() < 0.5:
-            out = b"\xd8\x11" + out  # tag 17 in a long form
-            what = "tag 17 in a long head"
+            out = b"\xd8\x10" + out  # tag 16 in a long form
+            what = "tag 16 in a long head"
         return Fuzzed(template.leaf, out, "envelope", f"{template.name}: {what}")
 
     def bad_payload(self) -> Fuzzed:
@@ -350,7 +370,9 @@ class Fuzzer:
         if what == "over the cap" and self.rng.random() < 0.9:
             what, build = choices[0]  # big messages are slow to move: a few suffice
         payload = build()
-        sealed = hand_seal(self.club.key, self.club.kid, self.topic(template.leaf), payload)
+        sealed = hand_seal(
+            self.club.key, self.club.kid, self.topic(template.leaf), payload, self.iv()
+        )
         return Fuzzed(template.leaf, sealed, "payload", f"{template.name}: {what}")
 
     def wrong_field(self) -> Fuzzed:
@@ -375,15 +397,15 @@ class Fuzzer:
             what = f"sealed for {template.leaf}, sent on {leaf}"
         elif way == 1:
             leaf = template.leaf
-            data = seal(bytes(32), club.kid, self.topic(leaf), template.body)
+            data = seal(bytes(32), club.kid, self.topic(leaf), template.body, iv=self.iv())
             what = "sealed with another key"
         elif way == 2:
             leaf = template.leaf
-            data = seal(club.key, club.kid + b"/2", self.topic(leaf), template.body)
+            data = seal(club.key, club.kid + b"/2", self.topic(leaf), template.body, iv=self.iv())
             what = "sealed with an unknown kid"
         else:
             leaf = template.leaf
             other = club.base.rsplit("/", 1)[0] + "/other"
-            data = seal(club.key, club.kid, f"{other}/{leaf}", template.body)
+            data = seal(club.key, club.kid, f"{other}/{leaf}", template.body, iv=self.iv())
             what = "sealed for another controller"
         return Fuzzed(leaf, data, "topic", f"{template.name}: {what}")

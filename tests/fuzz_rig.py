@@ -33,7 +33,7 @@ from typing import Any
 import cbor2
 
 from firmware.core.model import digest_bytes, digest_part
-from firmware.core.wire import seal, unseal
+from firmware.core.wire import unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
 from firmware.runtime.loop import STALL_S as LOOP_STALL_S
@@ -42,6 +42,7 @@ from tests.broker import Broker
 from tests.fuzz import Fuzzed, Fuzzer
 from tests.fuzz_fields import Club
 from tests.harness import BASE, CONTROLLER, Rig
+from tests.sealing import seal
 from tests.waiting import WAIT_S, wait_for
 
 EPOCH, VERSION = "fuzz-epoch", 7

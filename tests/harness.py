@@ -22,12 +22,13 @@ import pytest
 from firmware.config import Config, load_config
 from firmware.core.controller import Controller
 from firmware.core.errors import RemoteError
-from firmware.core.wire import seal, unseal
+from firmware.core.wire import unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
 from firmware.runtime.edge import EdgeContext
 from sim.bench import BenchEdge
 from tests.broker import Broker
+from tests.sealing import seal
 from tests.waiting import WAIT_S, wait_for
 from tools.ctl import build_command
 from tools.hub.db import HubDB

@@ -24,12 +24,12 @@ import cbor2
 from firmware.config import Config, parse_config
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import DebitEntry, LoggedEvent
-from firmware.core.wire import seal
 from firmware.outbox_store import OutboxStore
 from firmware.runtime import Runtime
 from firmware.runtime.edge import EdgeContext
 from firmware.storage import DB_FILE, Storage
 from tests.broker import free_port
+from tests.sealing import seal
 from tests.waiting import WAIT_S, wait_for
 
 SITE, CONTROLLER = "demo", "ctl1"
@@ -76,6 +76,7 @@ def make_config(tmp: Path, now: float, *, unlock_s: int = 1, inputs: bool = True
         door |= {"contact": 27, "rex": 22}
     key = tmp / f"{CONTROLLER}.key"
     key.write_text(KEY.hex() + "\n")
+    key.chmod(0o600)
     return parse_config(
         tmp / "controller.toml",
         {

@@ -26,13 +26,13 @@ from hypothesis import strategies as st
 from firmware.config import Config, parse_config
 from firmware.core.errors import LocalError
 from firmware.core.inputs import ContactChanged, Input, Presented, RexPressed
-from firmware.core.wire import seal
 from firmware.runtime.edge import EdgeContext
 from hal.events import ContactSensed, CredentialRead, HalEvent
 from hal.sim import SimBackend
 from sim.bench import IN, OUT, REPORT_EVERY_S, BenchEdge
 from tests.broker import Broker
 from tests.harness import BASE, CONTROLLER, Rig, club, logged_events
+from tests.sealing import seal
 from tests.waiting import wait_for
 
 # Doors and readers without pins: a simulator on bench inputs alone. The front
@@ -99,6 +99,7 @@ def config_of(tmp: Path, wiring: str, *, backend: str = "sim") -> Config:
     """A controller.toml with `wiring`, and its key file, in `tmp`."""
     key = tmp / f"{CONTROLLER}.key"
     key.write_text(secrets.token_hex(32) + "\n")
+    key.chmod(0o600)
     text = (
         f'[controller]\nsite = "demo"\nid = "{CONTROLLER}"\n'
         f'data_dir = "{tmp / "data"}"\nkey_file = "{key}"\n'

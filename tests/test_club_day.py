@@ -43,9 +43,9 @@ from firmware.core.inputs import (
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import AppendEvents, DeleteAcked, ForgetDebits, LoggedEvent
 from firmware.core.sync import SyncSession
-from firmware.core.wire import seal
 from hal.wiring import device_specs
 from tests.builders import store_of
+from tests.sealing import seal
 
 KEY = bytes(range(32))
 BASE = "alc/riverside/ctl1"

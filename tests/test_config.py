@@ -79,8 +79,10 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_key_file(tmp_path: Path) -> None:
     good = tmp_path / "good.key"
     good.write_text("ab" * 32 + "\n")
+    good.chmod(0o600)
     assert read_key(good, where="x") == bytes([0xAB]) * 32
     bad = tmp_path / "bad.key"
     bad.write_text("abc")
+    bad.chmod(0o600)
     with pytest.raises(ConfigError, match="64 hex"):
         read_key(bad, where="x")

@@ -25,7 +25,6 @@ from firmware.core.inputs import (
 )
 from firmware.core.outbox import DeleteAcked, SendEvents
 from firmware.core.sync import SaveDelta, SaveSnapshot
-from firmware.core.wire import seal
 from tests.builders import rec, store_of
 from tests.core_rig import (
     BASE,
@@ -42,6 +41,7 @@ from tests.core_rig import (
     snapshot,
     system,
 )
+from tests.sealing import seal
 
 
 def test_connect_publishes_retained_state_and_a_boot_request() -> None:

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from firmware.core.messages import parse_command
-from firmware.core.wire import seal, unseal
+from firmware.core.wire import unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from tests.broker import Broker
+from tests.sealing import seal
 from tools import ctl
 from tools.hub.keys import read_controller_key
 

@@ -28,12 +28,12 @@ from hypothesis import strategies as st
 from firmware.core.actions import Output
 from firmware.core.inputs import PayloadReceived
 from firmware.core.outbox import AppendEvents
-from firmware.core.wire import seal
 from tests.broker import Broker
 from tests.fuzz import HOW, MISSING, Fuzzer, hand_seal, with_field
 from tests.fuzz_fields import KEYPAD_JUNK, Template, templates, wrong_values
 from tests.fuzz_rig import Counts, FuzzRig, run_campaign
 from tests.harness import BASE
+from tests.sealing import seal
 
 MAX_RSS_GROWTH_KIB = 64 * 1024  # the controller, the fuzzer and paho's buffers together
 
@@ -172,8 +172,9 @@ def test_hand_sealing_seals_as_the_controller_does(fuzz_rig: FuzzRig) -> None:
     club = fuzz_rig.club
     body = {"t": "cmd", "id": "x", "cmd": "status", "args": {}, "iat": 1, "exp": 2}
     topic = f"{BASE}/cmd"
-    assert hand_seal(club.key, club.kid, topic, cbor2.dumps(body)) == seal(
-        club.key, club.kid, topic, body
+    iv = bytes(range(12))
+    assert hand_seal(club.key, club.kid, topic, cbor2.dumps(body), iv) == seal(
+        club.key, club.kid, topic, body, iv=iv
     )
 
 

@@ -30,6 +30,7 @@ def test_a_burst_is_decided_one_by_one_and_made_durable_in_few_transactions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "c1.key").write_text(secrets.token_hex(32) + "\n")
+    (tmp_path / "c1.key").chmod(0o600)
     config = parse_config(
         tmp_path / "controller.toml",
         {

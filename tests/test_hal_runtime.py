@@ -73,6 +73,7 @@ def config_path(tmp_path: Path) -> Path:
     seed(data_dir / DB_FILE, time.time())
     key = tmp_path / "ctl1.key"
     key.write_text(secrets.token_hex(32) + "\n")
+    key.chmod(0o600)
     path = tmp_path / "controller.toml"
     path.write_text(
         f"""

@@ -20,9 +20,10 @@ import cbor2
 import pytest
 
 from firmware.core.messages import parse_delta, parse_snap
-from firmware.core.wire import MAX_PAYLOAD, seal, unseal
+from firmware.core.wire import MAX_PAYLOAD, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from tests.broker import Broker
+from tests.sealing import seal
 from tools.hub.changes import diff, paginate
 from tools.hub.datafile import DataFileError, parse_datafile
 from tools.hub.db import HubDB

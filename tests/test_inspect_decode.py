@@ -9,11 +9,12 @@ import pytest
 
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import DebitEntry, LoggedEvent
-from firmware.core.wire import seal
 from firmware.outbox_store import OutboxStore
 from firmware.storage import Storage
 from tests.builders import rec
+from tests.sealing import seal
 from tools.cli import main
+from tools.hub.keys import read_keyring, write_new_key
 
 KEY = bytes(range(32))
 TOPIC = "alc/demo/ctl1/cmd"
@@ -21,6 +22,7 @@ TOPIC = "alc/demo/ctl1/cmd"
 
 def write_config(tmp_path: Path) -> Path:
     (tmp_path / "ctl1.key").write_text(KEY.hex())
+    (tmp_path / "ctl1.key").chmod(0o600)
     config = tmp_path / "controller.toml"
     config.write_text(
         '[controller]\nsite = "demo"\nid = "ctl1"\ndata_dir = "data"\nkey_file = "ctl1.key"\n'
@@ -63,21 +65,48 @@ def test_inspect_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_decode_unverified_and_verified(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_decode_without_and_with_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     payload = seal(KEY, b"ctl1", TOPIC, {"t": "cmd", "id": "x", "cmd": "status"})
     assert main(["decode", payload.hex()]) == 0
-    opened = json.loads(capsys.readouterr().out)
-    assert opened["verified"] is False and opened["payload"]["cmd"] == "status"
+    clear = json.loads(capsys.readouterr().out)
+    # Without the key only the clear parts show: the content is encrypted.
+    assert clear["opened"] is False and clear["kid"] == "ctl1" and clear["alg"] == 3
+    assert "payload" not in clear and len(bytes.fromhex(clear["iv"])) == 12
 
     capture = tmp_path / "capture.bin"
     capture.write_bytes(payload)
     key_file = tmp_path / "ctl1.key"
     key_file.write_text(KEY.hex())
+    key_file.chmod(0o600)
     args = ["decode", str(capture), "--key-file", str(key_file), "--topic", TOPIC]
     assert main(args) == 0
     checked = json.loads(capsys.readouterr().out)
-    assert checked["verified"] is True and checked["kid"] == "ctl1"
+    assert checked["opened"] is True and checked["kid"] == "ctl1"
+    assert checked["payload"]["cmd"] == "status"
 
-    # Captured on another topic: the MAC does not verify.
+    # Captured on another topic: it does not open.
     assert main([*args[:-1], "alc/demo/ctl2/cmd"]) == 1
-    assert "tag does not verify" in capsys.readouterr().err
+    assert "does not open" in capsys.readouterr().err
+
+    # A key file other users can read is refused, with the fix.
+    key_file.chmod(0o644)
+    assert main(args) == 1
+    assert f"chmod 600 {key_file}" in capsys.readouterr().err
+
+
+def test_decode_with_a_keys_directory_finds_the_key_by_kid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "keys"
+    write_new_key(keys, "ctl1")
+    write_new_key(keys, "ctl1", 2)
+    second = read_keyring(keys, "ctl1").accepted[b"ctl1/2"]
+    payload = seal(second, b"ctl1/2", TOPIC, {"t": "cmd", "id": "y", "cmd": "sync"})
+    assert main(["decode", payload.hex(), "--keys", str(keys), "--topic", TOPIC]) == 0
+    opened = json.loads(capsys.readouterr().out)
+    assert opened["kid"] == "ctl1/2" and opened["payload"]["id"] == "y"
+    stranger = seal(second, b"ctl9", TOPIC, {"t": "cmd", "id": "z", "cmd": "sync"})
+    assert main(["decode", stranger.hex(), "--keys", str(keys), "--topic", TOPIC]) == 1
+    assert "unknown kid" in capsys.readouterr().err

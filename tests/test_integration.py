@@ -27,7 +27,7 @@ from firmware.core import outbox as outbox_module
 from firmware.core.controller import Controller
 from firmware.core.decide import Target
 from firmware.core.inputs import PayloadReceived, Presented
-from firmware.core.wire import peek
+from firmware.core.wire import unseal
 from firmware.mqtt import BrokerSettings
 from firmware.runtime import Runtime
 from firmware.storage import DB_FILE, Storage
@@ -92,9 +92,10 @@ def gate_data(runtime: Runtime, monkeypatch: pytest.MonkeyPatch, hook: Any) -> N
     (lose the message). Set before the loop runs: the link hands `data` payloads to
     the decoder thread through `decoder.put`."""
     put = runtime.decoder.put
+    keys = runtime.config.keyring().accepted
 
     def gated(event: PayloadReceived) -> None:
-        if not hook(peek(event.payload)["payload"]):
+        if not hook(unseal(keys, event.topic, event.payload).body):
             return  # lost on the way
         put(event)
 
@@ -639,6 +640,7 @@ def test_a_bad_config_fails_at_start_with_one_line(
     )
     assert good in text
     (tmp_path / "c1.key").write_text(secrets.token_hex(32) + "\n")
+    (tmp_path / "c1.key").chmod(0o600)
     path = tmp_path / "bad.toml"
     path.write_text(text.replace(good, bad))
 

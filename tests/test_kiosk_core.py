@@ -33,9 +33,9 @@ from firmware.core.kiosk_views import IDLE_S, board_of, member_view
 from firmware.core.model import digest_bytes, digest_part
 from firmware.core.outbox import AppendEvents
 from firmware.core.sync import SyncSession
-from firmware.core.wire import seal
 from tests.builders import rec, store_of
 from tests.core_rig import asked
+from tests.sealing import seal
 
 KEY = bytes(range(32))
 BASE = "alc/demo/ctl1"

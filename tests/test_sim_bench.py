@@ -23,12 +23,13 @@ from typing import Any
 
 import pytest
 
-from firmware.core.wire import seal, unseal
+from firmware.core.wire import unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from hal.sim import SimBackend
 from sim import main as sim_main
 from tests.broker import Broker
 from tests.harness import BASE, CONTROLLER, Rig, club, wait_for
+from tests.sealing import seal
 from tools import demo
 from tools.hub.db import Event
 
@@ -279,6 +280,7 @@ def test_alc_sim_refuses_a_config_that_is_not_the_simulator(
     config = tmp_path / "controller.toml"
     key = tmp_path / "k.key"
     key.write_text("00" * 32)
+    key.chmod(0o600)
     config.write_text(
         f'[controller]\nsite = "s"\nid = "c"\ndata_dir = "{tmp_path}"\nkey_file = "{key}"\n'
         '[hal]\nbackend = "gpio"\n'

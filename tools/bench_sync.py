@@ -67,6 +67,7 @@ import argparse
 import json
 import math
 import multiprocessing
+import os
 import queue
 import random
 import signal
@@ -85,7 +86,7 @@ import cbor2
 
 from firmware.core.controller import Controller
 from firmware.core.errors import LocalError, RemoteError
-from firmware.core.wire import seal, unseal
+from firmware.core.wire import IV_BYTES, seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
 from sim.bench import BenchEdge
@@ -313,7 +314,8 @@ class BenchClient:
     def publish(self, leaf: str, body: dict[str, Any]) -> None:
         """Seal `body` for `{base}/{leaf}` and publish it."""
         topic = f"{BASE}/{leaf}"
-        self.link.publish(topic, seal(self.key, CONTROLLER.encode(), topic, body))
+        iv = os.urandom(IV_BYTES)
+        self.link.publish(topic, seal(self.key, CONTROLLER.encode(), topic, body, iv=iv))
 
     def final_reply(self, id: str, timeout: float) -> tuple[float, dict[str, Any]]:
         """The first `done`/`failed`/`rejected` reply to command `id`, with its

@@ -1,6 +1,7 @@
-"""`alc ctl`: send a MACed command to one controller and show its replies.
+"""`alc ctl`: send a sealed command to one controller and show its replies.
 
     alc ctl keygen --controller C --keys DIR
+    alc ctl rotate add|switch|retire --controller C --keys DIR
     alc ctl sync|purge|status|refresh-kiosks --site S --controller C --keys DIR
     alc ctl open-door --door D [--seconds N] ...
     alc ctl set-light --light L (--on|--off) [--seconds N] ...
@@ -13,11 +14,16 @@ publishes one `cmd` (PROTOCOL.md s6) valid for `--ttl` seconds (the controller
 rejects it after `exp`, never runs it late) and prints the replies until `done`
 (exit 0) or `failed`, `rejected` or `--timeout` (exit 1). Sync and purge show a
 progress bar. Exit 2 means nothing was sent.
+
+`keygen` and `rotate` only work on a keys directory (the hub's, or a
+controller's own: the layout is the same, docs/operations.md "Rotating a
+controller's key"); they send nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import queue
 import sys
 import time
@@ -29,10 +35,12 @@ from typing import Any, TextIO
 
 from firmware.config import ConfigError
 from firmware.core.errors import LocalError, RemoteError
-from firmware.core.wire import seal, unseal
+from firmware.core.keyring import Keyring
+from firmware.core.wire import IV_BYTES, seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
-from tools.hub.keys import check_segment, read_controller_key, write_new_key
+from tools.hub.keys import check_segment, read_keyring, write_new_key
 from tools.hub.options import add_broker_options, broker_settings
+from tools.rotate import rotate
 
 TTL_S = 60
 STATE_WAIT_S = 2.0
@@ -87,7 +95,7 @@ class Target:
     root: str
     site: str
     controller: str
-    key: bytes
+    keys: Keyring
 
     def topic(self, leaf: str) -> str:
         """`{root}/{site}/{controller}/{leaf}`."""
@@ -125,9 +133,7 @@ class _Session:
                 continue
             leaf = event.topic.rsplit("/", 1)[-1]
             try:
-                message = unseal(
-                    {self.target.controller.encode(): self.target.key}, event.topic, event.payload
-                )
+                message = unseal(self.target.keys.accepted, event.topic, event.payload)
             except RemoteError as exc:
                 print(
                     f"ignoring a message on {event.topic} that does not verify: {exc}",
@@ -164,7 +170,8 @@ def send_command(
             return 2
         command = build_command(cmd, args, now=clock(), ttl=ttl)
         topic = target.topic("cmd")
-        session.link.publish(topic, seal(target.key, target.controller.encode(), topic, command))
+        keys, iv = target.keys, os.urandom(IV_BYTES)
+        session.link.publish(topic, seal(keys.send_key, keys.send_kid, topic, command, iv=iv))
         print(f"sent {cmd} to {target.site}/{target.controller} (id {command['id']})", file=out)
         return _follow(session, command["id"], cmd in _WITH_PROGRESS, timeout, out)
     finally:
@@ -253,6 +260,15 @@ def parser() -> argparse.ArgumentParser:
     keygen = sub.add_parser("keygen", help="create a controller's key file")
     keygen.add_argument("--controller", required=True, help="controller id")
     keygen.add_argument("--keys", type=Path, required=True, help="directory of key files")
+    rot = sub.add_parser("rotate", help="a step of a key rotation, in a keys directory")
+    rot.add_argument(
+        "step",
+        choices=("add", "switch", "retire"),
+        help="add a new key (accepted, not sent with); switch to sending with the newest; "
+        "retire every key but the one sent with",
+    )
+    rot.add_argument("--controller", required=True, help="controller id")
+    rot.add_argument("--keys", type=Path, required=True, help="directory of key files")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--site", required=True, help="site id")
     common.add_argument("--controller", required=True, help="controller id")
@@ -303,18 +319,21 @@ def main(argv: Sequence[str]) -> int:
     """`alc ctl`."""
     ns = parser().parse_args(list(argv))
     try:
-        if ns.action != "keygen" and ns.ttl < 1:
+        if ns.action == "rotate":
+            print(rotate(ns.step, ns.keys, check_segment(ns.controller, "controller")))
+            return 0
+        if ns.action not in ("keygen", "rotate") and ns.ttl < 1:
             raise LocalError("--ttl must be at least 1 second")
         if ns.action == "keygen":
             path = write_new_key(ns.keys, ns.controller)
-            print(f"wrote {path} (give the same file to controller {ns.controller})")
+            print(f"wrote {path} (copy it to controller {ns.controller}'s keys_dir, mode 0600)")
             return 0
         target = Target(
             settings=broker_settings(ns),
             root=check_segment(ns.root, "root"),
             site=check_segment(ns.site, "site"),
             controller=check_segment(ns.controller, "controller"),
-            key=read_controller_key(ns.keys, ns.controller),
+            keys=read_keyring(ns.keys, ns.controller),
         )
     except (LocalError, ConfigError) as exc:
         print(f"alc ctl: {exc}", file=sys.stderr)

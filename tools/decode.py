@@ -1,10 +1,12 @@
 """`alc decode`: turn a captured payload into readable JSON, for troubleshooting.
 
-    alc decode FILE|HEX [--key-file K --topic T]
+    alc decode FILE|HEX [--key-file K | --keys DIR] [--topic T]
 
-Without a key the envelope is opened unverified (`"verified": false`: never act on
-it). With the controller's key file and the topic it was captured on, the MAC is
-checked exactly as the controller checks it. Byte strings print as hex.
+Payloads are encrypted (PROTOCOL.md s2), so without a key only the envelope's
+clear parts show (`"opened": false`: the kid, the iv, the ciphertext's size).
+With the controller's key file, or a keys directory (the key the capture's kid
+names is taken from it), and the topic it was captured on, the message is opened
+exactly as the controller opens it. Byte strings print as hex.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from firmware.config import read_key
 from firmware.core.errors import LocalError, RemoteError
-from firmware.core.wire import peek, unseal
+from firmware.core.wire import KeyLookup, parse, unseal
+from tools.hub.keys import load_keys
 
 
 def _plain(value: Any) -> Any:
@@ -47,26 +50,48 @@ def read_capture(source: str) -> bytes:
         raise LocalError(f"{source!r} is neither a file nor hex") from None
 
 
-def decode(data: bytes, key: bytes | None = None, topic: str | None = None) -> dict[str, Any]:
-    """Open a captured envelope; verified when `key` and `topic` are given."""
+def decode(
+    data: bytes, key: bytes | Mapping[bytes, bytes] | None = None, topic: str | None = None
+) -> dict[str, Any]:
+    """A captured envelope as a map: opened when `key` (one key, or keys by kid)
+    and `topic` are given, else only its clear parts."""
+    head = parse(data)
     if key is None or topic is None:
-        return _plain(peek(data))  # type: ignore[no-any-return]
-    # Whatever kid the capture names, check it against the one key we were given.
-    message = unseal(lambda _kid: key, topic, data)
+        return {
+            "opened": False,
+            "kid": head.kid.decode(errors="replace"),
+            "alg": head.alg,
+            "iv": head.iv.hex(),
+            "ciphertext_bytes": len(head.ciphertext),
+        }
+    # One key given: whatever kid the capture names, try that key.
+    keys: KeyLookup = key if isinstance(key, Mapping) else (lambda _kid: key)
+    message = unseal(keys, topic, data)
     kid = message.kid.decode(errors="replace")
-    return {"verified": True, "kid": kid, "payload": _plain(message.body)}
+    return {"opened": True, "kid": kid, "payload": _plain(message.body)}
+
+
+def _keys(args: argparse.Namespace) -> bytes | dict[bytes, bytes] | None:
+    if args.key_file is not None:
+        return read_key(args.key_file, where="--key-file")
+    if args.keys is not None:
+        return {
+            kid: k for ring in load_keys(args.keys).values() for kid, k in ring.accepted.items()
+        }
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `alc decode`."""
     parser = argparse.ArgumentParser(prog="alc decode", description=__doc__)
     parser.add_argument("capture", help="a file holding the payload (raw or hex), or hex")
-    parser.add_argument("--key-file", type=Path, help="the controller's key file (64 hex)")
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--key-file", type=Path, help="the controller's key file (64 hex)")
+    keys.add_argument("--keys", type=Path, help="a keys directory (the hub's or a controller's)")
     parser.add_argument("--topic", help="the MQTT topic the payload was captured on")
     args = parser.parse_args(argv)
     try:
-        key = read_key(args.key_file, where="--key-file") if args.key_file else None
-        print(json.dumps(decode(read_capture(args.capture), key, args.topic), indent=2))
+        print(json.dumps(decode(read_capture(args.capture), _keys(args), args.topic), indent=2))
     except (LocalError, RemoteError) as exc:
         print(f"alc decode: {exc}", file=sys.stderr)
         return 1

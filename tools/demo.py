@@ -26,6 +26,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import queue
 import socket
 import sys
@@ -37,7 +38,8 @@ from pathlib import Path
 
 from firmware.config import load_config
 from firmware.core.controller import Controller
-from firmware.core.wire import seal, unseal
+from firmware.core.keyring import Keyring
+from firmware.core.wire import IV_BYTES, seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
 from sim.bench import BenchEdge
@@ -309,11 +311,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             show("kiosk", f"the club's kiosk screen: open {runtime.kiosk.address} in a browser")
         outputs: queue.Queue[LinkEvent | None] = queue.Queue()
         bench = Link("alc-demo-bench", settings, outputs.put, subscriptions=[f"{BASE}/bench/out"])
-        target = Target(settings, "alc", SITE, CONTROLLER, key)
+        target = Target(settings, "alc", SITE, CONTROLLER, Keyring.single(CONTROLLER, key))
 
         def to_bench(message: dict[str, object]) -> None:
             topic = f"{BASE}/bench/in"
-            bench.publish(topic, seal(key, CONTROLLER.encode(), topic, message))
+            iv = os.urandom(IV_BYTES)
+            bench.publish(topic, seal(key, CONTROLLER.encode(), topic, message, iv=iv))
 
         def present(reader: str, credkind: str, value: str, who: str) -> None:
             show("member", f"{who} presents {credkind} {value} at {reader}")
@@ -530,7 +533,7 @@ def hand_driving(
     show("demo", "everything keeps running; drive it from another terminal:")
     for name, what, message in inputs:
         sealed = folder / f"{name}.cbor"
-        sealed.write_bytes(seal(key, kid, topic, message))
+        sealed.write_bytes(seal(key, kid, topic, message, iv=os.urandom(IV_BYTES)))
         show("demo", f"  # {what}")
         show("demo", f"  mosquitto_pub -h 127.0.0.1 -p {port} -t {topic} -f {sealed}")
     show("demo", "or any bench input (PROTOCOL.md s8), sealed for you:")

@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 # ConfigError is what `load_config` raises: part of this package's surface.
+from firmware.config.keys import load_keyring
+from firmware.config.keys import read_key as read_key
 from firmware.config.private_files import check_private, read_private_line
 from firmware.config.tables import ConfigError as ConfigError
 from firmware.config.tables import Table
 from firmware.config.wiring import bench_only_wiring, parse_wiring
+from firmware.core.keyring import Keyring
 from firmware.core.limits import CREDKINDS
 from firmware.core.pins import BUDGET_ACTIONS, DEFAULT_BUDGET, MAX_BUDGET, PinRules
 from firmware.core.wiring import Wiring
@@ -37,13 +40,16 @@ class ControllerSection:
     site: str
     id: str
     data_dir: Path
-    key_file: Path
+    # Exactly one of the two: `key_file`, a single key (kid = the controller id);
+    # `keys_dir`, the key files by kid and the send marker (firmware.config.keys).
+    key_file: Path | None
     outage_s: int = 600
     full_sync_every_s: int = 43200
     outbox_max: int = 1_000_000
     # The loop's kernel scheduling: "normal", "high" (nice -10) or "realtime"
     # (SCHED_FIFO); the last two need CAP_SYS_NICE (see docs/operations.md).
     loop_priority: str = "high"
+    keys_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,24 +96,22 @@ class Config:
         """`{root}/{site}/{controller}`."""
         return f"{self.mqtt.root}/{self.controller.site}/{self.controller.id}"
 
+    def keyring(self) -> Keyring:
+        """The keys this controller accepts and the one it sends with, read from
+        `keys_dir` or `key_file`; `ConfigError` names the file and the fix."""
+        c = self.controller
+        if c.keys_dir is not None:
+            try:
+                return load_keyring(c.keys_dir, c.id)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.path}: controller.keys_dir: {exc}") from None
+        assert c.key_file is not None  # the parser demands one of the two
+        key = read_key(c.key_file, where=f"{self.path}: controller.key_file")
+        return Keyring.single(c.id, key)
+
     def key(self) -> bytes:
-        """The 32-byte shared key, read from `key_file` (64 hex characters)."""
-        return read_key(self.controller.key_file, where=f"{self.path}: controller.key_file")
-
-
-def read_key(path: Path, *, where: str) -> bytes:
-    """Read a key file of 64 hex characters; raise `ConfigError` naming `where`."""
-    try:
-        text = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise ConfigError(f"{where}: {path} must hold 64 hex characters (32 bytes)")
-    return key
+        """The 32-byte key this controller sends with."""
+        return self.keyring().send_key
 
 
 def _controller(path: Path, raw: Any) -> ControllerSection:
@@ -116,12 +120,15 @@ def _controller(path: Path, raw: Any) -> ControllerSection:
         site=s.segment("site"),
         id=s.segment("id"),
         data_dir=s.path_value("data_dir") or Path("."),
-        key_file=s.path_value("key_file") or Path("."),
+        key_file=s.path_value("key_file", None),
+        keys_dir=s.path_value("keys_dir", None),
         outage_s=s.get("outage_s", int, 600, low=1),
         full_sync_every_s=s.get("full_sync_every_s", int, 43200, low=60),
         outbox_max=s.get("outbox_max", int, 1_000_000, low=100),
         loop_priority=s.get("loop_priority", str, "high"),
     )
+    if (section.key_file is None) == (section.keys_dir is None):
+        raise s.error("keys_dir", "name either keys_dir (the key files by kid) or key_file")
     if section.loop_priority not in LOOP_PRIORITIES:
         choices = ", ".join(repr(p) for p in LOOP_PRIORITIES)
         raise s.error("loop_priority", f"must be one of {choices}, got {section.loop_priority!r}")

@@ -41,6 +41,7 @@ from firmware.core.inputs import (
     StorageChecked,
     StorageTrouble,
 )
+from firmware.core.keyring import Keyring
 from firmware.core.kiosk import Kiosk
 from firmware.core.messages import Ack, Current, Delta, SnapPage
 from firmware.core.outbox import AppendEvents, Outbox
@@ -67,7 +68,7 @@ class Controller:
         self,
         *,
         controller_id: str,
-        key: bytes,
+        key: bytes | Keyring,
         base_topic: str,
         session: SyncSession,
         boot_time: float,
@@ -77,13 +78,15 @@ class Controller:
         outbox: Outbox | None = None,
     ) -> None:
         """`facility`: the wired doors, lights and readers (`facility_from`);
-        `executed` holds command ids already run (from storage) with their exp."""
+        `executed` holds command ids already run (from storage) with their exp;
+        `key`: the keys accepted by kid, or one key (kid = `controller_id`)."""
         self.id = controller_id
         self.session = session
         self.boot_time = boot_time
         self.masters = masters
         self.facility = facility
-        self.reception = Reception(base_topic, {controller_id.encode(): key})
+        ring = key if isinstance(key, Keyring) else Keyring.single(controller_id, key)
+        self.reception = Reception(base_topic, dict(ring.accepted))
         self.outbox = outbox if outbox is not None else Outbox()
         self.kiosk = Kiosk()
         self.reports = Reports(session, self.outbox, boot_time)

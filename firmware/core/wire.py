@@ -1,72 +1,86 @@
-"""The envelope every MQTT payload travels in (PROTOCOL.md section 2).
+"""The envelope every MQTT payload travels in (PROTOCOL.md section 2, version 2).
 
-A message is a CBOR map sealed in a COSE_Mac0 (RFC 9052 section 6.2) with
-HMAC-SHA256 and the MQTT topic as external AAD:
+A message is a CBOR map encrypted and authenticated in a COSE_Encrypt0 (RFC 9052
+section 5.2) with AES-256-GCM, the MQTT topic as external AAD:
 
-    17([protected = bstr .cbor {1: 5, 4: kid}, {}, payload = bstr .cbor {"t": ...}, tag])
+    16([protected = bstr .cbor {1: 3, 4: kid}, {5: iv}, ciphertext = bstr])
 
-`unseal` checks the size cap first, then the envelope's shape, the protected
-header, and the tag over the bytes exactly as received; only a message that
-authenticates gets its payload decoded, under the limits of `loads_strict`. Every
-bad input raises `RemoteError`; the ones a sender with the wrong key, kid, alg or
-topic produces raise its subclass `AuthError`, which the controller reports as a
-`system`/`auth_failed` event. Mistakes of our own (a bad key, an unsendable
-message) raise `LocalError`.
+The content key is HKDF-SHA256 of the controller's 32-byte key (no salt, info
+`b"alc v2 A256GCM"`); it is derived once per key and cached. The 12-byte iv is
+the caller's: the core has no source of randomness of its own (it stays
+sans-I/O), so every caller passes `os.urandom(IV_BYTES)` (tests may fix it).
+
+`unseal` checks the size cap, the envelope's shape, the protected header (alg,
+kid, no critical parameters), the iv's and the ciphertext's sizes first, and only
+then opens the ciphertext. Everything that keeps a message from opening raises
+`AuthError` (the controller reports it as a rate-limited `system`/`auth_failed`
+event) and nothing of such a message is decoded further; a message that opens but
+whose plaintext breaks the limits of `loads_strict` raises `RemoteError`. Mistakes
+of our own (a bad key, an iv of the wrong size, an unsendable message) raise
+`LocalError`.
 
 This module knows nothing about message types beyond the `"t"` key.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import cbor2
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from firmware.core.codec import loads_strict
 from firmware.core.errors import LocalError, RemoteError
 
 MAX_PAYLOAD = 256 * 1024
-"""Largest accepted `payload` bstr, in bytes (PROTOCOL.md s2)."""
+"""Largest accepted plaintext (the CBOR payload map), in bytes (PROTOCOL.md s2)."""
+
+MAX_ENVELOPE = MAX_PAYLOAD + 1024
+"""Largest accepted envelope (PROTOCOL.md s2: 256 KiB + 1 KiB); anything longer is
+refused before any decoding."""
 
 MAX_PROTECTED = 256
-"""Largest accepted `protected` bstr. `{1: 5, 4: kid}` with a 64-byte controller id
-as kid takes 70 bytes; the slack leaves room for longer kids without letting a
-peer make us decode a large header before authenticating it."""
-
-# Tag 17 (1) + array head (1) + protected bstr head (<= 3) + {} (1) + payload bstr
-# head (5 for 256 KiB) + tag bstr head (2) + tag (32) = 45 bytes at most.
-_OVERHEAD = 64
-
-MAX_ENVELOPE = MAX_PAYLOAD + MAX_PROTECTED + _OVERHEAD
-"""Largest accepted envelope; anything longer is refused before any decoding."""
+"""Largest accepted `protected` bstr. `{1: 3, 4: kid}` with the longest kid we
+make (a 64-byte controller id, `/`, a digit) takes 72 bytes; the slack leaves room
+for other peers' kids without letting one make us decode a large header."""
 
 KEY_BYTES = 32
 """Length of a controller key (PROTOCOL.md s2: 32 random bytes)."""
 
-TAG_BYTES = 32
-"""HMAC-SHA256 tag length; alg 5 uses the full, untruncated tag."""
+IV_BYTES = 12
+"""Length of the AES-GCM iv (nonce), fresh for every message."""
 
-ALG_HMAC_256 = 5
-"""COSE algorithm id of HMAC-SHA256 with a 256-bit tag (RFC 9053 s3.1)."""
+TAG_BYTES = 16
+"""AES-GCM authentication tag, appended to the ciphertext."""
+
+ALG_A256GCM = 3
+"""COSE algorithm id of AES-GCM with a 256-bit key and a 128-bit tag (RFC 9053 s4.1)."""
+
+HKDF_INFO = b"alc v2 A256GCM"
+"""The HKDF `info` that derives a content key from a controller key."""
 
 _LABEL_ALG = 1
 _LABEL_CRIT = 2
 _LABEL_KID = 4
-_COSE_MAC0_TAG = 17
-# Tag 17 in preferred serialisation (major type 6, value 17 in the initial byte).
-# Every CBOR encoder emits it this way; a longer form is refused as not tag 17.
-_COSE_MAC0_HEAD = 0xD1
+_LABEL_IV = 5
+_COSE_ENCRYPT0_TAG = 16
+# Tag 16 in preferred serialisation (major type 6, value 16 in the initial byte).
+# Every CBOR encoder emits it this way; a longer form is refused as not tag 16.
+_COSE_ENCRYPT0_HEAD = 0xD0
 
 KeyLookup = Callable[[bytes], bytes | None] | Mapping[bytes, bytes]
 """Where `unseal` finds the key for a kid: a mapping or a function (None: unknown)."""
 
 
 class AuthError(RemoteError):
-    """A message did not authenticate: wrong tag, unknown kid or wrong alg.
+    """A message did not open: not an Encrypt0 envelope of ours, a wrong alg, an
+    unknown kid, a bad size, or a tag that does not verify (wrong key or topic).
 
     `kid` is the key id the message claimed, when it named one.
     """
@@ -78,8 +92,8 @@ class AuthError(RemoteError):
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """An authenticated message: the `kid` it was sealed with, its type (`"t"`)
-    and the whole decoded payload map (`"t"` included)."""
+    """An opened message: the `kid` it was sealed with, its type (`"t"`) and the
+    whole decoded payload map (`"t"` included)."""
 
     kid: bytes
     type: str
@@ -87,26 +101,32 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class _Envelope:
+class Header:
+    """The parts of an envelope that travel in clear, checked but not opened."""
+
     protected: bytes
-    header: dict[Any, Any]
-    payload: bytes
-    tag: bytes
+    alg: int
+    kid: bytes
+    iv: bytes
+    ciphertext: bytes
 
 
-def seal(key: bytes, kid: bytes, topic: str, message: Mapping[str, Any]) -> bytes:
+def seal(key: bytes, kid: bytes, topic: str, message: Mapping[str, Any], *, iv: bytes) -> bytes:
     """Encode `message` and seal it for publishing on `topic` under `key`/`kid`.
 
-    Deterministic: the same arguments always give the same bytes (map order is
-    kept as given). Raises `LocalError` if the key is not 32 bytes, or if the
-    message is one a strict peer would refuse: no text `"t"`, a non-text top-level
-    key, a value that encodes as a CBOR tag (datetime, set, big int...), nesting
-    deeper than 16 or a payload over `MAX_PAYLOAD`. Refusing here matters because a
-    message the hub rejects would otherwise be retried forever.
+    `iv` must be 12 fresh random bytes (`os.urandom(IV_BYTES)`): an iv used twice
+    under one key gives the key's authenticity away. Raises `LocalError` if the
+    key is not 32 bytes or the iv not 12, or if the message is one a strict peer
+    would refuse: no text `"t"`, a non-text top-level key, a value that encodes as
+    a CBOR tag (datetime, set, big int...), nesting deeper than 16 or a payload
+    over `MAX_PAYLOAD`. Refusing here matters because a message the hub rejects
+    would otherwise be retried forever.
     """
-    _check_key(key)
+    aead = _aead(_check_key(key))
     if not isinstance(kid, bytes):
         raise LocalError(f"kid must be bytes, got {type(kid).__name__}")
+    if not isinstance(iv, bytes) or len(iv) != IV_BYTES:
+        raise LocalError(f"iv must be {IV_BYTES} bytes")
     if not isinstance(message.get("t"), str):
         raise LocalError('message needs a text "t" naming its type')
     if not all(isinstance(k, str) for k in message):
@@ -122,48 +142,48 @@ def seal(key: bytes, kid: bytes, topic: str, message: Mapping[str, Any]) -> byte
         loads_strict(payload, what="payload")
     except RemoteError as exc:
         raise LocalError(f"message {message['t']!r} would be refused: {exc}") from None
-    protected = cbor2.dumps({_LABEL_ALG: ALG_HMAC_256, _LABEL_KID: kid})
+    protected = cbor2.dumps({_LABEL_ALG: ALG_A256GCM, _LABEL_KID: kid})
     if len(protected) > MAX_PROTECTED:
         raise LocalError(f"kid of {len(kid)} bytes is too long")
     try:
-        aad = topic.encode("utf-8")
+        topic_bytes = topic.encode("utf-8")
     except UnicodeEncodeError:
         raise LocalError(f"topic {topic!r} is not valid UTF-8") from None
-    tag = _mac(key, protected, aad, payload)
-    out: bytes = cbor2.dumps(cbor2.CBORTag(_COSE_MAC0_TAG, [protected, {}, payload, tag]))
+    ciphertext = aead.encrypt(iv, payload, enc_structure(protected, topic_bytes))
+    out: bytes = cbor2.dumps(
+        cbor2.CBORTag(_COSE_ENCRYPT0_TAG, [protected, {_LABEL_IV: iv}, ciphertext])
+    )
     return out
 
 
 def unseal(keys: KeyLookup, topic: str, data: bytes | bytearray | memoryview) -> Message:
-    """Authenticate and decode a message received on `topic`.
+    """Open and decode a message received on `topic`.
 
     `keys` maps a kid to its 32-byte key (a mapping, or a function returning None
-    for an unknown kid). Raises `AuthError` for a wrong tag (wrong key, or a
-    message copied from another topic), an unknown kid or an alg other than
-    HMAC-SHA256, `RemoteError` for anything else malformed or oversize, and
-    `LocalError` only if `keys` hands back something that is not a 32-byte key.
+    for an unknown kid). Raises `AuthError` for anything that keeps the message
+    from opening (see the module's docstring), `RemoteError` for an opened
+    payload that is not a strict CBOR map with a text `"t"`, and `LocalError`
+    only if `keys` hands back something that is not a 32-byte key.
     """
     try:
-        aad = topic.encode("utf-8")
+        topic_bytes = topic.encode("utf-8")
     except UnicodeEncodeError:
-        raise RemoteError(f"topic {topic!r} is not valid UTF-8") from None
-    env = _parse(data)
-    alg = _label(env.header, _LABEL_ALG)
-    if type(alg) is not int or alg != ALG_HMAC_256:
-        raise AuthError(f"alg {alg!r} is not HMAC-SHA256 (5)", kid=_kid_or_none(env.header))
-    kid = _label(env.header, _LABEL_KID)
-    if type(kid) is not bytes:
-        raise RemoteError(f"protected header has no bstr kid (label 4), got {type(kid).__name__}")
-    found = keys.get(kid) if isinstance(keys, Mapping) else keys(kid)
+        raise AuthError(f"topic {topic!r} is not valid UTF-8") from None
+    head = parse(data)
+    found = keys.get(head.kid) if isinstance(keys, Mapping) else keys(head.kid)
     if found is None:
-        raise AuthError(f"unknown kid {kid!r}", kid=kid)
-    key = _check_key(found)
-    if len(env.tag) != TAG_BYTES:
-        raise AuthError(f"tag is {len(env.tag)} bytes, not {TAG_BYTES}", kid=kid)
-    if not hmac.compare_digest(_mac(key, env.protected, aad, env.payload), env.tag):
-        raise AuthError(f"tag does not verify for kid {kid!r} on this topic", kid=kid)
-    # Authenticated: only now is the payload worth decoding.
-    body = loads_strict(env.payload, what="payload")
+        raise AuthError(f"unknown kid {head.kid!r}", kid=head.kid)
+    aead = _aead(_check_key(found))
+    try:
+        plaintext = aead.decrypt(
+            head.iv, head.ciphertext, enc_structure(head.protected, topic_bytes)
+        )
+    except InvalidTag:
+        raise AuthError(
+            f"message does not open with kid {head.kid!r} on this topic", kid=head.kid
+        ) from None
+    # Opened: only now is the payload worth decoding.
+    body = loads_strict(plaintext, what="payload")
     if not isinstance(body, dict):
         raise RemoteError(f"payload is a {type(body).__name__}, not a map")
     if not all(type(k) is str for k in body):
@@ -171,61 +191,91 @@ def unseal(keys: KeyLookup, topic: str, data: bytes | bytearray | memoryview) ->
     kind = body.get("t")
     if type(kind) is not str:
         raise RemoteError('payload has no text "t" naming its type')
-    return Message(kid=kid, type=kind, body=body)
+    return Message(kid=head.kid, type=kind, body=body)
 
 
-def peek(data: bytes | bytearray | memoryview) -> dict[str, Any]:
-    """Decode an envelope WITHOUT checking its tag, for `alc decode`.
+def parse(data: bytes | bytearray | memoryview) -> Header:
+    """Check an envelope's structure and clear parts, without opening it.
 
-    Returns `verified: False` with the header fields, the tag in hex and the
-    decoded payload. Same size and CBOR limits as `unseal`; raises `RemoteError`
-    if the envelope or payload is malformed. Never act on its result.
+    Raises `AuthError` for anything `unseal` would refuse before opening: over
+    the size cap, not CBOR tag 16 around an array of 3, a protected header that
+    is not `{1: 3, 4: kid}` (critical parameters refused), an unprotected header
+    other than `{5: iv}` with a 12-byte iv, or a ciphertext shorter than the tag
+    or longer than the largest payload with its tag.
     """
-    env = _parse(data)
-    return {
-        "verified": False,
-        "alg": _label(env.header, _LABEL_ALG),
-        "kid": _label(env.header, _LABEL_KID),
-        "protected": env.header,
-        "tag": env.tag.hex(),
-        "payload": loads_strict(env.payload, what="payload"),
-    }
-
-
-def _parse(data: bytes | bytearray | memoryview) -> _Envelope:
-    """Split an envelope into its parts without touching the payload bytes."""
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise RemoteError(f"envelope must be bytes, got {type(data).__name__}")
+        raise AuthError(f"envelope must be bytes, got {type(data).__name__}")
     # The cap comes before any decoding, so a huge message costs us nothing.
     size = data.nbytes if isinstance(data, memoryview) else len(data)
     if size > MAX_ENVELOPE:
-        raise RemoteError(f"envelope of {size} bytes is over {MAX_ENVELOPE}")
+        raise AuthError(f"envelope of {size} bytes is over {MAX_ENVELOPE}")
     raw = bytes(data)
-    if not raw or raw[0] != _COSE_MAC0_HEAD:
-        raise RemoteError("not a COSE_Mac0 message (CBOR tag 17)")
-    # Past the one tag we expect, the rest is plain CBOR: loads_strict refuses any
-    # further tag, so cbor2's own tag decoders never run on what a peer sent.
-    parts = loads_strict(raw[1:], what="COSE_Mac0")
-    if not isinstance(parts, list) or len(parts) != 4:
-        raise RemoteError("COSE_Mac0 must be an array of 4 items")
-    protected, unprotected, payload, tag = parts
-    if type(protected) is not bytes or type(payload) is not bytes or type(tag) is not bytes:
-        raise RemoteError("COSE_Mac0 protected, payload and tag must be byte strings")
-    if not isinstance(unprotected, dict) or unprotected:
-        # Nothing belongs there: kid travels authenticated in the protected header.
-        raise RemoteError("COSE_Mac0 unprotected header must be the empty map")
-    if len(payload) > MAX_PAYLOAD:
-        raise RemoteError(f"payload of {len(payload)} bytes is over {MAX_PAYLOAD}")
-    if len(protected) > MAX_PROTECTED:
-        raise RemoteError(f"protected header of {len(protected)} bytes is over {MAX_PROTECTED}")
-    # RFC 9052 s3: an empty protected bucket is sent as a zero-length bstr.
-    header = loads_strict(protected, what="protected header") if protected else {}
-    if not isinstance(header, dict):
-        raise RemoteError("protected header is not a map")
-    if _label(header, _LABEL_CRIT) is not None:
-        # RFC 9052 s3.1: we understand no extension, so a critical one is fatal.
-        raise RemoteError("protected header lists critical parameters we do not know")
-    return _Envelope(protected=protected, header=header, payload=payload, tag=tag)
+    if not raw or raw[0] != _COSE_ENCRYPT0_HEAD:
+        raise AuthError("not a COSE_Encrypt0 message (CBOR tag 16)")
+    try:
+        # Past the one tag we expect, the rest is plain CBOR: loads_strict refuses
+        # any further tag, so cbor2's own tag decoders never run on what a peer sent.
+        parts = loads_strict(raw[1:], what="COSE_Encrypt0")
+        if not isinstance(parts, list) or len(parts) != 3:
+            raise RemoteError("COSE_Encrypt0 must be an array of 3 items")
+        protected, unprotected, ciphertext = parts
+        if type(protected) is not bytes or type(ciphertext) is not bytes:
+            raise RemoteError("COSE_Encrypt0 protected and ciphertext must be byte strings")
+        if len(protected) > MAX_PROTECTED:
+            raise RemoteError(f"protected header of {len(protected)} bytes is over {MAX_PROTECTED}")
+        if not TAG_BYTES <= len(ciphertext) <= MAX_PAYLOAD + TAG_BYTES:
+            raise RemoteError(f"ciphertext of {len(ciphertext)} bytes is out of bounds")
+        iv = _iv(unprotected)
+        header = loads_strict(protected, what="protected header") if protected else {}
+        if not isinstance(header, dict):
+            raise RemoteError("protected header is not a map")
+        if _label(header, _LABEL_CRIT) is not None:
+            # RFC 9052 s3.1: we understand no extension, so a critical one is fatal.
+            raise RemoteError("protected header lists critical parameters we do not know")
+    except AuthError:
+        raise
+    except RemoteError as exc:
+        raise AuthError(str(exc)) from None
+    kid = _label(header, _LABEL_KID)
+    alg = _label(header, _LABEL_ALG)
+    if type(kid) is not bytes:
+        raise AuthError(f"protected header has no bstr kid (label 4), got {type(kid).__name__}")
+    if type(alg) is not int or alg != ALG_A256GCM:
+        raise AuthError(f"alg {alg!r} is not A256GCM (3)", kid=kid)
+    return Header(protected=protected, alg=alg, kid=kid, iv=iv, ciphertext=ciphertext)
+
+
+def enc_structure(protected: bytes, external_aad: bytes) -> bytes:
+    """The AAD: RFC 9052 s5.3's Enc_structure for COSE_Encrypt0, CBOR-encoded."""
+    # cbor2 encodes with shortest-form lengths, the deterministic encoding
+    # RFC 9052 s9 asks for.
+    out: bytes = cbor2.dumps(["Encrypt0", protected, external_aad])
+    return out
+
+
+def content_key(key: bytes) -> bytes:
+    """The AES-256-GCM key derived from a controller key (PROTOCOL.md s2)."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=HKDF_INFO)
+    return hkdf.derive(_check_key(key))
+
+
+@functools.lru_cache(maxsize=256)
+def _aead(key: bytes) -> AESGCM:
+    """The cipher for a controller key, its content key derived once: a hub with
+    many controllers, each with up to 4 keys, fits; lru_cache is thread-safe."""
+    return AESGCM(content_key(key))
+
+
+def _iv(unprotected: object) -> bytes:
+    """The iv of an unprotected header that must be exactly `{5: iv}`."""
+    if not isinstance(unprotected, dict) or len(unprotected) != 1:
+        raise RemoteError("unprotected header must be the map {5: iv}")
+    iv = _label(unprotected, _LABEL_IV)
+    if type(iv) is not bytes:
+        raise RemoteError("unprotected header must be the map {5: iv}")
+    if len(iv) != IV_BYTES:
+        raise RemoteError(f"iv of {len(iv)} bytes, not {IV_BYTES}")
+    return iv
 
 
 def _label(header: Mapping[Any, Any], label: int) -> Any:
@@ -236,19 +286,6 @@ def _label(header: Mapping[Any, Any], label: int) -> Any:
         if type(key) is int and key == label:
             return value
     return None
-
-
-def _kid_or_none(header: Mapping[Any, Any]) -> bytes | None:
-    kid = _label(header, _LABEL_KID)
-    return kid if type(kid) is bytes else None
-
-
-def _mac(key: bytes, protected: bytes, aad: bytes, payload: bytes) -> bytes:
-    """HMAC-SHA256 over the RFC 9052 s6.3 MAC_structure for COSE_Mac0."""
-    # cbor2 encodes with shortest-form lengths, the deterministic encoding
-    # RFC 9052 s9 requires for the MAC_structure.
-    mac_structure = cbor2.dumps(["MAC0", protected, aad, payload])
-    return hmac.new(key, mac_structure, hashlib.sha256).digest()
 
 
 def _check_key(key: object) -> bytes:

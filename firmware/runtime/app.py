@@ -113,7 +113,8 @@ class Runtime:
         (default: from this process's `NOTIFY_SOCKET`, if any)."""
         self.config = config
         self.clock = clock
-        self._key = config.key()  # a missing key file stops the start before any file is made
+        # A missing or unsafe key file stops the start before any file is made.
+        self._keys = config.keyring()
         self._base = config.base_topic
         self.exit_code = 0
         # The loop's thread while `run` owns the core; set and cleared under the
@@ -155,13 +156,13 @@ class Runtime:
             client_id=f"alc-{config.controller.site}-{config.controller.id}",
             settings=BrokerSettings.of(config.mqtt),
             base=self._base,
-            key=self._key,
-            kid=config.controller.id.encode(),
+            key=self._keys.send_key,
+            kid=self._keys.send_kid,
             to_loop=self.submit,
             to_decoder=self._to_decoder,
         )
         context = EdgeContext(
-            config, self.hardware, self.submit, self.link.publish, clock, key=self._key
+            config, self.hardware, self.submit, self.link.publish, clock, key=self._keys
         )
         self.edges: list[Edge] = [make(context) for make in edges]
         for edge in self.edges:
@@ -204,7 +205,7 @@ class Runtime:
         )
         controller = Controller(
             controller_id=self.config.controller.id,
-            key=self._key,
+            key=self._keys,
             base_topic=self._base,
             session=session,
             boot_time=now,

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from firmware.config import Config
 from firmware.core import wire
 from firmware.core.inputs import Input
+from firmware.core.keyring import Keyring
 from hal.backend import Backend
 
 
@@ -38,15 +39,18 @@ class EdgeContext:
     # Seal `message` for `<base>/<suffix>` with the controller's key and publish it.
     publish: Callable[[str, Mapping[str, Any]], None]
     clock: Callable[[], float] = field(default=time.time)
-    # The controller's key, read once by the runtime (not from the file per message).
-    key: bytes = b""
+    # The controller's keys, read once by the runtime (not from the files per message).
+    key: bytes | Keyring = b""
 
     def unseal(self, suffix: str, payload: bytes) -> wire.Message:
         """Verify and decode a payload received on `<base>/<suffix>` with the
         controller's key. Raises `RemoteError` (its `AuthError` included) for
         anything that does not open or is malformed."""
-        keys = {self.config.controller.id.encode(): self.key or self.config.key()}
-        return wire.unseal(keys, f"{self.config.base_topic}/{suffix}", payload)
+        if isinstance(self.key, Keyring):
+            ring = self.key
+        else:
+            ring = Keyring.single(self.config.controller.id, self.key or self.config.key())
+        return wire.unseal(ring.accepted, f"{self.config.base_topic}/{suffix}", payload)
 
 
 class Edge(Protocol):

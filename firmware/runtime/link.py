@@ -15,6 +15,7 @@ Connection changes become the core's `Connected`/`Disconnected` inputs.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -99,7 +100,8 @@ class ControllerLink:
 
     def seal(self, suffix: str, message: Mapping[str, Any]) -> bytes:
         """`message` sealed for `<base>/<suffix>`."""
-        return wire.seal(self._key, self._kid, f"{self.base}/{suffix}", message)
+        topic = f"{self.base}/{suffix}"
+        return wire.seal(self._key, self._kid, topic, message, iv=os.urandom(wire.IV_BYTES))
 
     def publish(self, suffix: str, message: Mapping[str, Any], *, retain: bool = False) -> None:
         """Seal and publish on `<base>/<suffix>` (any thread; queued by paho

@@ -26,19 +26,21 @@ What the hub does:
 - `reply` -> logged (`alc ctl` shows replies to the user itself).
 
 Anything that fails verification (`firmware.core.wire.unseal` with the topic as AAD and
-only the key of the controller the topic names) is dropped and logged, at most one
+only the keys of the controller the topic names) is dropped and logged, at most one
 line per controller, topic and kind of problem every `LOG_EVERY_S`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.core.errors import LocalError, RemoteError
-from firmware.core.wire import seal, unseal
+from firmware.core.keyring import Keyring
+from firmware.core.wire import IV_BYTES, seal, unseal
 from tools.ctl import build_command
 from tools.hub.changes import (
     WireOp,
@@ -112,7 +114,7 @@ class Hub:
         db: HubDB,
         *,
         site: str,
-        keys: Mapping[str, bytes],
+        keys: Mapping[str, bytes | Keyring],
         root: str = "alc",
         page_size: int = 1000,
         push_every_s: float = PUSH_EVERY_S,
@@ -131,7 +133,7 @@ class Hub:
         self._changed_at = float("-inf")
         self.on_events = on_events
         self.controllers: dict[str, ControllerView] = {}
-        self._keys: dict[str, bytes] = {}
+        self._keys: dict[str, Keyring] = {}
         self._throttle = _Throttle()
         self.set_keys(keys)
 
@@ -152,9 +154,12 @@ class Hub:
         """Current dataset digest."""
         return self.db.digest
 
-    def set_keys(self, keys: Mapping[str, bytes]) -> None:
-        """Serve exactly the controllers in `keys` (controller id -> 32-byte key)."""
-        self._keys = dict(keys)
+    def set_keys(self, keys: Mapping[str, bytes | Keyring]) -> None:
+        """Serve exactly the controllers in `keys` (controller id -> its keys, or
+        one 32-byte key: its first)."""
+        self._keys = {
+            c: k if isinstance(k, Keyring) else Keyring.single(c, k) for c, k in keys.items()
+        }
         for controller in self._keys:
             self.controllers.setdefault(controller, ControllerView())
         for controller in list(self.controllers):
@@ -226,8 +231,8 @@ class Hub:
             self._drop(topic, "?", "unexpected topic", now)
             return []
         controller, leaf = parts[2], parts[3]
-        key = self._keys.get(controller)
-        if key is None:
+        ring = self._keys.get(controller)
+        if ring is None:
             self._drop(topic, controller, "no key for this controller", now)
             return []
         if leaf not in _INCOMING:
@@ -239,7 +244,7 @@ class Hub:
         try:
             # Only this controller's key: a message sealed with another
             # controller's key must not pass for this one's.
-            message = unseal({controller.encode(): key}, topic, payload)
+            message = unseal(ring.accepted, topic, payload)
             if message.type != leaf:
                 raise RemoteError(f"a {message.type!r} message does not belong on {leaf!r}")
             view = self.controllers.setdefault(controller, ControllerView())
@@ -457,7 +462,8 @@ class Hub:
 
     def _seal(self, controller: str, leaf: str, message: dict[str, Any]) -> Outgoing:
         topic = f"{self.root}/{self.site}/{controller}/{leaf}"
-        return topic, seal(self._keys[controller], controller.encode(), topic, message)
+        ring = self._keys[controller]
+        return topic, seal(ring.send_key, ring.send_kid, topic, message, iv=os.urandom(IV_BYTES))
 
     def _drop(self, topic: str, controller: str, why: str, now: float) -> None:
         kind = why.split(":", 1)[0]
