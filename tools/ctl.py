@@ -95,7 +95,15 @@ class Target:
     root: str
     site: str
     controller: str
-    keys: Keyring
+    # The controller's keys on this side, or one key (its first, kid = its id).
+    keys: Keyring | bytes
+
+    @property
+    def ring(self) -> Keyring:
+        """The keys replies open with and the one the command is sealed with."""
+        if isinstance(self.keys, Keyring):
+            return self.keys
+        return Keyring.single(self.controller, self.keys)
 
     def topic(self, leaf: str) -> str:
         """`{root}/{site}/{controller}/{leaf}`."""
@@ -107,6 +115,7 @@ class _Session:
 
     def __init__(self, target: Target) -> None:
         self.target = target
+        self.ring = target.ring
         self.events: queue.Queue[LinkEvent] = queue.Queue()
         # `state` first: the broker handles our SUBSCRIBEs in order, so once the
         # retained state arrives the `reply` subscription is in place too, before
@@ -133,7 +142,7 @@ class _Session:
                 continue
             leaf = event.topic.rsplit("/", 1)[-1]
             try:
-                message = unseal(self.target.keys.accepted, event.topic, event.payload)
+                message = unseal(self.ring.accepted, event.topic, event.payload)
             except RemoteError as exc:
                 print(
                     f"ignoring a message on {event.topic} that does not verify: {exc}",
@@ -170,7 +179,7 @@ def send_command(
             return 2
         command = build_command(cmd, args, now=clock(), ttl=ttl)
         topic = target.topic("cmd")
-        keys, iv = target.keys, os.urandom(IV_BYTES)
+        keys, iv = session.ring, os.urandom(IV_BYTES)
         session.link.publish(topic, seal(keys.send_key, keys.send_kid, topic, command, iv=iv))
         print(f"sent {cmd} to {target.site}/{target.controller} (id {command['id']})", file=out)
         return _follow(session, command["id"], cmd in _WITH_PROGRESS, timeout, out)

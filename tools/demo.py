@@ -38,7 +38,6 @@ from pathlib import Path
 
 from firmware.config import load_config
 from firmware.core.controller import Controller
-from firmware.core.keyring import Keyring
 from firmware.core.wire import IV_BYTES, seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from firmware.runtime import Runtime
@@ -311,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             show("kiosk", f"the club's kiosk screen: open {runtime.kiosk.address} in a browser")
         outputs: queue.Queue[LinkEvent | None] = queue.Queue()
         bench = Link("alc-demo-bench", settings, outputs.put, subscriptions=[f"{BASE}/bench/out"])
-        target = Target(settings, "alc", SITE, CONTROLLER, Keyring.single(CONTROLLER, key))
+        target = Target(settings, "alc", SITE, CONTROLLER, key)
 
         def to_bench(message: dict[str, object]) -> None:
             topic = f"{BASE}/bench/in"
@@ -515,7 +514,7 @@ def hand_driving(
     base: str = BASE,
 ) -> None:
     """Print how to drive the running demo from another terminal: `mosquitto_pub`
-    lines with ready-sealed bench inputs (bench topics are MACed, so a plain JSON
+    lines with ready-sealed bench inputs (bench topics are sealed, so a plain JSON
     payload is refused; a sealed one may be sent again and again), and the
     `alc sim send` line that seals any other input."""
     alc = Path(sys.executable).with_name("alc")

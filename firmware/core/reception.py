@@ -1,4 +1,4 @@
-"""Unsealing a received payload: topic check, MAC, CBOR limits and message parsing.
+"""Unsealing a received payload: topic check, opening, CBOR limits and message parsing.
 
 This is the heavy, stateless part of receiving a message. It is pure (no I/O, no
 clock, no shared state), so the runtime may run it on another thread: a full
