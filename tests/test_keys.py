@@ -131,7 +131,8 @@ def test_the_hub_opens_every_accepted_kid_and_seals_with_the_send_key(tmp_path: 
     try:
         hub = Hub(db, site="s", keys={"c1": Keyring({b"c1": K1, b"c1/2": K2}, b"c1/2")})
         topic = "alc/s/c1/sync"
-        sync = {"t": "sync", "epoch": None, "v": 0, "full": True, "reason": "boot", "req": "r"}
+        sync = {"t": "sync", "epoch": None, "v": 0, "digest": bytes(16), "full": True}
+        sync |= {"reason": "boot", "req": "r"}
         for key, kid in ((K1, b"c1"), (K2, b"c1/2")):
             out = hub.handle(topic, seal(key, kid, topic, sync), 1000.0)
             assert out and all(read_kid(payload) == b"c1/2" for _topic, payload in out), (
