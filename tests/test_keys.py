@@ -13,6 +13,7 @@ from firmware.config import ConfigError, load_config
 from firmware.config.keys import key_file_name, load_keyring, parse_key_file_name
 from firmware.core.errors import LocalError
 from firmware.core.keyring import MAX_KEYS, Keyring, key_number, kid_for
+from tests.broker import Broker, free_port
 from tests.sealing import seal
 from tools import ctl
 from tools.hub.db import HubDB
@@ -237,3 +238,18 @@ def test_a_single_key_file_is_the_first_key(tmp_path: Path) -> None:
 def test_exactly_one_of_key_file_and_keys_dir(tmp_path: Path, keys: str) -> None:
     with pytest.raises(ConfigError, match=r"controller\.keys_dir: name either keys_dir"):
         load_config(controller_toml(tmp_path, keys))
+
+
+def test_a_checked_retire_without_the_controllers_state_deletes_nothing(
+    tmp_path: Path, broker: Broker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_new_key(tmp_path, "c1")
+    add_key(tmp_path, "c1")
+    switch_key(tmp_path, "c1")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = ["rotate", "retire", "--controller", "c1", "--keys", str(tmp_path)]
+    assert ctl.main([*args, "--site", "s", "--port", str(broker.port)]) == 2
+    assert "no state of controller c1" in capsys.readouterr().err
+    assert ctl.main([*args, "--site", "s", "--port", str(free_port())]) == 2
+    assert "cannot reach the broker" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

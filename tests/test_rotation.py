@@ -80,8 +80,8 @@ def rig(broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Ite
         rig.close()
 
 
-def rotate(step: str, keys: Path) -> None:
-    assert ctl.main(["rotate", step, "--controller", CONTROLLER, "--keys", str(keys)]) == 0
+def rotate(step: str, keys: Path, *checked: str) -> int:
+    return ctl.main(["rotate", step, "--controller", CONTROLLER, "--keys", str(keys), *checked])
 
 
 def restart(rig: Rig) -> None:
@@ -147,7 +147,7 @@ def test_a_rotation_refuses_no_message_at_any_step(
         assert kids(sniffer, TO_CONTROLLER + FROM_CONTROLLER) == {old}
 
         # 1. The new key, accepted on both sides; neither sends with it yet.
-        rotate("add", hub_keys)
+        assert rotate("add", hub_keys) == 0
         shutil.copy2(hub_keys / f"{CONTROLLER}.2.key", ctl_keys)
         restart(rig)
         rig.wait_converged()
@@ -155,7 +155,7 @@ def test_a_rotation_refuses_no_message_at_any_step(
         assert kids(sniffer, TO_CONTROLLER + FROM_CONTROLLER) == {old}
 
         # 2. The hub sends with it (it rereads its keys directory on its own).
-        rotate("switch", hub_keys)
+        assert rotate("switch", hub_keys) == 0
         traffic(rig, 3, capsys)
         traffic(rig, 4, capsys)
         seen = sniffer.drain()
@@ -164,7 +164,13 @@ def test_a_rotation_refuses_no_message_at_any_step(
         assert {kid for leaf, kid in seen if leaf in FROM_CONTROLLER} == {old}
 
         # 3. The controller sends with it (a restart reads its keys directory).
-        rotate("switch", ctl_keys)
+        # Retiring on the hub now would refuse the controller's messages: the
+        # checked retire reads its retained state and refuses, deleting nothing.
+        on_broker = ("--site", SITE, "--port", str(broker.port))
+        assert rotate("retire", hub_keys, *on_broker) == 2
+        assert "still sends with c1" in capsys.readouterr().err
+        assert len(read_keyring(hub_keys, CONTROLLER).accepted) == 2
+        assert rotate("switch", ctl_keys) == 0
         restart(rig)
         # The old session said `offline` with the old key as it stopped; the new
         # one sends everything with the new key from its first message on.
@@ -174,8 +180,8 @@ def test_a_rotation_refuses_no_message_at_any_step(
         assert kids(sniffer, FROM_CONTROLLER) == {new}
 
         # 4. The old key retired on both sides.
-        rotate("retire", hub_keys)
-        rotate("retire", ctl_keys)
+        assert rotate("retire", hub_keys, *on_broker) == 0
+        assert rotate("retire", ctl_keys) == 0
         assert sorted(p.name for p in ctl_keys.glob("*.key")) == [f"{CONTROLLER}.2.key"]
         restart(rig)
         rig.wait_converged()

@@ -1,7 +1,7 @@
 """`alc ctl`: send a sealed command to one controller and show its replies.
 
     alc ctl keygen --controller C --keys DIR
-    alc ctl rotate add|switch|retire --controller C --keys DIR
+    alc ctl rotate add|switch|retire --controller C --keys DIR [--site S broker options]
     alc ctl sync|purge|status|refresh-kiosks --site S --controller C --keys DIR
     alc ctl open-door --door D [--seconds N] ...
     alc ctl set-light --light L (--on|--off) [--seconds N] ...
@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,7 +41,7 @@ from firmware.core.wire import IV_BYTES, seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
 from tools.hub.keys import check_segment, read_keyring, write_new_key
 from tools.hub.options import add_broker_options, broker_settings
-from tools.rotate import rotate
+from tools.rotate import Broker, rotate, sending_kid
 
 TTL_S = 60
 STATE_WAIT_S = 2.0
@@ -278,6 +279,12 @@ def parser() -> argparse.ArgumentParser:
     )
     rot.add_argument("--controller", required=True, help="controller id")
     rot.add_argument("--keys", type=Path, required=True, help="directory of key files")
+    rot.add_argument(
+        "--site",
+        help="retire on the hub: first check on the broker that the controller "
+        "already sends with the key kept",
+    )
+    add_broker_options(rot)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--site", required=True, help="site id")
     common.add_argument("--controller", required=True, help="controller id")
@@ -329,7 +336,12 @@ def main(argv: Sequence[str]) -> int:
     ns = parser().parse_args(list(argv))
     try:
         if ns.action == "rotate":
-            print(rotate(ns.step, ns.keys, check_segment(ns.controller, "controller")))
+            controller = check_segment(ns.controller, "controller")
+            check = None
+            if ns.site is not None and ns.step == "retire":
+                broker = Broker(broker_settings(ns), ns.root, check_segment(ns.site, "site"))
+                check = partial(sending_kid, broker, controller, ns.keys)
+            print(rotate(ns.step, ns.keys, controller, check=check))
             return 0
         if ns.action not in ("keygen", "rotate") and ns.ttl < 1:
             raise LocalError("--ttl must be at least 1 second")
