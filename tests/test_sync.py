@@ -846,3 +846,19 @@ def test_a_snapshot_over_the_record_limit_is_given_up_and_its_rest_ignored(
     assert of(s.snap_page(pages[2], 1.0), Ignored) != []
     assert s.progress() == ("idle", 0, 0) and not s.has_work()
     assert s.store is live and (s.v, s.digest) == (5, digest)
+
+
+def test_an_answer_to_a_later_request_waits_for_the_snapshot_being_built() -> None:
+    s = connected()
+    first = full_request(s.request_full("command", 0.0)).req
+    deliver_all(s, pages_of(first, "e1", 9, BASE, 2), 1.0)
+    assert s.has_work()
+    s.disconnected_from_hub(2.0)
+    (again,) = of(s.connected_to_hub(3.0), RequestSync)  # a short outage: deltas from v5
+    assert (again.full, again.reason) == (False, "outage")
+    # The hub answers it with a snapshot: the one being built is not disturbed.
+    late = deliver_all(s, pages_of(again.req, "e1", 10, [*BASE, BOB], 2), 4.0)
+    assert [type(a) for a in late] == [Ignored] * 3
+    done = finish(s, 5.0)
+    assert SyncEvent("done", "command", len(BASE), 5000) in done
+    assert (s.v, s.digest) == (9, expected_digest(BASE))

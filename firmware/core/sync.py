@@ -352,6 +352,10 @@ class SyncSession:
         if page.epoch == self.epoch and page.v < self.v:
             return self._ignore(f"snapshot {page.sync!r} of v{page.v} is older than ours")
         full = self._full
+        if full is not None and full.sync not in (None, page.sync):
+            # A complete snapshot of an earlier request is being built (we asked
+            # again after a short outage meanwhile): it finishes first.
+            return self._ignore(f"snapshot {page.sync!r}: another one is being built")
         if full is None:
             # A `full: false` request (boot, gap, outage) the hub answered with a
             # snapshot: it no longer had the deltas.
