@@ -209,3 +209,17 @@ def test_the_loop_reads_internal_items_alone_between_slices_of_work() -> None:
     assert inbox.take_internal() == ["written"]
     assert not inbox.has_internal()
     assert items(inbox.take(0, most=10)) == ([], ["tag"], None)
+
+
+def test_a_batch_from_the_decoder_goes_in_whole_and_in_order() -> None:
+    inbox: Box = Inbox(bound=2)
+    inbox.post("hub-1")
+    inbox.post("hub-2")
+    call = Call(lambda: inbox.deliver_all(["a", "b", "c"], timeout=0.01), "test-deliver")
+    wait_for(lambda: parked(inbox), "the batch to wait for room")
+    assert inbox.depth() == 2  # none of it went in while full
+
+    assert items(inbox.take(0, most=10))[2] == "hub-1"  # room for one: the batch goes in whole
+    assert call.join() is True
+    assert inbox.depth() == 4  # past the bound by the batch, never by more
+    assert [items(inbox.take(0, most=10))[2] for _ in range(4)] == ["hub-2", "a", "b", "c"]

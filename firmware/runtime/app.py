@@ -148,7 +148,7 @@ class Runtime:
         # (commands, acks) are opened on the loop as they come.
         self.decoder = Decoder(
             self.controller.reception.unseal,
-            self.inbox.deliver,
+            self.inbox.deliver_all,
             Pulse("decoder"),
             self.inbox.members_first.step_aside,
         )

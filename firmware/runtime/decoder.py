@@ -27,6 +27,7 @@ from firmware.runtime.watchdog import Pulse
 log = logging.getLogger("alc.controller")
 
 MAX_QUEUED_PAYLOADS = 64  # x 256 KiB cap per payload (PROTOCOL.md s2) = 16 MiB at most
+MAX_BATCH = 16  # payloads opened and handed to the loop together, at most
 
 
 class Decoder:
@@ -35,12 +36,12 @@ class Decoder:
     def __init__(
         self,
         open: Callable[[PayloadReceived], Unsealed | None],
-        deliver: Callable[[Unsealed], object],
+        deliver: Callable[[list[Unsealed]], object],
         pulse: Pulse,
         step_aside: Callable[[], None] = lambda: None,
     ) -> None:
-        """`deliver` queues an opened message for the loop (it may wait: flow
-        control); `pulse` is beaten per payload, for the watchdog; `step_aside`
+        """`deliver` queues opened messages for the loop, in order (it may wait:
+        flow control); `pulse` is beaten per payload, for the watchdog; `step_aside`
         is called before each payload: it may wait while a member waits for the
         loop (see `priorities`)."""
         self._open = open
@@ -72,17 +73,29 @@ class Decoder:
     def _run(self) -> None:
         while True:
             self.pulse.idle()
-            payload = self._payloads.get()
-            if payload is None:
-                return
+            batch = [self._payloads.get()]
+            # What else is queued already goes with it: one hand-over to the
+            # loop (one lock, one wake-up) for a burst of small deltas.
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < MAX_BATCH and batch[-1] is not None:
+                    batch.append(self._payloads.get_nowait())
+            stop = batch[-1] is None
             self.pulse.beat()
             self._step_aside()
-            try:
-                opened = self._open(payload)
-            except Exception:
-                # `open` reports bad input as a problem; an exception is our bug.
-                # Log it and go on: one payload must not stop every later one.
-                log.exception("could not open a payload on %s", payload.topic)
-                continue
-            if opened is not None:
+            opened: list[Unsealed] = []
+            for payload in batch:
+                if payload is None:
+                    break
+                try:
+                    message = self._open(payload)
+                except Exception:
+                    # `open` reports bad input as a problem; an exception is our
+                    # bug. Log it and go on: one payload must not stop the others.
+                    log.exception("could not open a payload on %s", payload.topic)
+                    continue
+                if message is not None:
+                    opened.append(message)
+            if opened:
                 self._deliver(opened)
+            if stop:
+                return

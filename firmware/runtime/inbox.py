@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -84,12 +85,20 @@ class Inbox(Generic[T, M]):
     def deliver(self, item: T, *, timeout: float = 1.0) -> bool:
         """Queue an item from the decoder, waiting while the inbox is full. Waits
         at most `timeout` at a time; False once the inbox is closed."""
+        return self.deliver_all([item], timeout=timeout)
+
+    def deliver_all(self, items: Sequence[T], *, timeout: float = 1.0) -> bool:
+        """Queue the decoder's items in order, waiting while the inbox is full
+        (then all go in at once: the bound is passed by at most their number,
+        which the decoder keeps to a queue's worth). One lock and one wake-up
+        for them all. Waits at most `timeout` at a time; False once closed."""
         with self._ready:
             while len(self._members) + len(self._routine) >= self._bound or self._closed:
                 if self._closed:
                     return False
                 self._ready.wait(timeout)
-            self._routine.append((item, time.monotonic()))
+            at = time.monotonic()
+            self._routine.extend((item, at) for item in items)
             self._ready.notify_all()
         return True
 
