@@ -124,7 +124,7 @@ from tools.hub.server import Hub, Outgoing
 
 HUB_BATCH = 250  # single-op change sets per hub transaction while sending deltas
 BIG_DELTA_OPS = 1000  # ops of each large delta (an updated member each)
-IDLE_S = 1.0
+IDLE_S = 3.0
 WAIT_S = 300.0  # for any one step: generous, the bench reports how long it took
 JOIN_S = 30.0
 KILL_S = 5.0  # after terminate(), before kill()
