@@ -358,7 +358,7 @@ def test_a_tag_at_the_kiosk_reader_signs_in_on_the_screen_beside_it() -> None:
 
 def test_a_screen_whose_leaving_was_never_heard_is_forgotten_at_the_next_join() -> None:
     c = make()
-    c.handle(ScreenJoined(A), T0)
+    c.handle(ScreenJoined(A, local=True), T0)
     c.handle(Presented("kiosk", "tag", "a1"), T0 + 1)
     assert c.kiosk.signed_in(A) == "m1"
     # A's stream ended but its ScreenLeft never reached the loop; B's join says
@@ -375,17 +375,23 @@ def test_a_screen_whose_leaving_was_never_heard_is_forgotten_at_the_next_join() 
     assert set(c.kiosk.screens) == {B, "screen-c", "screen-d"}
 
 
-def test_a_tag_at_the_kiosk_reader_never_signs_in_on_lan_screens_it_cannot_tell_apart() -> None:
+def test_a_tag_at_the_kiosk_reader_never_signs_in_on_a_lan_screen() -> None:
     c = make()
-    c.handle(ScreenJoined(A), T0)
+    c.handle(ScreenJoined(A), T0)  # a LAN screen, the only one connected
     out = c.handle(Presented("kiosk", "tag", "a1"), T0 + 1)
-    assert c.kiosk.signed_in(A) == "m1"  # the only screen: the reader stands at it
+    assert c.kiosk.signed_in(A) is None and sent(out, "session", A) == []
+    assert sent(out, "notice") == [{"error": "Sign in with your PIN on the screen."}]
     c.handle(ScreenJoined(B), T0 + 2)
-    c.handle(Presented("kiosk", "tag", "a1"), T0 + 3)
     out = c.handle(Presented("kiosk", "tag", "a1"), T0 + 5)
-    assert c.kiosk.signed_in(B) is None
+    assert c.kiosk.signed_in(A) is None and c.kiosk.signed_in(B) is None
     assert sent(out, "session", B) == [] and sent(out, "session", A) == []
     assert sent(out, "notice") == [{"error": "Sign in with your PIN on the screen."}]
+    # The controller's own screen joins: the tag signs in there, and only there.
+    c.handle(ScreenJoined("screen-own", local=True), T0 + 6)
+    out = c.handle(Presented("kiosk", "tag", "a1"), T0 + 7)
+    assert c.kiosk.signed_in("screen-own") == "m1"
+    assert c.kiosk.signed_in(A) is None and c.kiosk.signed_in(B) is None
+    assert sent(out, "session", A) == [] and sent(out, "session", B) == []
 
 
 def test_refresh_counts_the_screens_that_reloaded_and_confirmed() -> None:
@@ -444,6 +450,7 @@ def test_requests_from_an_unknown_screen_or_of_an_unknown_kind_change_nothing() 
 # --- any sequence of screen actions keeps the kiosk's promises ---------------------------
 
 SCREENS = (A, A, B)  # mostly the one screen, so sessions get somewhere
+LOCAL = A  # the controller's own screen; B stands elsewhere on the LAN
 
 
 class KioskMachine(RuleBasedStateMachine):
@@ -479,11 +486,11 @@ class KioskMachine(RuleBasedStateMachine):
 
     @initialize()
     def a_screen_is_on_the_wall(self) -> None:
-        self.handle(ScreenJoined(A))
+        self.handle(ScreenJoined(A, local=True))
 
     @rule(screen=st.sampled_from(SCREENS))
     def join(self, screen: str) -> None:
-        out = self.handle(ScreenJoined(screen))
+        out = self.handle(ScreenJoined(screen, local=screen == LOCAL))
         assert sent(out, "session", screen) == [None]  # a page that loads shows nobody
 
     @rule(screen=st.sampled_from(SCREENS))
@@ -502,6 +509,11 @@ class KioskMachine(RuleBasedStateMachine):
     @rule(value=st.sampled_from(["a1", "b2", "zz"]))
     def tag(self, value: str) -> None:
         out = self.handle(Presented("kiosk", "tag", value))
+        # A tag at the kiosk reader never signs anyone in on a LAN screen.
+        signed_in_on = {
+            a.screen for a in out if isinstance(a, KioskSend) and a.kind == "session" and a.data
+        }
+        assert signed_in_on <= {LOCAL}
         for screen in self.c.kiosk.screens:
             if sent(out, "session", screen):
                 self.last_request[screen] = self.now
@@ -570,7 +582,7 @@ test_kiosk_machine = KioskMachine.TestCase
 
 def test_a_session_ends_when_the_member_loses_the_credential_or_membership() -> None:
     c = make()
-    c.handle(ScreenJoined(A), T0)
+    c.handle(ScreenJoined(A, local=True), T0)
     ask(c, A, "pin", T0, pin="4711")
     topic = f"{BASE}/data"
     body = rec(name="Ada Lovelace", groups=["adults"], creds=[["tag", "a1"]], credit=1000)

@@ -93,8 +93,9 @@ class EventsRemoved:
 @dataclass(frozen=True, slots=True)
 class ScreenJoined:
     """A kiosk screen opened its live stream (a page loaded or reconnected).
-    `local`: the page runs on the controller itself (a loopback client), the
-    touchscreen beside the kiosk's reader."""
+    `local`: the page runs on the controller itself (it came in on the
+    kiosk's loopback listener), the touchscreen beside the kiosk's reader: the
+    only kind of screen a tag at that reader signs in on."""
 
     screen: str
     local: bool = False

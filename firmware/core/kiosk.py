@@ -168,13 +168,11 @@ class Kiosk:
         self, reader: str, credkind: str, value: str, club: Club, now: float
     ) -> list[Action]:
         """A tag, card or PIN at the kiosk's own reader: sign the member in on
-        the screen the reader stands at. That is the controller's own screen (a
-        local one); with none, the only screen connected. Never on a screen
-        elsewhere on the LAN beside others: the member's name and credit would
-        show, and could be spent, where they are not standing."""
+        the screen the reader stands at, the controller's own (a local one).
+        Never on a screen elsewhere on the LAN, even the only one connected:
+        the reader cannot tell where that screen stands, so the member's name
+        and credit could show, and be spent, where they are not standing."""
         screens = [s for s in self._screens if s in self._local]
-        if not screens and len(self._screens) == 1:
-            screens = list(self._screens)
         if not screens and self._screens:
             note = {"error": "Sign in with your PIN on the screen."}
             return [KioskSend(None, "notice", note)]
