@@ -101,11 +101,13 @@ end = {start + 9000}
 """
 
 
-def wiring(port: int, token: str | None = None) -> str:
-    """controller.toml for the club: pins on the simulator, a kiosk reader, the kiosk."""
+def wiring(port: int, token: str | None = None, lan: str = "") -> str:
+    """controller.toml for the club: pins on the simulator, a kiosk reader, the
+    kiosk (`lan`: more lines of its section, e.g. `lan_listen`)."""
     kiosk = f'\n[kiosk]\nlisten = "127.0.0.1:{port}"\n'
     if token is not None:
         kiosk += f'token = "{token}"\n'
+    kiosk += lan
     return (
         """
 [[doors]]
@@ -149,13 +151,15 @@ def kiosk_rig(
     *,
     token: str | None = None,
     port: int | None = None,
+    lan: str = "",
     config: str = "",
     data: str = "",
 ) -> Iterator[tuple[Rig, str]]:
     """A running club with its kiosk server; yields the rig and the page's base URL.
-    `config` and `data`: more controller.toml and more records."""
+    `lan`: more lines of `[kiosk]`; `config` and `data`: more controller.toml and
+    more records."""
     port = port or free_port()
-    rig = Rig(broker, tmp, extra=wiring(port, token) + config)
+    rig = Rig(broker, tmp, extra=wiring(port, token, lan) + config)
     try:
         write_atomically(rig.data_file, club_data(time.time()) + data)
         rig.start_hub()

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from firmware.config import ConfigError, parse_config
 from firmware.core.errors import LocalError
 from firmware.kiosk import server as kiosk_server
 from tests.broker import Broker, free_port
@@ -188,22 +187,6 @@ def test_refresh_with_no_screen_says_so(broker: Broker, tmp_path: Path) -> None:
         assert [(r["status"], r["detail"]) for r in replies] == [
             ("done", "no kiosk screens connected")
         ]
-
-
-def test_config_needs_a_token_when_the_kiosk_listens_on_the_lan(tmp_path: Path) -> None:
-    base = {
-        "controller": {"site": "s", "id": "c", "data_dir": "d", "key_file": "k"},
-    }
-    path = tmp_path / "controller.toml"
-    with pytest.raises(ConfigError, match=r"kiosk\.token: is required"):
-        parse_config(path, {**base, "kiosk": {"listen": "0.0.0.0:8080"}})
-    with pytest.raises(ConfigError, match=r"kiosk\.token: must be at least 16"):
-        parse_config(path, {**base, "kiosk": {"listen": "0.0.0.0:8080", "token": "short"}})
-    with pytest.raises(ConfigError, match=r"kiosk\.listen: must be host:port"):
-        parse_config(path, {**base, "kiosk": {"listen": "8080"}})
-    config = parse_config(path, {**base, "kiosk": {"listen": "0.0.0.0:8080", "token": "t" * 16}})
-    assert config.kiosk_token == "t" * 16
-    assert parse_config(path, {**base, "kiosk": {"listen": "127.0.0.1:8080"}}).kiosk_token is None
 
 
 def test_a_port_in_use_is_a_clear_error(broker: Broker, tmp_path: Path) -> None:

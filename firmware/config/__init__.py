@@ -86,6 +86,7 @@ class Config:
     wiring: Wiring
     kiosk_listen: str | None
     kiosk_token: str | None = None
+    kiosk_lan: KioskLan | None = None  # HTTPS for screens elsewhere on the LAN
     # Why the wiring tables are not complete, on a simulator (`backend = "sim"`),
     # which then runs on bench inputs alone; None when they are (always on a Pi).
     unwired: str | None = None
@@ -252,30 +253,62 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _kiosk(path: Path, raw: Any) -> tuple[str | None, str | None]:
-    """`[kiosk]`: `listen` (host:port; unset: no kiosk server) and `token`, which
-    every screen must present, required when `listen` is reachable from the LAN."""
+@dataclass(frozen=True, slots=True)
+class KioskLan:
+    """`[kiosk]` `lan_listen` with its certificate: the HTTPS listener for
+    screens elsewhere on the LAN (a certificate from `alc broker init`'s CA,
+    or any other the screens trust)."""
+
+    listen: str
+    cert_file: Path
+    key_file: Path
+
+
+def _kiosk(path: Path, raw: Any) -> tuple[str | None, str | None, KioskLan | None]:
+    """`[kiosk]`: `listen` (loopback host:port, plain HTTP: the controller's own
+    screen), `lan_listen` (host:port, HTTPS with `cert_file` and `key_file`: screens
+    elsewhere on the LAN) and `token`, which every screen must present, required
+    with `lan_listen`. Neither listen key: no kiosk server."""
     s = Table(path, "kiosk", raw)
     listen = s.get("listen", str, None)
+    lan_listen = s.get("lan_listen", str, None)
     token = s.get("token", str, None)
+    cert_file = s.path_value("cert_file", None)
+    key_file = s.path_value("key_file", None)
     s.done()
     if token is not None and (len(token) < KIOSK_TOKEN_MIN or not token.isprintable()):
         raise s.error("token", f"must be at least {KIOSK_TOKEN_MIN} printable characters")
     if token is not None and not all(c.isalnum() or c in "-_.~" for c in token):
         raise s.error("token", "may hold only letters, digits and - _ . ~ (it goes in a URL)")
-    if listen is None:
-        return None, token
-    try:
-        host, _port = kiosk_address(listen)
-    except ValueError as exc:
-        raise s.error("listen", f"{exc}, got {listen!r}") from None
-    if not is_loopback(host) and token is None:
+    for key, value in (("listen", listen), ("lan_listen", lan_listen)):
+        if value is None:
+            continue
+        try:
+            host, _port = kiosk_address(value)
+        except ValueError as exc:
+            raise s.error(key, f"{exc}, got {value!r}") from None
+        if key == "listen" and not is_loopback(host):
+            # Plain HTTP on the LAN would show the token, PINs and members'
+            # panels to anyone on the network.
+            raise s.error(
+                "listen",
+                f"must be a loopback address (the controller's own screen), got {value!r}: "
+                "screens on the LAN connect over HTTPS, set lan_listen, cert_file, key_file "
+                "and token",
+            )
+    if lan_listen is None:
+        for key, value in (("cert_file", cert_file), ("key_file", key_file)):
+            if value is not None:
+                raise s.error(key, "is used only with lan_listen (HTTPS for LAN screens)")
+        return listen, token, None
+    if cert_file is None or key_file is None or token is None:
+        key = "cert_file" if cert_file is None else "key_file" if key_file is None else "token"
         raise s.error(
-            "token",
-            f"is required when listen ({listen}) is not loopback: screens on the LAN "
-            "must present it (set e.g. token = a random 32 characters)",
+            key,
+            f"is required with lan_listen ({lan_listen}): screens on the LAN connect "
+            "over HTTPS and present the token (set e.g. token = a random 32 characters)",
         )
-    return listen, token
+    return listen, token, KioskLan(lan_listen, cert_file, key_file)
 
 
 def _pins(path: Path, raw: Any) -> PinRules:
@@ -302,7 +335,7 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
     hal = Table(path, "hal", data.get("hal", {}))
     backend = hal.get("backend", str, "gpio")
     hal.done()
-    listen, token = _kiosk(path, data.get("kiosk", {}))
+    listen, token, lan = _kiosk(path, data.get("kiosk", {}))
     controller = _controller(path, data.get("controller"))
     mqtt = _mqtt(path, data.get("mqtt", {}))
     masters = _masters(path, data.get("masters", []))
@@ -321,6 +354,7 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
         wiring=wiring,
         kiosk_listen=listen,
         kiosk_token=token,
+        kiosk_lan=lan,
         unwired=unwired,
         pins=_pins(path, data.get("pins", {})),
     )

@@ -13,12 +13,17 @@ Endpoints (all JSON errors, `{"error": text}`):
     POST /api/<what>           {"screen": ID, ...}: pin, sign_out, check_in, quote,
                                activate, refreshed, touch
 
+Two listeners, either or both: `listen`, plain HTTP on loopback, for the
+controller's own screen (its streams are `local`: the only screens a tag at the
+kiosk's reader signs in on), and `lan`, HTTPS for screens elsewhere on the LAN.
 With a token configured every request must carry it, as `?token=` (then the page
-gets it as a cookie) or as that cookie. Bounded: connections (`MAX_CONNECTIONS`),
-streams (`MAX_STREAMS`), each stream's queue (`STREAM_QUEUE`; a screen that falls
-that far behind is cut off and reconnects to a fresh board), request bodies
-(`MAX_BODY`) and requests waiting for the core (`MAX_WAITING`). `stop()` ends
-every stream and joins every thread.
+gets it as a cookie) or as that cookie. Bounded: connections per listener
+(`MAX_CONNECTIONS`) and, on the LAN listener, per client address before TLS or
+the token (`MAX_PER_CLIENT`), streams (`MAX_STREAMS`, one kept for the own
+screen), each stream's queue (`STREAM_QUEUE`; a screen that falls that far behind
+is cut off and reconnects to a fresh board), request bodies (`MAX_BODY`) and
+requests waiting for the core (`MAX_WAITING`). `stop()` ends every stream and
+joins every thread.
 
 Longer than 400 lines on purpose: one HTTP server and its request handler,
 which check every request's shape before anything reaches the core; the
@@ -36,6 +41,7 @@ import queue
 import re
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -47,13 +53,18 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from firmware.config import kiosk_address
+from firmware.config import KioskLan, kiosk_address
 from firmware.core.errors import LocalError
 from firmware.core.inputs import Input, KioskRequest, ScreenJoined, ScreenLeft
+from firmware.kiosk.tls import server_context
 
 log = logging.getLogger("alc.kiosk")
 
-MAX_CONNECTIONS = 32
+MAX_CONNECTIONS = 32  # per listener: a LAN flood never shuts out the own screen
+# Per client address on the LAN listener, counted at accept, before the TLS
+# handshake or the token: one device cannot take every slot. A browser opens
+# at most 6 connections to one host.
+MAX_PER_CLIENT = 8
 MAX_STREAMS = 8
 STREAM_QUEUE = 64
 MAX_BODY = 4096
@@ -98,6 +109,7 @@ class _Stream:
     """One open event stream of one screen."""
 
     screen: str
+    local: bool = False  # came in on the loopback listener: the controller's own screen
     messages: queue.Queue[bytes | None] = field(default_factory=lambda: queue.Queue(STREAM_QUEUE))
     current: bool = True  # False once a newer stream of the same screen took over
 
@@ -122,40 +134,111 @@ class _Waiting:
 
 
 class _HTTPServer(ThreadingHTTPServer):
+    """One listener: plain HTTP on loopback (`local`), or TLS for the LAN."""
+
     # Threads are joined at `server_close`, so none outlives `stop()`.
     daemon_threads = False
     block_on_close = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], kiosk: KioskServer) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        kiosk: KioskServer,
+        *,
+        local: bool,
+        tls: ssl.SSLContext | None = None,
+        per_client: int | None = None,
+    ) -> None:
         self.kiosk = kiosk
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        # Connections whose request head is still coming in, and since when.
+        self.host = address[0]
+        self.local = local
+        self.tls = tls
+        self.per_client = per_client
+        # Connections held, in all and by client address (at most
+        # MAX_CONNECTIONS addresses, so the map is bounded too).
+        self._open = 0
+        self._clients: dict[str, int] = {}
+        self._clients_lock = threading.Lock()
+        self.refused = 0  # connections turned away at accept (over a cap)
+        # Connections whose request head (or TLS handshake) is still coming
+        # in, and since when.
         self._heads: dict[socket.socket, float] = {}
         self._heads_lock = threading.Lock()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)  # too many at once: the browser retries
+        if not self._admit(client_address[0]):
+            # Refused cheaply: no thread, no handshake, nothing read.
+            self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._leave(client_address[0])
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            if self.tls is not None:
+                request = self._handshake(self.tls, request)
+            if request is not None:
+                super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._leave(client_address[0])
+
+    def connections(self, client: str) -> int:
+        """How many connections `client` (an address) holds on this listener."""
+        with self._clients_lock:
+            return self._clients.get(client, 0)
+
+    def _admit(self, client: str) -> bool:
+        with self._clients_lock:
+            held = self._clients.get(client, 0)
+            over_client = self.per_client is not None and held >= self.per_client
+            if over_client or self._open >= MAX_CONNECTIONS:
+                self.refused += 1
+                return False
+            self._open += 1
+            self._clients[client] = held + 1
+            return True
+
+    def _leave(self, client: str) -> None:
+        with self._clients_lock:
+            self._open -= 1
+            held = self._clients.pop(client, 1) - 1
+            if held > 0:
+                self._clients[client] = held
+
+    def _handshake(self, tls: ssl.SSLContext, request: socket.socket) -> ssl.SSLSocket | None:
+        """TLS on this connection's own thread (never on the accepting one, which
+        a client that never says hello would stall), within the head's deadline."""
+        try:
+            connection = tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        except OSError:
+            self.shutdown_request(request)
+            return None
+        self.head_started(connection)
+        try:
+            connection.settimeout(SOCKET_TIMEOUT_S)
+            connection.do_handshake()
+        except OSError as exc:  # ssl.SSLError and timeouts included
+            log.debug("kiosk: TLS handshake failed: %s", exc)
+            self.head_done(connection)
+            self.shutdown_request(connection)
+            return None
+        return connection
 
     def head_started(self, connection: socket.socket) -> None:
+        # A head that follows the TLS handshake keeps the handshake's start.
         with self._heads_lock:
-            self._heads[connection] = time.monotonic()
+            self._heads.setdefault(connection, time.monotonic())
 
     def head_done(self, connection: socket.socket) -> None:
         with self._heads_lock:
@@ -164,64 +247,125 @@ class _HTTPServer(ThreadingHTTPServer):
     def service_actions(self) -> None:
         """Between polls of `serve_forever` (every half second): hang up on
         requests whose head is late (`HEAD_DEADLINE_S`)."""
-        now = time.monotonic()
+        self.hang_up_heads(time.monotonic() - HEAD_DEADLINE_S)
+
+    def hang_up_heads(self, started_before: float = float("inf")) -> None:
+        """Hang up on connections whose head began before `started_before`
+        (all of them by default, at stop)."""
         with self._heads_lock:
-            late = [c for c, since in self._heads.items() if now - since > HEAD_DEADLINE_S]
+            late = [c for c, since in self._heads.items() if since < started_before]
             for connection in late:
                 del self._heads[connection]
         for connection in late:
+            # The socket's own shutdown, under TLS too: the handler's thread
+            # still uses the TLS object, which `SSLSocket.shutdown` would drop.
             with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
+                socket.socket.shutdown(connection, socket.SHUT_RDWR)
 
 
 class KioskServer:
     """The kiosk web server of one controller; see the module docstring."""
 
-    def __init__(self, listen: str, token: str | None, submit: Callable[[Input], object]) -> None:
-        """Bind `listen` (host:port) now, so a port in use is a clear error at
-        start; serve from `start()`. Raises `LocalError`."""
-        try:
-            host, port = kiosk_address(listen)
-            self._httpd = _HTTPServer((host, port), self)
-        except (ValueError, OSError) as exc:
-            raise LocalError(f"kiosk: cannot listen on {listen}: {exc}") from None
-        self.host = host
-        self.port = int(self._httpd.server_address[1])
+    def __init__(
+        self,
+        listen: str | None,
+        token: str | None,
+        submit: Callable[[Input], object],
+        *,
+        lan: KioskLan | None = None,
+    ) -> None:
+        """Bind `listen` (loopback host:port, plain HTTP) and `lan` (HTTPS) now,
+        so a port in use or an unusable certificate is a clear error at start;
+        serve from `start()`. Raises `LocalError`."""
         self.token = token
         self.submit = submit
+        self._listeners: list[_HTTPServer] = []
+        try:
+            if listen is not None:
+                self._listeners.append(self._bind(listen, local=True))
+            if lan is not None:
+                tls = server_context(lan.cert_file, lan.key_file)
+                self._listeners.append(
+                    self._bind(lan.listen, local=False, tls=tls, per_client=MAX_PER_CLIENT)
+                )
+        except BaseException:
+            for listener in self._listeners:
+                listener.server_close()
+            raise
+        if not self._listeners:
+            raise LocalError("kiosk: neither listen nor lan_listen is set")
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
         self._generation = 0  # of `_streams`, see `open_screens`
         self._waiting: dict[int, _Waiting] = {}
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: dict[_HTTPServer, threading.Thread] = {}
+
+    def _bind(
+        self,
+        listen: str,
+        *,
+        local: bool,
+        tls: ssl.SSLContext | None = None,
+        per_client: int | None = None,
+    ) -> _HTTPServer:
+        try:
+            host, port = kiosk_address(listen)
+            return _HTTPServer((host, port), self, local=local, tls=tls, per_client=per_client)
+        except (ValueError, OSError) as exc:
+            raise LocalError(f"kiosk: cannot listen on {listen}: {exc}") from None
+
+    @property
+    def own(self) -> _HTTPServer | None:
+        """The loopback listener (the controller's own screen), if any."""
+        return next((s for s in self._listeners if s.local), None)
+
+    @property
+    def lan(self) -> _HTTPServer | None:
+        """The HTTPS listener for LAN screens, if any."""
+        return next((s for s in self._listeners if not s.local), None)
 
     @property
     def address(self) -> str:
-        """The page's address (with the token when there is one)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        query = f"?token={self.token}" if self.token else ""
-        return f"http://{host}:{self.port}/{query}"
+        """The page's address: the own screen's when there is one, else the
+        LAN screens' (with the token when there is one)."""
+        return _address(self._listeners[0], self.token)
+
+    @property
+    def lan_address(self) -> str | None:
+        """The LAN screens' page address (https, with the token), if any."""
+        lan = self.lan
+        return _address(lan, self.token) if lan is not None else None
 
     def start(self) -> None:
-        """Serve in a thread until `stop()`."""
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.5}, name="alc-kiosk"
-        )
-        self._thread.start()
-        log.info("kiosk screens: %s", self.address.split("?")[0])
+        """Serve each listener in a thread until `stop()`; after a thread died,
+        serve its listener again."""
+        for listener in self._listeners:
+            thread = self._threads.get(listener)
+            if thread is not None and thread.is_alive():
+                continue
+            name = "alc-kiosk" if listener.local else "alc-kiosk-lan"
+            thread = threading.Thread(
+                target=listener.serve_forever, kwargs={"poll_interval": 0.5}, name=name
+            )
+            self._threads[listener] = thread
+            thread.start()
+            log.info("kiosk screens: %s", _address(listener, None))
 
     def alive(self) -> bool:
-        """False once the serving thread has died (not before `start`, not after `stop`)."""
-        return self._thread is None or self._stopping.is_set() or self._thread.is_alive()
+        """False once a serving thread has died (not before `start`, not after `stop`)."""
+        if self._stopping.is_set():
+            return True
+        return all(thread.is_alive() for thread in self._threads.values())
 
     def stop(self) -> None:
-        """End every stream and request, close the socket, join every thread."""
+        """End every stream and request, close the sockets, join every thread."""
         self._stopping.set()
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
+        for listener, thread in self._threads.items():
+            if thread.is_alive():
+                listener.shutdown()
+            thread.join()
         with self._lock:
             streams = list(self._streams.values())
             waiting = list(self._waiting.values())
@@ -229,7 +373,9 @@ class KioskServer:
             stream.close()
         for w in waiting:
             w.done.set()
-        self._httpd.server_close()
+        for listener in self._listeners:
+            listener.hang_up_heads()  # a stalled head or handshake would hold the join
+            listener.server_close()
 
     # --- from the loop ------------------------------------------------------------
 
@@ -286,14 +432,17 @@ class KioskServer:
             with self._lock:
                 del self._waiting[request]
 
-    def open_stream(self, screen: str) -> _Stream | None:
+    def open_stream(self, screen: str, local: bool) -> _Stream | None:
         """A new stream for `screen`, replacing an older one of the same screen
-        (a reloaded page); None when `MAX_STREAMS` are open."""
+        (a reloaded page); None when `MAX_STREAMS` are open, or all but one and
+        the screen is not `local` (the last is kept for the controller's own)."""
         with self._lock:
             old = self._streams.get(screen)
-            if old is None and len(self._streams) >= MAX_STREAMS:
-                return None
-            stream = _Stream(screen)
+            if old is None:
+                lan = sum(not s.local for s in self._streams.values())
+                if len(self._streams) >= MAX_STREAMS or (not local and lan >= MAX_STREAMS - 1):
+                    return None
+            stream = _Stream(screen, local)
             self._streams[screen] = stream
             self._generation += 1
         if old is not None:
@@ -407,8 +556,7 @@ class _Handler(BaseHTTPRequestHandler):
         if token is None:
             # Loopback without a token: only pages that asked for this very
             # address, so a web page elsewhere cannot reach in by DNS rebinding.
-            kiosk = self.server.kiosk
-            port, host = kiosk.port, kiosk.host
+            port, host = self.server.port, self.server.host
             listening = f"[{host}]" if ":" in host else host
             names = ("127.0.0.1", "localhost", "[::1]", listening)
             allowed = {f"{name}:{port}".lower() for name in names}
@@ -478,13 +626,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         if self._cookie is not None:
+            # Secure over TLS: the browser never sends the token in clear.
+            secure = "; Secure" if self.server.tls is not None else ""
             self.send_header(
-                "Set-Cookie", f"{COOKIE}={self._cookie}; Path=/; HttpOnly; SameSite=Strict"
+                "Set-Cookie",
+                f"{COOKIE}={self._cookie}; Path=/; HttpOnly; SameSite=Strict{secure}",
             )
 
     def _stream(self, screen: str) -> None:
         kiosk = self.server.kiosk
-        stream = kiosk.open_stream(screen)
+        stream = kiosk.open_stream(screen, self.server.local)
         if stream is None:
             self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "too many kiosk screens"})
             return
@@ -494,9 +645,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(f"retry: {RETRY_MS}\n\n".encode())
             self.wfile.flush()
-            local = self.client_address[0] in ("127.0.0.1", "::1")
             generation, open = kiosk.open_screens()
-            kiosk.submit(ScreenJoined(screen, local, open, generation))
+            kiosk.submit(ScreenJoined(screen, stream.local, open, generation))
             quiet = 0.0
             while not kiosk.stopping():
                 try:
@@ -530,3 +680,10 @@ class _Handler(BaseHTTPRequestHandler):
 def _sse(kind: str, data: Any) -> bytes:
     # json.dumps escapes newlines, so one `data:` line always holds the whole message.
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _address(listener: _HTTPServer, token: str | None) -> str:
+    scheme = "https" if listener.tls is not None else "http"
+    host = f"[{listener.host}]" if ":" in listener.host else listener.host
+    query = f"?token={token}" if token else ""
+    return f"{scheme}://{host}:{listener.port}/{query}"

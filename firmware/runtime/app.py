@@ -7,7 +7,7 @@
 - `alc-events`, `alc-storage` (`firmware.runtime.disk`): the card;
 - `alc-decoder` (`firmware.runtime.decoder`): hub data opened off the loop;
 - paho's network thread (`firmware.runtime.link`);
-- the HAL's pin and serial threads, and with `[kiosk] listen` the kiosk server.
+- the HAL's pin and serial threads, and with `[kiosk] listen` or `lan_listen` the kiosk server.
 
 They talk to the loop only through its inbox (`firmware.runtime.inbox`). All of
 them stop in `stop()`; the supervisor restarts the runtime's own threads once,
@@ -131,8 +131,10 @@ class Runtime:
         # The kiosk's port is taken now, so a port in use stops the start with a
         # clear error before anything else is opened; it serves from `run`.
         self.kiosk: KioskServer | None = None
-        if config.kiosk_listen is not None:
-            self.kiosk = KioskServer(config.kiosk_listen, config.kiosk_token, self.submit)
+        if config.kiosk_listen is not None or config.kiosk_lan is not None:
+            self.kiosk = KioskServer(
+                config.kiosk_listen, config.kiosk_token, self.submit, lan=config.kiosk_lan
+            )
         # The HAL first: every output is in its safe state before anything else.
         self.hardware = self._hardware()
         self.files, boot = open_data(config.controller.data_dir, clock())
