@@ -4,7 +4,9 @@ trust the CA, the kiosk holds the server certificate and its key (mode 600)."""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import ipaddress
 import os
 import ssl
@@ -106,3 +108,22 @@ def make_kiosk_cert(directory: Path, host: str = "127.0.0.1") -> KioskCert:
     with os.fdopen(descriptor, "wb") as out:
         out.write(pem)
     return files
+
+
+def lan_config(cert: KioskCert, port: int) -> str:
+    """More `[kiosk]` lines: the HTTPS listener for LAN screens on loopback
+    (the tests' LAN), with `cert`'s files."""
+    return (
+        f'lan_listen = "127.0.0.1:{port}"\n'
+        f'cert_file = "{cert.cert_file}"\nkey_file = "{cert.key_file}"\n'
+    )
+
+
+def spki_pin(cert: KioskCert) -> str:
+    """base64(sha256(the certificate's public key info)): what Chromium's
+    `--ignore-certificate-errors-spki-list` takes to trust exactly this key."""
+    loaded = x509.load_pem_x509_certificate(cert.cert_file.read_bytes())
+    info = loaded.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(info).digest()).decode()

@@ -5,7 +5,9 @@ Covers the issue's list: the board matches the controller's state; a light that
 switches on appears on the screen (the time it took is printed, never asserted);
 sign-in by PIN and by tag, check-in, a paid activation and its debit; "Refresh
 kiosk screens" from `alc ctl` reloads two open pages and the reply counts two; the
-"reconnecting" banner when the controller goes away, and the recovery.
+"reconnecting" banner when the controller goes away, and the recovery; a LAN
+screen over HTTPS (issue 11 section 4), where a tag at the kiosk's reader
+never signs anyone in.
 A screenshot of the board is kept in tests/artifacts/kiosk-board.png.
 """
 
@@ -22,9 +24,10 @@ import pytest
 
 from firmware.core.controller import Controller
 from firmware.mqtt import BrokerSettings
-from tests.broker import Broker
+from tests.broker import Broker, free_port
 from tests.harness import BASE, CONTROLLER, SITE, Rig, wait_for
 from tests.kiosk_club import ADA_PIN, ADA_TAG, kiosk_rig
+from tests.kiosk_tls import KioskCert, lan_config, make_kiosk_cert, spki_pin
 from tools import ctl
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,13 +41,26 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the module (a new context per page keeps them apart)."""
+def lan_cert(tmp_path_factory: pytest.TempPathFactory) -> KioskCert:
+    """The kiosk's certificate for LAN screens, from a CA made for the module."""
+    return make_kiosk_cert(tmp_path_factory.mktemp("kiosk-tls"))
+
+
+@pytest.fixture(scope="module")
+def browser(lan_cert: KioskCert) -> Iterator[Any]:
+    """One headless Chromium for the module (a new context per page keeps them
+    apart). It trusts the kiosk's LAN certificate by its key, as a LAN screen
+    trusts the club's CA (Chromium keeps no CA of its own outside a profile)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                f"--ignore-certificate-errors-spki-list={spki_pin(lan_cert)}",
+            ],
         )
         try:
             yield chromium
@@ -235,4 +251,37 @@ def test_a_screen_that_loses_the_controller_says_so_and_recovers(
             '#lights .card[data-light="court3"][data-state="on"]', timeout=WAIT_MS
         )
         assert "offline" not in (page.get_attribute("body", "class") or "")
+        page.context.close()
+
+
+def test_a_lan_screen_over_https_signs_in_by_pin_but_never_by_the_kiosk_tag(
+    browser: Any, lan_cert: KioskCert, broker: Broker, tmp_path: Path
+) -> None:
+    token = "lan-browser-token-0123456789"
+    lan = lan_config(lan_cert, free_port())
+    with kiosk_rig(broker, tmp_path, token=token, lan=lan) as (rig, _own):
+        assert rig.runtime is not None and rig.runtime.kiosk is not None
+        address = rig.runtime.kiosk.lan_address
+        assert address is not None and address.startswith("https://")
+        page = open_page(browser, address)  # the stream runs on the Secure cookie
+        assert page.inner_text("#club") == "Riverside Tennis Club"
+        cookies = page.context.cookies()
+        assert [(c["name"], c["secure"], c["httpOnly"]) for c in cookies] == [
+            ("alc_kiosk", True, True)
+        ]
+        wait_for(lambda: rig.core(lambda c: len(c.kiosk.screens)) == 1, "the LAN screen")
+        # A tag at the kiosk's reader: the only screen is on the LAN, so nobody
+        # is signed in, and the screen says how to sign in instead.
+        body = {"t": "present", "reader": "kiosk", "credkind": "tag", "value": ADA_TAG}
+        rig.observer.publish_raw(f"{BASE}/bench/in", rig.observer.sealed("bench/in", body))
+        page.wait_for_selector("#notice:not([hidden])", timeout=WAIT_MS)
+        assert page.inner_text("#notice") == "Sign in with your PIN on the screen."
+        assert page.is_hidden("#member") and "Ada" not in page.inner_text("body")
+        # The PIN on the screen's keypad, over HTTPS with the cookie, does.
+        page.click("#open-keypad")
+        for digit in ADA_PIN:
+            page.click(f'[data-key="{digit}"]')
+        page.click("#pin-ok")
+        page.wait_for_selector("#member:not([hidden])", timeout=WAIT_MS)
+        assert page.inner_text(".hello") == "Hello, Ada"
         page.context.close()

@@ -25,7 +25,7 @@ from firmware.kiosk.server import KioskServer
 from tests.broker import Broker, free_port
 from tests.harness import BASE, Rig
 from tests.kiosk_club import ADA_PIN, ADA_TAG, kiosk_rig
-from tests.kiosk_tls import KioskCert, make_kiosk_cert
+from tests.kiosk_tls import KioskCert, lan_config, make_kiosk_cert
 from tests.waiting import wait_for
 
 TOKEN = "lan-screens-token-0123456789"
@@ -91,14 +91,6 @@ class Stream:
     def close(self) -> None:
         self.response.close()
         self.conn.close()
-
-
-def lan_config(cert: KioskCert, port: int) -> str:
-    """More `[kiosk]` lines: the HTTPS listener for LAN screens."""
-    return (
-        f'lan_listen = "127.0.0.1:{port}"\n'
-        f'cert_file = "{cert.cert_file}"\nkey_file = "{cert.key_file}"\n'
-    )
 
 
 @contextmanager
