@@ -27,6 +27,8 @@ from tests.harness import BASE, Rig
 from tests.kiosk_club import ADA_PIN, ADA_TAG, kiosk_rig
 from tests.kiosk_tls import KioskCert, lan_config, make_kiosk_cert
 from tests.waiting import wait_for
+from tools.broker_setup.layout import Layout
+from tools.broker_setup.main import main as broker
 
 TOKEN = "lan-screens-token-0123456789"
 LAN_SCREEN = "screen-lan-0001"
@@ -331,6 +333,33 @@ def test_a_key_others_can_read_or_a_bad_certificate_stops_the_start(tmp_path: Pa
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", own_port))
     start(cert.cert_file, cert.key_file)  # and the right pair starts
+
+
+def test_a_certificate_from_alc_broker_cert_serves_lan_screens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The club's CA (`alc broker init`) issues the kiosk's certificate
+    (`alc broker cert`); a LAN screen that trusts only that CA is served."""
+    broker_dir, out = tmp_path / "broker", tmp_path / "kiosk"
+    assert broker(["init", str(broker_dir), "--host", "broker.club.lan"]) == 0
+    names = ["--host", "localhost", "--also", "127.0.0.1"]
+    assert broker(["cert", str(broker_dir), *names, "--out", str(out)]) == 0
+    capsys.readouterr()
+    cert = KioskCert(Layout.at(broker_dir).ca_cert, out / "localhost.crt", out / "localhost.key")
+    port = free_port()
+    kiosk = KioskServer(
+        None,
+        TOKEN,
+        lambda _e: None,
+        lan=KioskLan(f"127.0.0.1:{port}", cert.cert_file, cert.key_file),
+    )
+    kiosk.start()
+    try:
+        assert kiosk.address == f"https://127.0.0.1:{port}/?token={TOKEN}"
+        status, page, _ = Https(port, cert).request("GET", f"/?token={TOKEN}")
+        assert status == 200 and "<title>" in page
+    finally:
+        kiosk.stop()
 
 
 def _read_all(raw: socket.socket) -> bytes:
