@@ -149,3 +149,44 @@ def test_steps_past_the_queue_bound_merge_and_keep_their_order(
     assert [m.upto for m in messages if isinstance(m, Written)] == sorted(
         m.upto for m in messages if isinstance(m, Written)
     )
+
+
+class CountingStore(FlakyStore):
+    """Records each transaction's events and debits (seqs), as the card takes them."""
+
+    def __init__(self) -> None:
+        super().__init__(refusals=0)
+        self.transactions: list[tuple[list[int], list[int]]] = []
+
+    def append(
+        self,
+        events: Sequence[LoggedEvent],
+        debits: Sequence[DebitEntry],
+        *,
+        commands: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        super().append(events, debits, commands=commands)
+        self.transactions.append(([e.seq for e in events], [d.seq for d in debits]))
+
+
+def test_a_large_merged_step_is_written_in_slices_with_word_of_progress(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Steps merged while the card was busy can hold tens of thousands of events:
+    # one transaction would let no word of progress reach the loop for seconds,
+    # and a busy card would pass for a hung one (held steps released early).
+    monkeypatch.setattr(disk, "MAX_EVENTS_PER_COMMIT", 3)
+    store = CountingStore()
+    inbox: Inbox[object, Internal] = Inbox()
+    writer = DurableWriter(store, inbox.tell, Pulse("events"))  # type: ignore[arg-type]
+    messages: list[Internal] = []
+    debit = DebitEntry(5, "m1", 10)
+    try:
+        writer.submit(DurableStep(1, [event(n) for n in range(1, 8)], [debit], []))
+        wait_for(lambda: messages.extend(told(inbox)) or Written(1) in messages, "step 1")
+    finally:
+        writer.stop()
+    # Three transactions, each debit with its own event; two words of progress
+    # (nothing written whole yet: step 0) before the step itself.
+    assert store.transactions == [([1, 2, 3], []), ([4, 5, 6], [5]), ([7], [])]
+    assert [m.upto for m in messages if isinstance(m, Written)] == [0, 0, 1]

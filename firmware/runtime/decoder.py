@@ -1,8 +1,8 @@
 """The decoder thread: hub data is verified and decoded here, not on the loop.
 
-A full sync arrives as pages of up to a thousand records each. Checking a page's
-MAC and decoding its CBOR takes about half a millisecond, several under load; on
-the loop, a member presenting a tag would wait behind it. So the network thread
+A full sync arrives as pages of up to a thousand records each. Opening a page's
+envelope (AES-GCM) and decoding its CBOR takes about half a millisecond, several
+under load; on the loop, a member presenting a tag would wait behind it. So the network thread
 hands every payload on `data` to this thread, which opens it with the core's pure
 `Reception.unseal` and queues the parsed message for the loop. The network thread
 itself stays free to take the next message (a bench presentation, a command).

@@ -49,6 +49,7 @@ STEP_RECORDS = 1000  # records the storage thread saves between two `step_aside`
 MAX_DELTAS_PER_COMMIT = 1000
 MAX_QUEUED_STEPS = 10_000  # the loop keeps at most this many steps in flight
 MAX_STEPS_PER_COMMIT = 500
+MAX_EVENTS_PER_COMMIT = 5_000  # a few tens of ms of a card's time per transaction
 MAX_UNWRITTEN = 100_000  # events kept in memory while the disk refuses them
 RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # backoff between tries on a refusing card
 
@@ -90,6 +91,7 @@ class DurableWriter:
         self._unwritten: list[LoggedEvent] = []
         self._unwritten_debits: list[DebitEntry] = []
         self._refusing = False
+        self._written_upto = 0  # the last step written whole (steps count from 1)
         self.thread = self._start()
 
     def _start(self) -> threading.Thread:
@@ -181,9 +183,20 @@ class DurableWriter:
             events = [e for step in batch for e in step.events]
             debits = [d for step in batch for d in step.debits]
             commands = [c for step in batch for c in step.commands]
+            # Steps merged past the queue's bound may hold tens of thousands of
+            # events: written in slices, each a transaction of its own, with word
+            # to the loop after each that the card is moving (a busy card keeps
+            # event-first; only a card that writes nothing runs out of patience).
+            while len(events) > MAX_EVENTS_PER_COMMIT:
+                head, events = events[:MAX_EVENTS_PER_COMMIT], events[MAX_EVENTS_PER_COMMIT:]
+                upto = head[-1].seq
+                self._write(head, [d for d in debits if d.seq <= upto], [])
+                debits = [d for d in debits if d.seq > upto]
+                self._tell(Written(self._written_upto))
             if events or commands or self._unwritten:
                 self._write(events, debits, commands)
-            self._tell(Written(batch[-1].number))
+            self._written_upto = batch[-1].number
+            self._tell(Written(self._written_upto))
 
     def _take_overflow(self) -> DurableStep | None:
         """The merged steps, once every step queued before them is taken. (An
@@ -225,8 +238,9 @@ class DurableWriter:
             self._tell(DiskChanged("events", True, "events are written again"))
         # Logged once on disk, so the log never shows an event that a power
         # cut took back (its seq would be given out again).
-        for e in events:
-            events_log.info("%d %s %s", e.seq, e.type, json.dumps(e.body, default=_hex))
+        if events_log.isEnabledFor(logging.INFO):  # json.dumps costs, logged or not
+            for e in events:
+                events_log.info("%d %s %s", e.seq, e.type, json.dumps(e.body, default=_hex))
 
     def _bounded(self, events: list[LoggedEvent]) -> list[LoggedEvent]:
         """Past `MAX_UNWRITTEN`, the oldest access events go, their seqs told to
