@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -360,6 +361,30 @@ def test_a_certificate_from_alc_broker_cert_serves_lan_screens(
         assert status == 200 and "<title>" in page
     finally:
         kiosk.stop()
+
+
+def test_stop_hangs_up_on_a_client_that_never_says_hello(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A silent client holds its handshake's thread; `stop()` ends it at once
+    rather than waiting out the socket timeout."""
+    monkeypatch.setattr(kiosk_server, "SOCKET_TIMEOUT_S", 3600.0)
+    monkeypatch.setattr(kiosk_server, "HEAD_DEADLINE_S", 3600.0)
+    cert = make_kiosk_cert(tmp_path / "tls")
+    port = free_port()
+    lan = KioskLan(f"127.0.0.1:{port}", cert.cert_file, cert.key_file)
+    kiosk = KioskServer(None, TOKEN, lambda _e: None, lan=lan)
+    kiosk.start()
+    listener = kiosk.lan
+    assert listener is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as silent:
+        wait_for(lambda: listener.connections("127.0.0.1") == 1, "the silent client admitted")
+        stopper = threading.Thread(target=kiosk.stop, name="test-kiosk-stop")
+        stopper.start()
+        wait_for(lambda: not stopper.is_alive(), "stop() to return")
+        stopper.join()
+        assert _read_all(silent) == b""  # hung up on
+    assert listener.connections("127.0.0.1") == 0
 
 
 def _read_all(raw: socket.socket) -> bytes:
