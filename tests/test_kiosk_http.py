@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from firmware.core.errors import LocalError
+from firmware.kiosk import listener as kiosk_listener
 from firmware.kiosk import server as kiosk_server
 from tests.broker import Broker, free_port
 from tests.harness import wait_for
@@ -204,7 +205,7 @@ def test_a_request_head_trickling_in_is_cut_off(
 ) -> None:
     """A client sending its headers a byte at a time (each within the socket
     timeout) would hold a connection slot for ever; the head has a deadline."""
-    monkeypatch.setattr(kiosk_server, "HEAD_DEADLINE_S", 1.0)
+    monkeypatch.setattr(kiosk_listener, "HEAD_DEADLINE_S", 1.0)
     with kiosk_rig(broker, tmp_path) as (_rig, base):
         port = int(base.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as raw:

@@ -21,6 +21,7 @@ import pytest
 
 from firmware.config import ConfigError, KioskLan, parse_config
 from firmware.core.errors import LocalError
+from firmware.kiosk import listener as kiosk_listener
 from firmware.kiosk import server as kiosk_server
 from firmware.kiosk.server import KioskServer
 from tests.broker import Broker, free_port
@@ -209,9 +210,9 @@ def test_connections_are_capped_per_client_address_before_tls(
 ) -> None:
     # Held connections say nothing; they must not time out while the test
     # looks, so the deadlines are out of the way (the cap is what is tested).
-    monkeypatch.setattr(kiosk_server, "SOCKET_TIMEOUT_S", 120.0)
-    monkeypatch.setattr(kiosk_server, "HEAD_DEADLINE_S", 120.0)
-    cap = kiosk_server.MAX_PER_CLIENT
+    monkeypatch.setattr(kiosk_listener, "SOCKET_TIMEOUT_S", 120.0)
+    monkeypatch.setattr(kiosk_listener, "HEAD_DEADLINE_S", 120.0)
+    cap = kiosk_listener.MAX_PER_CLIENT
     with lan_rig(broker, tmp_path) as (_rig, own, lan, kiosk):
         listener = kiosk.lan
         assert listener is not None
@@ -368,8 +369,8 @@ def test_stop_hangs_up_on_a_client_that_never_says_hello(
 ) -> None:
     """A silent client holds its handshake's thread; `stop()` ends it at once
     rather than waiting out the socket timeout."""
-    monkeypatch.setattr(kiosk_server, "SOCKET_TIMEOUT_S", 3600.0)
-    monkeypatch.setattr(kiosk_server, "HEAD_DEADLINE_S", 3600.0)
+    monkeypatch.setattr(kiosk_listener, "SOCKET_TIMEOUT_S", 3600.0)
+    monkeypatch.setattr(kiosk_listener, "HEAD_DEADLINE_S", 3600.0)
     cert = make_kiosk_cert(tmp_path / "tls")
     port = free_port()
     lan = KioskLan(f"127.0.0.1:{port}", cert.cert_file, cert.key_file)

@@ -18,8 +18,9 @@ controller's own screen (its streams are `local`: the only screens a tag at the
 kiosk's reader signs in on), and `lan`, HTTPS for screens elsewhere on the LAN.
 With a token configured every request must carry it, as `?token=` (then the page
 gets it as a cookie) or as that cookie. Bounded: connections per listener
-(`MAX_CONNECTIONS`) and, on the LAN listener, per client address before TLS or
-the token (`MAX_PER_CLIENT`), streams (`MAX_STREAMS`, one kept for the own
+and, on the LAN listener, per client address before TLS or the token
+(`firmware.kiosk.listener`, which also holds the TLS handshake and the
+deadline of a request's head), streams (`MAX_STREAMS`, one kept for the own
 screen), each stream's queue (`STREAM_QUEUE`; a screen that falls that far behind
 is cut off and reconnects to a fresh board), request bodies (`MAX_BODY`) and
 requests waiting for the core (`MAX_WAITING`). `stop()` ends every stream and
@@ -27,7 +28,8 @@ joins every thread.
 
 Longer than 400 lines on purpose: one HTTP server and its request handler,
 which check every request's shape before anything reaches the core; the
-screens' content is the core's (`firmware.core.kiosk*`), not this module's.
+screens' content is the core's (`firmware.core.kiosk*`), the sockets' bounds
+are `firmware.kiosk.listener`'s.
 """
 
 from __future__ import annotations
@@ -40,15 +42,13 @@ import logging
 import queue
 import re
 import select
-import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -56,15 +56,11 @@ from urllib.parse import parse_qs, urlsplit
 from firmware.config import KioskLan, kiosk_address
 from firmware.core.errors import LocalError
 from firmware.core.inputs import Input, KioskRequest, ScreenJoined, ScreenLeft
+from firmware.kiosk.listener import MAX_PER_CLIENT, SOCKET_TIMEOUT_S, Listener
 from firmware.kiosk.tls import server_context
 
 log = logging.getLogger("alc.kiosk")
 
-MAX_CONNECTIONS = 32  # per listener: a LAN flood never shuts out the own screen
-# Per client address on the LAN listener, counted at accept, before the TLS
-# handshake or the token: one device cannot take every slot. A browser opens
-# at most 6 connections to one host.
-MAX_PER_CLIENT = 8
 MAX_STREAMS = 8
 STREAM_QUEUE = 64
 MAX_BODY = 4096
@@ -72,11 +68,6 @@ MAX_WAITING = 32
 ANSWER_WAIT_S = 5.0
 HEARTBEAT_S = 10.0  # a ping this often: a dead screen is noticed, and notices a dead link
 GONE_CHECK_S = 1.0  # how often a quiet stream checks that its screen is still there
-SOCKET_TIMEOUT_S = 5.0  # a client that stalls mid-request or mid-stream is dropped
-# A request's line and headers must be in within this, however slowly they
-# trickle (a byte every few seconds would never trip the socket timeout and
-# could hold every connection slot, shutting the real screens out).
-HEAD_DEADLINE_S = 10.0
 RETRY_MS = 2000
 COOKIE = "alc_kiosk"
 STATIC = {
@@ -133,13 +124,8 @@ class _Waiting:
     body: dict[str, Any] = field(default_factory=dict)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """One listener: plain HTTP on loopback (`local`), or TLS for the LAN."""
-
-    # Threads are joined at `server_close`, so none outlives `stop()`.
-    daemon_threads = False
-    block_on_close = True
-    allow_reuse_address = True
+class _HTTPServer(Listener):
+    """A listener of this kiosk: its handler reaches the kiosk through it."""
 
     def __init__(
         self,
@@ -151,116 +137,7 @@ class _HTTPServer(ThreadingHTTPServer):
         per_client: int | None = None,
     ) -> None:
         self.kiosk = kiosk
-        self.host = address[0]
-        self.local = local
-        self.tls = tls
-        self.per_client = per_client
-        # Connections held, in all and by client address (at most
-        # MAX_CONNECTIONS addresses, so the map is bounded too).
-        self._open = 0
-        self._clients: dict[str, int] = {}
-        self._clients_lock = threading.Lock()
-        self.refused = 0  # connections turned away at accept (over a cap)
-        # Connections whose request head (or TLS handshake) is still coming
-        # in, and since when.
-        self._heads: dict[socket.socket, float] = {}
-        self._heads_lock = threading.Lock()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._admit(client_address[0]):
-            # Refused cheaply: no thread, no handshake, nothing read.
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._leave(client_address[0])
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            if self.tls is not None:
-                request = self._handshake(self.tls, request)
-            if request is not None:
-                super().process_request_thread(request, client_address)
-        finally:
-            self._leave(client_address[0])
-
-    def connections(self, client: str) -> int:
-        """How many connections `client` (an address) holds on this listener."""
-        with self._clients_lock:
-            return self._clients.get(client, 0)
-
-    def _admit(self, client: str) -> bool:
-        with self._clients_lock:
-            held = self._clients.get(client, 0)
-            over_client = self.per_client is not None and held >= self.per_client
-            if over_client or self._open >= MAX_CONNECTIONS:
-                self.refused += 1
-                return False
-            self._open += 1
-            self._clients[client] = held + 1
-            return True
-
-    def _leave(self, client: str) -> None:
-        with self._clients_lock:
-            self._open -= 1
-            held = self._clients.pop(client, 1) - 1
-            if held > 0:
-                self._clients[client] = held
-
-    def _handshake(self, tls: ssl.SSLContext, request: socket.socket) -> ssl.SSLSocket | None:
-        """TLS on this connection's own thread (never on the accepting one, which
-        a client that never says hello would stall), within the head's deadline."""
-        try:
-            connection = tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
-        except OSError:
-            self.shutdown_request(request)
-            return None
-        self.head_started(connection)
-        try:
-            connection.settimeout(SOCKET_TIMEOUT_S)
-            connection.do_handshake()
-        except OSError as exc:  # ssl.SSLError and timeouts included
-            log.debug("kiosk: TLS handshake failed: %s", exc)
-            self.head_done(connection)
-            self.shutdown_request(connection)
-            return None
-        return connection
-
-    def head_started(self, connection: socket.socket) -> None:
-        # A head that follows the TLS handshake keeps the handshake's start.
-        with self._heads_lock:
-            self._heads.setdefault(connection, time.monotonic())
-
-    def head_done(self, connection: socket.socket) -> None:
-        with self._heads_lock:
-            self._heads.pop(connection, None)
-
-    def service_actions(self) -> None:
-        """Between polls of `serve_forever` (every half second): hang up on
-        requests whose head is late (`HEAD_DEADLINE_S`)."""
-        self.hang_up_heads(time.monotonic() - HEAD_DEADLINE_S)
-
-    def hang_up_heads(self, started_before: float = float("inf")) -> None:
-        """Hang up on connections whose head began before `started_before`
-        (all of them by default, at stop)."""
-        with self._heads_lock:
-            late = [c for c, since in self._heads.items() if since < started_before]
-            for connection in late:
-                del self._heads[connection]
-        for connection in late:
-            # The socket's own shutdown, under TLS too: the handler's thread
-            # still uses the TLS object, which `SSLSocket.shutdown` would drop.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(connection, socket.SHUT_RDWR)
+        super().__init__(address, _Handler, local=local, tls=tls, per_client=per_client)
 
 
 class KioskServer:
