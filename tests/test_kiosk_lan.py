@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import socket
 import ssl
@@ -206,7 +207,10 @@ def test_a_tag_at_the_kiosk_reader_signs_in_only_on_the_own_screen(
 
 
 def test_connections_are_capped_per_client_address_before_tls(
-    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    broker: Broker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Held connections say nothing; they must not time out while the test
     # looks, so the deadlines are out of the way (the cap is what is tested).
@@ -223,10 +227,14 @@ def test_connections_are_capped_per_client_address_before_tls(
                 wait_for(lambda: listener.connections("127.0.0.1") == len(held), "admitted")
             refused_before = listener.refused
             # Over the cap: closed at once, before any TLS, many times over.
-            for _ in range(20):
-                with socket.create_connection(("127.0.0.1", lan.port), timeout=20) as extra:
-                    assert _read_all(extra) == b""
+            with caplog.at_level(logging.WARNING, logger="alc.kiosk"):
+                for _ in range(20):
+                    with socket.create_connection(("127.0.0.1", lan.port), timeout=20) as extra:
+                        assert _read_all(extra) == b""
             assert listener.refused == refused_before + 20
+            # The log is told, not once per connection.
+            told = [r.getMessage() for r in caplog.records if "refused over the caps" in r.msg]
+            assert 1 <= len(told) < 20 and "the latest from 127.0.0.1" in told[0]
             assert listener.connections("127.0.0.1") == cap
             # Another address is served, and so is the own screen.
             other = Https(lan.port, lan.cert, source=OTHER)

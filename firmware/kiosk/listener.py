@@ -35,6 +35,7 @@ SOCKET_TIMEOUT_S = 5.0  # a client that stalls mid-request or mid-stream is drop
 # would never trip the socket timeout and could hold every connection slot,
 # shutting the real screens out).
 HEAD_DEADLINE_S = 10.0
+REFUSED_LOG_S = 60.0  # refusals are told in the log at most once a minute
 
 
 class Listener(ThreadingHTTPServer):
@@ -66,6 +67,8 @@ class Listener(ThreadingHTTPServer):
         self._clients: dict[str, int] = {}
         self._clients_lock = threading.Lock()
         self.refused = 0  # connections turned away at accept (over a cap)
+        self._refused_told = 0  # of them, how many the log has been told of
+        self._refused_log_at = float("-inf")
         # Connections whose request head (or TLS handshake) is still coming
         # in, and since when.
         self._heads: dict[socket.socket, float] = {}
@@ -110,10 +113,27 @@ class Listener(ThreadingHTTPServer):
             over_client = self.per_client is not None and held >= self.per_client
             if over_client or self._open >= MAX_CONNECTIONS:
                 self.refused += 1
+                self._tell_refused(client)
                 return False
             self._open += 1
             self._clients[client] = held + 1
             return True
+
+    def _tell_refused(self, client: str) -> None:
+        # Called under the clients' lock. A flood must be visible to whoever
+        # reads the log, without writing a line per refused connection.
+        now = time.monotonic()
+        if now - self._refused_log_at < REFUSED_LOG_S:
+            return
+        log.warning(
+            "kiosk: %d connection(s) refused over the caps (%d per address, %d in all), "
+            "the latest from %s",
+            self.refused - self._refused_told,
+            self.per_client or MAX_CONNECTIONS,
+            MAX_CONNECTIONS,
+            client,
+        )
+        self._refused_told, self._refused_log_at = self.refused, now
 
     def _leave(self, client: str) -> None:
         with self._clients_lock:
