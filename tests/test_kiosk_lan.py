@@ -339,6 +339,9 @@ def test_a_key_others_can_read_or_a_bad_certificate_stops_the_start(tmp_path: Pa
         start(cert.ca_file.with_name("missing.crt"), cert.key_file)
     with pytest.raises(LocalError, match=r"kiosk: key_file: cannot read"):
         start(cert.cert_file, cert.key_file.with_name("missing.key"))
+    lan = KioskLan(f"127.0.0.1:{free_port()}", cert.cert_file, cert.key_file)
+    with pytest.raises(LocalError, match=r"kiosk: lan_listen needs a token"):
+        KioskServer(f"127.0.0.1:{own_port}", None, lambda _e: None, lan=lan)
     # Nothing stayed bound: the own screen's port is free again.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", own_port))

@@ -154,6 +154,10 @@ class KioskServer:
         """Bind `listen` (loopback host:port, plain HTTP) and `lan` (HTTPS) now,
         so a port in use or an unusable certificate is a clear error at start;
         serve from `start()`. Raises `LocalError`."""
+        if lan is not None and token is None:
+            # The config refuses this too; a LAN screen without a token would
+            # be anyone on the network.
+            raise LocalError("kiosk: lan_listen needs a token")
         self.token = token
         self.submit = submit
         self._listeners: list[_HTTPServer] = []
