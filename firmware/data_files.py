@@ -51,6 +51,7 @@ from pathlib import Path
 
 from firmware.core.errors import LocalError
 from firmware.data_move import to_disk, to_memory
+from firmware.image import load_dataset
 from firmware.outbox_store import OutboxStore, Range
 from firmware.salvage import (
     SIDE_FILES,
@@ -325,7 +326,7 @@ def _checked(opener: Opener, now: float) -> tuple[Storage, OutboxStore, _Opened]
         found = dataset.quick_check()
         if found:
             raise LocalError(f"storage {dataset.where}: damaged: {'; '.join(found[:3])}")
-        loaded = load_store(dataset)
+        loaded = load_dataset(dataset)
         commands = dataset.commands(now)
         outbox = OutboxStore(events)
         outbox.stats()

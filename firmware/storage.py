@@ -208,6 +208,8 @@ class Loaded:
 
     built: Built
     state: StoredState
+    from_image: bool = False
+    """Read back from the decision image (`firmware.image`), not rebuilt."""
 
     @property
     def store(self) -> Store:

@@ -67,6 +67,7 @@ from firmware.outbox_store import OutboxStore
 from firmware.runtime.decoder import Decoder
 from firmware.runtime.disk import DurableWriter, StorageWriter, save_snapshot
 from firmware.runtime.edge import Edge, EdgeContext, EdgeFactory
+from firmware.runtime.imaging import ImageKeeper, Live
 from firmware.runtime.inbox import Inbox
 from firmware.runtime.link import ControllerLink
 from firmware.runtime.loop import Loop, OutboxUpkeep
@@ -142,9 +143,16 @@ class Runtime:
         self.events: OutboxStore = self.files.outbox
         self.disk_ok_at_boot = boot.disk_ok
         self.controller = self._boot(boot)
+        from_image, empty = boot.loaded.from_image, boot.empty
         del boot  # it holds the dataset read from disk: the store has it now
         self.loop_pulse = Pulse("loop")
-        self.writer = StorageWriter(self.storage, Pulse("storage"))
+        self.images = ImageKeeper(self.storage, self._live, self.inbox.members_first)
+        self.images.booted(from_image=from_image, empty=empty)
+        self.writer = StorageWriter(self.storage, Pulse("storage"), self.images)
+        if from_image:
+            # A rebuild would have hashed every stored record against the stored
+            # digest; the image spared that, so the storage thread does it now.
+            self.writer.submit(self.check_storage)
         self.durable = DurableWriter(self.events, self.inbox.tell, Pulse("events"))
         # Hub data is verified and decoded aside (see `decoder`); small messages
         # (commands, acks) are opened on the loop as they come.
@@ -410,8 +418,25 @@ class Runtime:
     def save_snapshot(
         self, action: SaveSnapshot, last_full: float | None, storage: Storage
     ) -> None:
-        """On the storage thread: a full sync's records to the card."""
+        """On the storage thread: a full sync's records to the card, then the
+        decision image of the store they built."""
         save_snapshot(action, last_full, self.inbox.members_first, storage)
+        self.images.saved(full=True)
+
+    def _live(self) -> Live | None:
+        """On the storage thread: the live dataset, read on the loop (None when
+        stopping, or when the loop does not answer within a second)."""
+        if self._stopping.is_set():
+            return None
+
+        def read(controller: Controller) -> Live:
+            s = controller.session
+            return Live(s.store, s.epoch, s.v, s.digest)
+
+        try:
+            return self.ask(read, timeout=1.0)
+        except TimeoutError:
+            return None
 
     def _shutdown(self) -> None:
         self.notifier.stopping()

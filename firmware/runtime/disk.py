@@ -35,6 +35,7 @@ from firmware.core.inputs import EventsRemoved
 from firmware.core.outbox import DebitEntry, LoggedEvent
 from firmware.core.sync import SaveDelta, SaveSnapshot
 from firmware.outbox_store import OutboxStore
+from firmware.runtime.imaging import ImageKeeper
 from firmware.runtime.messages import DiskChanged, ForCore, Internal, Written
 from firmware.runtime.priorities import MembersFirst
 from firmware.runtime.watchdog import Pulse
@@ -280,9 +281,12 @@ class StorageWriter:
     per delta, which is what lets a slow SD card keep up with a busy hub.
     """
 
-    def __init__(self, storage: Storage, pulse: Pulse) -> None:
+    def __init__(self, storage: Storage, pulse: Pulse, images: ImageKeeper | None = None) -> None:
+        """`images`: writes the decision image when the queue is idle
+        (`firmware.runtime.imaging`); none in tools that only save."""
         self._storage = storage
         self.pulse = pulse
+        self.images = images
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._queued_ops = 0
@@ -338,7 +342,11 @@ class StorageWriter:
         carried: list[Job | None] = []  # a job taken while batching, run next
         while True:
             self.pulse.idle()
-            job = carried.pop() if carried else self._jobs.get()
+            try:
+                job = carried.pop() if carried else self._jobs.get(timeout=self._image_due())
+            except queue.Empty:
+                self._write_image()
+                continue
             self.pulse.beat()
             if job is None:
                 self._jobs.task_done()
@@ -358,6 +366,8 @@ class StorageWriter:
                         batch.append(more)
                         done += 1
                     self._storage.save_deltas([(d.epoch, d.v, d.ops, d.digest) for d in batch])
+                    if self.images is not None:
+                        self.images.saved(full=False)
                 else:
                     job(self._storage)
             except Exception:
@@ -370,6 +380,21 @@ class StorageWriter:
                         self._queued_ops -= sum(len(d.ops) for d in batch)
                 for _ in range(done):
                     self._jobs.task_done()
+
+    def _image_due(self) -> float | None:
+        """How long the queue may wait for a job before the image is due."""
+        return None if self.images is None else self.images.due_in()
+
+    def _write_image(self) -> None:
+        """The queue stayed empty until the image was due: write it, giving way
+        to the next job queued meanwhile."""
+        assert self.images is not None
+        self.pulse.beat()
+        try:
+            self.images.run(lambda: not self._jobs.empty())
+        except Exception:
+            # Only a shortcut for the next boot: the dataset file is untouched.
+            log.exception("writing the decision image failed")
 
 
 def save_snapshot(

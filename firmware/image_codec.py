@@ -1,0 +1,261 @@
+"""The decision image's encoding: a built `Store` to a byte stream and back.
+
+A boot that rebuilds the live store from SQLite decodes, validates, hashes and
+indexes every record again (tens of seconds for a million credentials). The
+image is the store as it stands in memory, indexes included, so a boot only
+reads it back: `pickle` (protocol 5), loaded by the C unpickler.
+
+Two things make it fast and safe enough to read at every boot:
+
+- The records are frozen slotted dataclasses, whose own constructor sets every
+  field through `object.__setattr__` (about 2 us a member) and whose default
+  pickling goes through `dataclasses.fields` for every object (slower still).
+  Each record class gets a *twin* here: a plain class with the same slots whose
+  generated `__init__` stores the fields and then turns the object into the
+  real class (`__class__` assignment, allowed between classes of one layout).
+  A record is written as `(twin, field values)` and read back by one call.
+- The stream is read by an unpickler that resolves only the classes listed in
+  `_ALLOWED` (the twins, the store, a time zone, a date): an image is never a
+  way to run code, whatever its bytes say.
+
+`FORMAT` names the encoding together with the shape of every record class of
+`firmware.core.model` and of the store (their field and attribute names): when
+a class changes, the format changes, and an image of another format is refused
+(`firmware.image`), never read with the wrong fields.
+
+The stream is written a few hundred entries per `pickle.dump` (one pickler,
+one memo, so records are shared between the tables and the indexes as in
+memory): between two pieces the caller's `pause` runs, so the writer can give
+the interpreter lock to the loop and give up when the store changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import io
+import pickle
+import sys
+import zoneinfo
+from collections.abc import Callable
+from itertools import islice
+from operator import attrgetter
+from typing import Any, BinaryIO
+
+import cbor2
+
+from firmware.core import model
+from firmware.core.store import Store
+
+REVISION = 1
+"""The encoding's own version: bump it when `dump` and `load` change."""
+
+PIECE = 256
+"""Entries of a table per `pickle.dump`: about a millisecond of C holding the
+interpreter lock on the development machine, the longest the loop waits."""
+
+_PROTOCOL = 5
+
+
+class ImageFormatError(Exception):
+    """The stream is not an image this code can read (damaged, or another format)."""
+
+
+def _record_classes() -> list[type[Any]]:
+    """Every dataclass of `firmware.core.model`, in name order."""
+    found = [
+        value
+        for value in vars(model).values()
+        if isinstance(value, type)
+        and dataclasses.is_dataclass(value)
+        and value.__module__ == model.__name__
+    ]
+    return sorted(found, key=lambda cls: cls.__qualname__)
+
+
+def _twin(cls: type[Any]) -> type[Any] | None:
+    """A plain class with `cls`'s slots whose instances become `cls` instances as
+    they are made, or None when `cls` has another layout (no slots, or fields
+    `__init__` does not take): its records are then pickled the default way."""
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    if getattr(cls, "__slots__", None) != names or not all(f.init for f in dataclasses.fields(cls)):
+        return None
+    # Generated as dataclasses generate `__init__`: a plain attribute store per
+    # field is several times faster than a loop over the names.
+    body = "".join(f"    self.{name} = {name}\n" for name in names)
+    source = f"def __init__(self, {', '.join(names)}):\n{body}    self.__class__ = cls\n"
+    namespace: dict[str, Any] = {}
+    exec(source, {"cls": cls}, namespace)  # our own field names only
+    name = f"_{cls.__name__}Twin"
+    twin = type(name, (), {"__slots__": names, "__init__": namespace["__init__"]})
+    twin.__module__ = __name__
+    twin.__qualname__ = name
+    return twin
+
+
+_CLASSES = _record_classes()
+_TWINS: dict[type[Any], tuple[type[Any], Callable[[Any], Any]]] = {}
+for _cls in _CLASSES:
+    _made = _twin(_cls)
+    if _made is not None:
+        # The pickler names a class by its module and qualified name: the twins
+        # must be found there.
+        setattr(sys.modules[__name__], _made.__name__, _made)
+        _names = tuple(f.name for f in dataclasses.fields(_cls))
+        # attrgetter of one name gives the value, not a 1-tuple.
+        _get = attrgetter(*_names) if len(_names) > 1 else (lambda o, n=_names[0]: (getattr(o, n),))
+        _TWINS[_cls] = (_made, _get)
+
+
+def _shape() -> str:
+    """What the format depends on, as text: the encoding's revision, the
+    pickle protocol, and the fields of every record class and of the store."""
+    parts = [f"revision {REVISION}", f"protocol {_PROTOCOL}"]
+    for cls in _CLASSES:
+        fields = ",".join(f"{f.name}:{f.type}" for f in dataclasses.fields(cls))
+        twin = "twin" if cls in _TWINS else "plain"
+        parts.append(f"{cls.__qualname__}({fields}) {twin}")
+    parts.append(f"Store({','.join(vars(Store()))})")
+    return "\n".join(parts)
+
+
+FORMAT = hashlib.sha256(_shape().encode()).hexdigest()[:16]
+"""The image format: changes whenever the encoding or a record class does."""
+
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    (cls.__module__, cls.__qualname__): cls for cls in (*_CLASSES, Store, datetime.date)
+}
+_ALLOWED.update({(twin.__module__, twin.__qualname__): twin for twin, _ in _TWINS.values()})
+_ALLOWED[("zoneinfo", "ZoneInfo")] = zoneinfo.ZoneInfo
+_ALLOWED[(cbor2.frozendict.__module__, cbor2.frozendict.__qualname__)] = cbor2.frozendict
+
+
+class _Pickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        found = _TWINS.get(type(obj))
+        if found is None:
+            if type(obj) is zoneinfo.ZoneInfo:
+                # Its own reduction goes through `getattr`, which the reader
+                # never allows (it reaches anything); the key names it as well.
+                return zoneinfo.ZoneInfo, (obj.key,)
+            return NotImplemented
+        twin, values = found
+        return twin, values(obj)
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module_name: str, global_name: str) -> Any:
+        found = _ALLOWED.get((module_name, global_name))
+        if found is None:
+            raise ImageFormatError(f"the image names {module_name}.{global_name}")
+        return found
+
+
+# --- writing -------------------------------------------------------------------------
+
+# How a table is laid out in the stream: a marker, then its content.
+_VALUE, _FLAT, _TREE, _SAME = "value", "flat", "tree", "same"
+
+
+def dump(store: Store, out: BinaryIO, pause: Callable[[], None]) -> None:
+    """Write `store` to `out`, calling `pause()` between pieces (see the module
+    docstring); whatever `pause` raises ends the dump. Iterating a table that
+    changes meanwhile raises `RuntimeError` (the caller makes sure it did not
+    change, and throws the stream away if it did)."""
+    pickler = _Pickler(out, protocol=_PROTOCOL)
+    attrs = vars(store)
+    pickler.dump(list(attrs))
+    seen: dict[int, int] = {}
+    for value in attrs.values():
+        _dump_value(pickler, value, seen, pause)
+
+
+def _is_table(value: Any) -> bool:
+    """A dict written a piece at a time: large, or holding dicts (an index)."""
+    return type(value) is dict and (
+        len(value) > PIECE or any(type(v) is dict for v in value.values())
+    )
+
+
+def _dump_value(
+    pickler: _Pickler, value: Any, seen: dict[int, int], pause: Callable[[], None]
+) -> None:
+    if not _is_table(value):
+        # Smaller values go whole; the pickler's memo keeps what they share.
+        pickler.dump((_VALUE, value))
+        return
+    number = seen.get(id(value))
+    if number is not None:
+        # One dict in two places (the store's `_tables` names its tables):
+        # one dict again when read.
+        pickler.dump((_SAME, number))
+        return
+    seen[id(value)] = len(seen)
+    if any(type(v) is dict for v in value.values()):
+        pickler.dump((_TREE, len(value)))
+        for key, inner in list(value.items()):
+            pickler.dump(key)
+            _dump_value(pickler, inner, seen, pause)
+        return
+    pieces = -(-len(value) // PIECE)
+    pickler.dump((_FLAT, len(value), pieces))
+    items = iter(value.items())
+    for _ in range(pieces):
+        pause()
+        pickler.dump(list(islice(items, PIECE)))
+    if next(items, None) is not None:
+        raise RuntimeError("a table grew while it was written")
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def load(data: bytes | memoryview) -> Store:
+    """The store written by `dump`. Raises `ImageFormatError` for anything that
+    is not such a stream (checks of its tags and checksum are the caller's)."""
+    stream = io.BytesIO(data)
+    unpickler = _Unpickler(stream)
+    try:
+        names = unpickler.load()
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ImageFormatError("the image does not start with the store's attributes")
+        tables: list[dict[Any, Any]] = []
+        attrs = {name: _load_value(unpickler, tables) for name in names}
+    except ImageFormatError:
+        raise
+    except Exception as exc:  # damaged bytes raise about anything
+        raise ImageFormatError(f"the image cannot be read: {type(exc).__name__}: {exc}") from None
+    if stream.tell() != len(data):
+        raise ImageFormatError("the image goes on past the store")
+    if sorted(attrs) != sorted(vars(Store())):
+        raise ImageFormatError("the image's store has other attributes than this one")
+    store = Store.__new__(Store)
+    store.__dict__.update(attrs)
+    return store
+
+
+def _load_value(unpickler: _Unpickler, tables: list[dict[Any, Any]]) -> Any:
+    head = unpickler.load()
+    if not isinstance(head, tuple) or not head:
+        raise ImageFormatError("a table marker is missing")
+    kind = head[0]
+    if kind == _VALUE and len(head) == 2:
+        return head[1]
+    if kind == _SAME and len(head) == 2:
+        return tables[head[1]]
+    table: dict[Any, Any] = {}
+    tables.append(table)
+    if kind == _TREE and len(head) == 2:
+        for _ in range(head[1]):
+            key = unpickler.load()
+            table[key] = _load_value(unpickler, tables)
+    elif kind == _FLAT and len(head) == 3:
+        for _ in range(head[2]):
+            table.update(unpickler.load())
+    else:
+        raise ImageFormatError(f"unknown table marker {head!r}")
+    if len(table) != head[1]:
+        raise ImageFormatError("a table holds fewer entries than it says")
+    return table
