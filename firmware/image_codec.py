@@ -38,7 +38,7 @@ import io
 import pickle
 import sys
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import islice
 from operator import attrgetter
 from typing import Any, BinaryIO
@@ -48,7 +48,7 @@ import cbor2
 from firmware.core import model
 from firmware.core.store import Store
 
-REVISION = 1
+REVISION = 3
 """The encoding's own version: bump it when `dump` and `load` change."""
 
 PIECE = 256
@@ -133,6 +133,17 @@ _ALLOWED[(cbor2.frozendict.__module__, cbor2.frozendict.__qualname__)] = cbor2.f
 
 
 class _Pickler(pickle.Pickler):
+    """Records as `(twin, fields)`; a record already written, as its number."""
+
+    def __init__(self, out: Any, numbers: dict[int, int]) -> None:
+        super().__init__(out, protocol=_PROTOCOL)
+        self._numbers = numbers
+
+    def persistent_id(self, obj: Any) -> int | None:
+        if type(obj) in _TWINS:
+            return self._numbers.get(id(obj))
+        return None
+
     def reducer_override(self, obj: Any) -> Any:
         found = _TWINS.get(type(obj))
         if found is None:
@@ -155,8 +166,80 @@ class _Unpickler(pickle.Unpickler):
 
 # --- writing -------------------------------------------------------------------------
 
-# How a table is laid out in the stream: a marker, then its content.
-_VALUE, _FLAT, _TREE, _SAME = "value", "flat", "tree", "same"
+# What each piece of the stream is: a marker, then its content.
+_VALUE, _FLAT, _TREE, _SAME, _RECORDS = "value", "flat", "tree", "same", "records"
+
+
+class _Writer:
+    """Writes one store. Every piece has a pickler of its own: one memo for the
+    whole store would grow to millions of entries, each doubling of it a stretch
+    of C of a tenth of a second holding the interpreter lock, and hundreds of
+    megabytes. Records are shared between pieces by number instead: a record is
+    written once, in full, numbered in the order written, and every later
+    mention of it (an index) is its number (`persistent_id`)."""
+
+    def __init__(self, out: BinaryIO, pause: Callable[[], None]) -> None:
+        self._out = out
+        self._pause = pause
+        self._numbers: dict[int, int] = {}  # id(record) -> its number
+        # Holds every numbered record, so that no id is reused while writing.
+        self._records: list[Any] = []
+        self._tables: dict[int, int] = {}  # id(table) -> its number
+
+    def dump(self, value: Any) -> None:
+        """One piece."""
+        _Pickler(self._out, self._numbers).dump(value)
+
+    def records_in(self, values: Iterable[Any]) -> None:
+        """Write the records among `values` not written yet, ahead of the piece
+        that holds them (which then names them by number)."""
+        fresh = [v for v in values if type(v) in _TWINS and id(v) not in self._numbers]
+        if fresh:
+            self.dump((_RECORDS, fresh))
+            for record in fresh:
+                self._numbers[id(record)] = len(self._records)
+                self._records.append(record)
+
+    def value(self, value: Any) -> None:
+        layout = _layout(value)
+        if layout == _VALUE:
+            self.records_in(value.values() if type(value) is dict else (value,))
+            self.dump((_VALUE, value))
+            return
+        number = self._tables.get(id(value))
+        if number is not None:
+            # One dict in two places (the store's `_tables` names its tables):
+            # one dict again when read.
+            self.dump((_SAME, number))
+            return
+        self._tables[id(value)] = len(self._tables)
+        if layout == _TREE:
+            self.dump((_TREE, len(value)))
+            for key, inner in list(value.items()):
+                self.dump(key)
+                self.value(inner)
+            return
+        pieces = -(-len(value) // PIECE)
+        self.dump((_FLAT, len(value), pieces))
+        items = iter(value.items())
+        for _ in range(pieces):
+            self._pause()
+            # A dict, not a list of pairs: no tuple per entry to make.
+            piece = dict(islice(items, PIECE))
+            self.records_in(piece.values())
+            self.dump(piece)
+        if next(items, None) is not None:
+            raise RuntimeError("a table grew while it was written")
+
+
+def _layout(value: Any) -> str:
+    """How a value is written: whole (`_VALUE`), a piece at a time (`_FLAT`, a
+    large dict), or entry by entry (`_TREE`, a dict of dicts: an index)."""
+    if type(value) is not dict or not value:
+        return _VALUE
+    if type(next(iter(value.values()))) is dict:
+        return _TREE
+    return _FLAT if len(value) > PIECE else _VALUE
 
 
 def dump(store: Store, out: BinaryIO, pause: Callable[[], None]) -> None:
@@ -164,65 +247,81 @@ def dump(store: Store, out: BinaryIO, pause: Callable[[], None]) -> None:
     docstring); whatever `pause` raises ends the dump. Iterating a table that
     changes meanwhile raises `RuntimeError` (the caller makes sure it did not
     change, and throws the stream away if it did)."""
-    pickler = _Pickler(out, protocol=_PROTOCOL)
+    writer = _Writer(out, pause)
     attrs = vars(store)
-    pickler.dump(list(attrs))
-    seen: dict[int, int] = {}
-    for value in attrs.values():
-        _dump_value(pickler, value, seen, pause)
-
-
-def _is_table(value: Any) -> bool:
-    """A dict written a piece at a time: large, or holding dicts (an index)."""
-    return type(value) is dict and (
-        len(value) > PIECE or any(type(v) is dict for v in value.values())
-    )
-
-
-def _dump_value(
-    pickler: _Pickler, value: Any, seen: dict[int, int], pause: Callable[[], None]
-) -> None:
-    if not _is_table(value):
-        # Smaller values go whole; the pickler's memo keeps what they share.
-        pickler.dump((_VALUE, value))
-        return
-    number = seen.get(id(value))
-    if number is not None:
-        # One dict in two places (the store's `_tables` names its tables):
-        # one dict again when read.
-        pickler.dump((_SAME, number))
-        return
-    seen[id(value)] = len(seen)
-    if any(type(v) is dict for v in value.values()):
-        pickler.dump((_TREE, len(value)))
-        for key, inner in list(value.items()):
-            pickler.dump(key)
-            _dump_value(pickler, inner, seen, pause)
-        return
-    pieces = -(-len(value) // PIECE)
-    pickler.dump((_FLAT, len(value), pieces))
-    items = iter(value.items())
-    for _ in range(pieces):
-        pause()
-        pickler.dump(list(islice(items, PIECE)))
-    if next(items, None) is not None:
-        raise RuntimeError("a table grew while it was written")
+    writer.dump(list(attrs))
+    for value in list(attrs.values()):
+        writer.value(value)
 
 
 # --- reading -------------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads what `_Writer` wrote, a piece at a time."""
+
+    def __init__(self, stream: io.BytesIO) -> None:
+        self._stream = stream
+        self._records: list[Any] = []
+        self._tables: list[dict[Any, Any]] = []
+
+    def piece(self) -> Any:
+        unpickler = _Unpickler(self._stream)
+        # A C method: numbers become records without a Python call each.
+        unpickler.persistent_load = self._records.__getitem__  # type: ignore[method-assign]
+        return unpickler.load()
+
+    def marked(self) -> tuple[Any, ...]:
+        """The next marker, the records written ahead of it kept."""
+        while True:
+            head = self.piece()
+            if not isinstance(head, tuple) or not head:
+                raise ImageFormatError("a piece's marker is missing")
+            if head[0] != _RECORDS:
+                return head
+            if len(head) != 2 or not isinstance(head[1], list):
+                raise ImageFormatError("a piece of records is damaged")
+            self._records.extend(head[1])
+
+    def value(self) -> Any:
+        head = self.marked()
+        kind = head[0]
+        if kind == _VALUE and len(head) == 2:
+            return head[1]
+        if kind == _SAME and len(head) == 2:
+            return self._tables[head[1]]
+        table: dict[Any, Any] = {}
+        self._tables.append(table)
+        if kind == _TREE and len(head) == 2:
+            for _ in range(head[1]):
+                key = self.piece()
+                table[key] = self.value()
+        elif kind == _FLAT and len(head) == 3:
+            for _ in range(head[2]):
+                piece = self.piece()
+                while isinstance(piece, tuple):  # records ahead of the piece
+                    if len(piece) != 2 or piece[0] != _RECORDS:
+                        raise ImageFormatError("a piece of a table is damaged")
+                    self._records.extend(piece[1])
+                    piece = self.piece()
+                table.update(piece)
+        else:
+            raise ImageFormatError(f"unknown piece marker {head!r}")
+        if len(table) != head[1]:
+            raise ImageFormatError("a table holds another number of entries than it says")
+        return table
 
 
 def load(data: bytes | memoryview) -> Store:
     """The store written by `dump`. Raises `ImageFormatError` for anything that
     is not such a stream (checks of its tags and checksum are the caller's)."""
     stream = io.BytesIO(data)
-    unpickler = _Unpickler(stream)
+    reader = _Reader(stream)
     try:
-        names = unpickler.load()
+        names = reader.piece()
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ImageFormatError("the image does not start with the store's attributes")
-        tables: list[dict[Any, Any]] = []
-        attrs = {name: _load_value(unpickler, tables) for name in names}
+        attrs = {name: reader.value() for name in names}
     except ImageFormatError:
         raise
     except Exception as exc:  # damaged bytes raise about anything
@@ -234,28 +333,3 @@ def load(data: bytes | memoryview) -> Store:
     store = Store.__new__(Store)
     store.__dict__.update(attrs)
     return store
-
-
-def _load_value(unpickler: _Unpickler, tables: list[dict[Any, Any]]) -> Any:
-    head = unpickler.load()
-    if not isinstance(head, tuple) or not head:
-        raise ImageFormatError("a table marker is missing")
-    kind = head[0]
-    if kind == _VALUE and len(head) == 2:
-        return head[1]
-    if kind == _SAME and len(head) == 2:
-        return tables[head[1]]
-    table: dict[Any, Any] = {}
-    tables.append(table)
-    if kind == _TREE and len(head) == 2:
-        for _ in range(head[1]):
-            key = unpickler.load()
-            table[key] = _load_value(unpickler, tables)
-    elif kind == _FLAT and len(head) == 3:
-        for _ in range(head[2]):
-            table.update(unpickler.load())
-    else:
-        raise ImageFormatError(f"unknown table marker {head!r}")
-    if len(table) != head[1]:
-        raise ImageFormatError("a table holds fewer entries than it says")
-    return table
