@@ -48,7 +48,7 @@ import cbor2
 from firmware.core import model
 from firmware.core.store import Store
 
-REVISION = 3
+REVISION = 4
 """The encoding's own version: bump it when `dump` and `load` change."""
 
 PIECE = 256
@@ -203,7 +203,7 @@ class _Writer:
     def value(self, value: Any) -> None:
         layout = _layout(value)
         if layout == _VALUE:
-            self.records_in(value.values() if type(value) is dict else (value,))
+            self.records_in((value,))
             self.dump((_VALUE, value))
             return
         number = self._tables.get(id(value))
@@ -233,13 +233,14 @@ class _Writer:
 
 
 def _layout(value: Any) -> str:
-    """How a value is written: whole (`_VALUE`), a piece at a time (`_FLAT`, a
-    large dict), or entry by entry (`_TREE`, a dict of dicts: an index)."""
-    if type(value) is not dict or not value:
+    """How a value is written: whole (`_VALUE`), or as a table, numbered so that
+    a dict named twice is one dict again when read: entry by entry (`_TREE`, a
+    dict of dicts: an index) or a piece at a time (`_FLAT`)."""
+    if type(value) is not dict:
         return _VALUE
-    if type(next(iter(value.values()))) is dict:
+    if value and type(next(iter(value.values()))) is dict:
         return _TREE
-    return _FLAT if len(value) > PIECE else _VALUE
+    return _FLAT
 
 
 def dump(store: Store, out: BinaryIO, pause: Callable[[], None]) -> None:

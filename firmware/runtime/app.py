@@ -144,6 +144,8 @@ class Runtime:
         self.disk_ok_at_boot = boot.disk_ok
         self.controller = self._boot(boot)
         from_image, empty = boot.loaded.from_image, boot.empty
+        self.booted_from_image = from_image
+        """The store was read back from the decision image (`firmware.image`)."""
         del boot  # it holds the dataset read from disk: the store has it now
         self.loop_pulse = Pulse("loop")
         self.images = ImageKeeper(self.storage, self._live, self.inbox.members_first)
