@@ -20,7 +20,11 @@ memory), then measures, in one process:
   SQLite insert per record. Every time figure is printed with its ratio to the
   floor (per record: to `floor_us`; the build: to records x `floor_us`; a delta:
   to its ops x `floor_us`). Without floor.py the bench says so and prints
-  absolute figures only (`floor_us` and `store_us` are null in `--json`).
+  absolute figures only (`floor_us` and `store_us` are null in `--json`);
+- `boot_s`: a fresh process with the club on disk, from its start to its first
+  decision, the store read back from the decision image (`boot_ratio`: to
+  records x `floor_us`); `boot_rebuild_s`: the same with no image, the store
+  rebuilt from SQLite (tools/bench_boot.py).
 
 After the build the bench calls `gc.freeze()`, as the controller does at boot: the
 dataset lives for hours, and the first full collection over a freshly built store
@@ -56,6 +60,7 @@ import cbor2
 from firmware.collector import collector_paused
 from firmware.core.decide import Target, decide
 from firmware.core.store import Delete, Op, Put, Store
+from tools.bench_boot import boot_seconds
 from tools.floor_ref import DEFAULT_RECORDS, Floor, mean_floor, measure_floor
 from tools.gen import Club, read_records, write_records
 
@@ -275,6 +280,7 @@ def bench_decide(argv: Sequence[str]) -> int:
         build_s = time.perf_counter() - t0
         build_cpu_s = time.process_time() - c0
         rss_built_mb = peak_rss_since_reset_mb()
+        boots = boot_seconds(path)  # in child processes: no memory of this one's
     store = built.store
     rng = random.Random(args.seed)
     # Everything built so far lives as long as the store: keep the cyclic GC from
@@ -319,11 +325,30 @@ def bench_decide(argv: Sequence[str]) -> int:
             floor_records=DELTA_OPS,
         ),
         Figure("rss_mb", "peak RSS", rss_mb, "MB", rss_target),
+        Figure(
+            "boot_s",
+            "boot to first decision",
+            boots.from_image.seconds,
+            "s",
+            5,
+            floor_records=records,
+        ),
+        Figure(
+            "boot_rebuild_s",
+            "the same, no image",
+            boots.rebuilt.seconds,
+            "s",
+            None,
+            floor_records=records,
+        ),
     ]
     if args.json:
         out: dict[str, float | None] = {f.key: round(f.value, 3) for f in figures}
         out["floor_us"] = floor.floor_us if floor else None
         out["store_us"] = floor.store_us if floor else None
+        out["boot_ratio"] = (
+            round(boots.from_image.seconds / (records * floor.floor_us / 1e6), 3) if floor else None
+        )
         print(json.dumps(out))
         return 0
     credentials = sum(len(index) for index in store.credentials.values())

@@ -6,11 +6,12 @@ controller's boot does with its data (`firmware.runtime.app` imported, then
 the decision image or rebuilt from SQLite) and then decides one presentation;
 `boot_s` is the time from just before the process is started to that decision.
 
-`boot_seconds(records, store)` seeds a temporary data directory as a controller
-leaves it after a full sync (the SQLite file and the decision image, see
-`prepare`) and measures it: `alc bench decide` calls it with the club it built.
-Run as `python -m tools.bench_boot DATA_DIR KIND VALUE DOOR`, this module is the
-child process (it prints one JSON line).
+`boot_seconds(club_file)` seeds a temporary data directory as a full sync of the
+club leaves a controller's SQLite file, boots it once with no image (that child
+rebuilds the store, then writes the image, as the runtime does after a quiet
+spell), then boots it again from the image: `alc bench decide` calls it with the
+club file it generated. Run as `python -m tools.bench_boot DATA_DIR [--write]`,
+this module is the child process (it prints one JSON line).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.core.store import Store
+from firmware.core.model import digest_bytes, digest_part
 from firmware.image import Tag, write_image
 from firmware.storage import DB_FILE, Storage
+from tools.gen import read_records
 
 EPOCH = "bench-boot"
 REPO = Path(__file__).resolve().parent.parent
@@ -47,21 +49,25 @@ class Boot:
     """Records in the store it booted with."""
 
 
-def prepare(data_dir: Path, records: Iterable[tuple[str, str, bytes]], store: Store) -> None:
-    """Leave `data_dir` as a controller does after a full sync to `store`, built
-    from `records`: the records in the SQLite file at `(EPOCH, 1)`, and the image."""
+def seed(data_dir: Path, club_file: Path) -> None:
+    """Leave `data_dir` as a full sync of the club in `club_file` (`alc gen`'s
+    format) leaves a controller's SQLite file, at `(EPOCH, 1)`; no image yet.
+    The records are streamed (read twice: the digest, then the save)."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    digest = digest_bytes(sum(digest_part(*record) for record in read_records(club_file)))
     with Storage.open(data_dir / DB_FILE) as storage:
-        storage.save_snapshot(EPOCH, 1, records, store.digest, time.time())
-    write_image(data_dir, Tag(EPOCH, 1, store.digest), store)
+        storage.save_snapshot(EPOCH, 1, read_records(club_file), digest, time.time())
 
 
-def measure_boot(data_dir: Path, kind: str, value: str, door: str) -> Boot:
-    """Boot `data_dir` in a fresh process and decide `kind`/`value` at `door`."""
+def measure_boot(data_dir: Path, *, write: bool = False) -> Boot:
+    """Boot `data_dir` in a fresh process and decide once; with `write`, the
+    child then writes the decision image, as a controller that had to rebuild
+    does after a quiet spell (`firmware.runtime.imaging`)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "tools.bench_boot", str(data_dir)]
     started = time.time()
     done = subprocess.run(
-        [sys.executable, "-m", "tools.bench_boot", str(data_dir), kind, value, door],
+        [*argv, "--write"] if write else argv,
         capture_output=True,
         text=True,
         check=True,
@@ -77,32 +83,45 @@ def measure_boot(data_dir: Path, kind: str, value: str, door: str) -> Boot:
     )
 
 
-def boot_seconds(records: Iterable[tuple[str, str, bytes]], store: Store) -> Boot:
-    """`prepare` a temporary data directory with `records` and `store`, then
-    `measure_boot` it with a tag of one of its members at one of its doors."""
-    member = next(iter(store.members.values()))
-    kind, value = member.creds[0], member.creds[1]
-    door = min(store.doors) if store.doors else "door"
+@dataclass(frozen=True, slots=True)
+class Boots:
+    """A boot that rebuilt from SQLite (and wrote the image), then one from it."""
+
+    rebuilt: Boot
+    from_image: Boot
+
+
+def boot_seconds(club_file: Path) -> Boots:
+    """`seed` a temporary data directory with `club_file`, boot it once with no
+    image (the child writes one), then again: `from_image.seconds` is `boot_s`.
+    Everything big happens in the children: this process's memory stays as it is."""
     with tempfile.TemporaryDirectory(prefix="alc-boot-") as tmp:
         data_dir = Path(tmp) / "data"
-        prepare(data_dir, records, store)
-        return measure_boot(data_dir, kind, value, door)
+        seed(data_dir, club_file)
+        rebuilt = measure_boot(data_dir, write=True)
+        return Boots(rebuilt, measure_boot(data_dir))
 
 
 def child(argv: Sequence[str]) -> None:
-    """The booting process: the controller's imports, `open_data`, one decision."""
+    """The booting process: the controller's imports, `open_data`, one decision
+    (a tag of the first member, at the first door), then with `--write` the image."""
     import gc
 
     import firmware.runtime.app  # noqa: F401  # what a controller imports before its boot
     from firmware.core.decide import Target, decide
     from firmware.data_files import open_data
 
-    data_dir, kind, value, door = argv
-    files, boot = open_data(Path(data_dir), time.time())
+    data_dir = Path(argv[0])
+    files, boot = open_data(data_dir, time.time())
     gc.freeze()  # as `Runtime._boot` does
     store = boot.loaded.store
-    decision = decide(store, Target.door(door), kind, value, time.time())
+    member = next(iter(store.members.values()))
+    door = Target.door(next(iter(store.doors), "door"))
+    decision = decide(store, door, member.creds[0], member.creds[1], time.time())
     decided_at = time.time()
+    state = boot.loaded.state
+    if "--write" in argv[1:] and state.epoch is not None:
+        write_image(data_dir, Tag(state.epoch, state.v, state.digest), store)
     files.close()
     print(
         json.dumps(
