@@ -123,7 +123,7 @@ class ImageKeeper:
         data_dir = storage.path.parent
         before = self._live()
         if before is None:
-            return
+            raise _GaveWay  # the loop did not answer (busy, or stopping): later
         if before.epoch is None:
             remove_image(data_dir)  # purged: nothing for a boot to read
             return
