@@ -203,7 +203,7 @@ def load_image(data_dir: Path, expected: Tag) -> Store:
     )
     checker.start()
     try:
-        store = load(body[start:end])
+        store = load(data, start, end)
     except ImageFormatError as exc:
         raise ImageRefused(str(exc)) from None
     finally:

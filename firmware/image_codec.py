@@ -23,10 +23,12 @@ Two things make it fast and safe enough to read at every boot:
 a class changes, the format changes, and an image of another format is refused
 (`firmware.image`), never read with the wrong fields.
 
-The stream is written a few hundred entries per `pickle.dump` (one pickler,
-one memo, so records are shared between the tables and the indexes as in
-memory): between two pieces the caller's `pause` runs, so the writer can give
-the interpreter lock to the loop and give up when the store changes.
+The stream is written a few hundred entries per `pickle.dump`, each piece with
+a pickler of its own (see `_Writer`): between two pieces the caller's `pause`
+runs, so the writer can give the interpreter lock to the loop and give up when
+the store changes. What the store shares stays shared when read back: a record
+in a table and in an index is one object, and so are the values the build
+shares between records and an index's keys and its records' strings.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import sys
 import zoneinfo
 from collections.abc import Callable, Iterable
 from itertools import islice
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, BinaryIO
 
 import cbor2
@@ -48,7 +50,7 @@ import cbor2
 from firmware.core import model
 from firmware.core.store import Store
 
-REVISION = 4
+REVISION = 6
 """The encoding's own version: bump it when `dump` and `load` change."""
 
 PIECE = 256
@@ -108,6 +110,11 @@ for _cls in _CLASSES:
         _TWINS[_cls] = (_made, _get)
 
 
+_FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES}
+_FIELDS.update({twin: _FIELDS[cls] for cls, (twin, _) in _TWINS.items()})
+_FIELD_NAMES = frozenset(name for names in _FIELDS.values() for name in names)
+
+
 def _shape() -> str:
     """What the format depends on, as text: the encoding's revision, the
     pickle protocol, and the fields of every record class and of the store."""
@@ -132,17 +139,34 @@ _ALLOWED[("zoneinfo", "ZoneInfo")] = zoneinfo.ZoneInfo
 _ALLOWED[(cbor2.frozendict.__module__, cbor2.frozendict.__qualname__)] = cbor2.frozendict
 
 
+class _Numbers:
+    """`id(object) -> number`, in 64 dicts: one dict of half a million entries
+    doubles in one stretch of C of tens of milliseconds holding the interpreter
+    lock (the loop would wait); a 64th of it, well under one."""
+
+    def __init__(self) -> None:
+        self._shards: list[dict[int, int]] = [{} for _ in range(64)]
+
+    def get(self, key: int) -> int | None:
+        # Objects are 16-byte aligned: the bits above pick the shard.
+        return self._shards[(key >> 4) & 63].get(key)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._shards[(key >> 4) & 63]
+
+    def __setitem__(self, key: int, number: int) -> None:
+        self._shards[(key >> 4) & 63][key] = number
+
+
 class _Pickler(pickle.Pickler):
     """Records as `(twin, fields)`; a record already written, as its number."""
 
-    def __init__(self, out: Any, numbers: dict[int, int]) -> None:
+    def __init__(self, out: Any, numbers: _Numbers) -> None:
         super().__init__(out, protocol=_PROTOCOL)
         self._numbers = numbers
 
     def persistent_id(self, obj: Any) -> int | None:
-        if type(obj) in _TWINS:
-            return self._numbers.get(id(obj))
-        return None
+        return self._numbers.get(id(obj))
 
     def reducer_override(self, obj: Any) -> Any:
         found = _TWINS.get(type(obj))
@@ -168,6 +192,11 @@ class _Unpickler(pickle.Unpickler):
 
 # What each piece of the stream is: a marker, then its content.
 _VALUE, _FLAT, _TREE, _SAME, _RECORDS = "value", "flat", "tree", "same", "records"
+_SHAREABLE = (str, int, tuple, frozenset)
+_SHARED_REFS = 6  # references (the record's, getrefcount's own, ...) past which a value is shared
+# Pieces of a table: new records with their keys (`_NEW`), or entries whose
+# keys are fields of the records they name (`_KEYED`).
+_NEW, _KEYED = "new", "keyed"
 
 
 class _Writer:
@@ -181,7 +210,7 @@ class _Writer:
     def __init__(self, out: BinaryIO, pause: Callable[[], None]) -> None:
         self._out = out
         self._pause = pause
-        self._numbers: dict[int, int] = {}  # id(record) -> its number
+        self._numbers = _Numbers()  # id(record or shared value) -> its number
         # Holds every numbered record, so that no id is reused while writing.
         self._records: list[Any] = []
         self._tables: dict[int, int] = {}  # id(table) -> its number
@@ -195,10 +224,69 @@ class _Writer:
         that holds them (which then names them by number)."""
         fresh = [v for v in values if type(v) in _TWINS and id(v) not in self._numbers]
         if fresh:
+            self.shared_in(fresh)
             self.dump((_RECORDS, fresh))
-            for record in fresh:
-                self._numbers[id(record)] = len(self._records)
-                self._records.append(record)
+            self._number(fresh)
+
+    def shared_in(self, records: Iterable[Any]) -> None:
+        """Write the values the store shares between records (a name many
+        members bear, a group list, a credit, a credential kind), not written
+        yet, ahead of the records: numbered, they are one object again when
+        read, as the build made them (each piece's own memo would make one per
+        piece: 90 MB more for a million credentials). Shared means referenced
+        more than a few times; there are a few thousand such values."""
+        numbers = self._numbers
+        fresh: dict[int, Any] = {}
+
+        def consider(value: Any) -> None:
+            kind = type(value)
+            if (
+                kind in _SHAREABLE
+                and sys.getrefcount(value) > _SHARED_REFS
+                and id(value) not in numbers
+                and not (kind is int and -5 <= value <= 256)  # Python's own
+            ):
+                fresh.setdefault(id(value), value)
+
+        for record in records:
+            for value in _TWINS[type(record)][1](record):
+                if type(value) is tuple:
+                    for item in value:  # before the tuple: it names them
+                        consider(item)
+                consider(value)
+        if fresh:
+            shared = list(fresh.values())
+            self.dump((_RECORDS, shared))
+            self._number(shared)
+
+    def _number(self, records: Iterable[Any]) -> None:
+        for record in records:
+            self._numbers[id(record)] = len(self._records)
+            self._records.append(record)
+
+    def _keyed(self, piece: dict[Any, Any]) -> tuple[Any, ...] | None:
+        """An index's piece as record numbers grouped by where each key sits in
+        its record (credential values in a member's `creds`): read back, a key
+        is the record's own string, not a copy (a million credentials would
+        take 60 MB more). Entries whose key is not in their record (a conflict
+        kept the loser's string) go as they are. None when the piece is no
+        index of numbered records."""
+        groups: dict[tuple[str, int], list[int]] = {}
+        others: dict[Any, Any] = {}  # a key of another record (a credential conflict's)
+        numbers = self._numbers
+        for key, record in piece.items():
+            number = numbers.get(id(record))
+            if number is None or type(key) is not str:
+                return None
+            place = _place(key, record)
+            if place is None:
+                others[key] = record
+            else:
+                groups.setdefault(place, []).append(number)
+        if len(others) == len(piece):
+            return None
+        keyed = [(name, sub, numbers) for (name, sub), numbers in groups.items()]
+        return (_KEYED, keyed, others)
 
     def value(self, value: Any) -> None:
         layout = _layout(value)
@@ -226,10 +314,33 @@ class _Writer:
             self._pause()
             # A dict, not a list of pairs: no tuple per entry to make.
             piece = dict(islice(items, PIECE))
-            self.records_in(piece.values())
-            self.dump(piece)
+            values = piece.values()
+            numbers = self._numbers
+            if piece and all(type(v) in _TWINS and id(v) not in numbers for v in values):
+                # A table of records (members by id): written with them, their
+                # keys are their own id strings again when read.
+                self.shared_in(values)
+                self.dump((_NEW, piece))
+                self._number(values)
+                continue
+            self.records_in(values)
+            self.dump(self._keyed(piece) or piece)
         if next(items, None) is not None:
             raise RuntimeError("a table grew while it was written")
+
+
+def _place(key: str, record: Any) -> tuple[str, int] | None:
+    """Where `key` itself (this very object) sits in `record`: a field's name,
+    and its index in that field's tuple (-1: the field itself); None if nowhere."""
+    for name in _FIELDS[type(record)]:
+        value = getattr(record, name)
+        if value is key:
+            return name, -1
+        if type(value) is tuple:
+            for index, item in enumerate(value):
+                if item is key:
+                    return name, index
+    return None
 
 
 def _layout(value: Any) -> str:
@@ -284,6 +395,32 @@ class _Reader:
                 raise ImageFormatError("a piece of records is damaged")
             self._records.extend(head[1])
 
+    def _flat_piece(self, table: dict[Any, Any]) -> None:
+        """One piece of a table into `table`, with the records written ahead of it."""
+        piece = self.piece()
+        while type(piece) is tuple and len(piece) == 2 and piece[0] == _RECORDS:
+            self._records.extend(piece[1])
+            piece = self.piece()
+        if type(piece) is dict:
+            table.update(piece)
+        elif type(piece) is tuple and len(piece) == 2 and piece[0] == _NEW:
+            table.update(piece[1])
+            self._records.extend(piece[1].values())
+        elif type(piece) is tuple and len(piece) == 3 and piece[0] == _KEYED:
+            table.update(piece[2])
+            get = self._records.__getitem__
+            for name, sub, numbers in piece[1]:
+                if name not in _FIELD_NAMES:
+                    raise ImageFormatError(f"a key is in no field {name!r}")
+                records = list(map(get, numbers))
+                keys = map(attrgetter(name), records)
+                if sub >= 0:
+                    keys = map(itemgetter(sub), keys)
+                # All in C: no Python call per entry.
+                table.update(zip(keys, records, strict=True))
+        else:
+            raise ImageFormatError("a piece of a table is damaged")
+
     def value(self) -> Any:
         head = self.marked()
         kind = head[0]
@@ -299,13 +436,7 @@ class _Reader:
                 table[key] = self.value()
         elif kind == _FLAT and len(head) == 3:
             for _ in range(head[2]):
-                piece = self.piece()
-                while isinstance(piece, tuple):  # records ahead of the piece
-                    if len(piece) != 2 or piece[0] != _RECORDS:
-                        raise ImageFormatError("a piece of a table is damaged")
-                    self._records.extend(piece[1])
-                    piece = self.piece()
-                table.update(piece)
+                self._flat_piece(table)
         else:
             raise ImageFormatError(f"unknown piece marker {head!r}")
         if len(table) != head[1]:
@@ -313,10 +444,14 @@ class _Reader:
         return table
 
 
-def load(data: bytes | memoryview) -> Store:
-    """The store written by `dump`. Raises `ImageFormatError` for anything that
-    is not such a stream (checks of its tags and checksum are the caller's)."""
+def load(data: bytes, start: int = 0, end: int | None = None) -> Store:
+    """The store written by `dump` to `data[start:end]`. Raises
+    `ImageFormatError` for anything that is not such a stream (checks of its
+    tags and checksum are the caller's)."""
+    # On `bytes` itself, not a slice: BytesIO shares a bytes object's buffer,
+    # where a slice would be a copy (tens of MB at boot).
     stream = io.BytesIO(data)
+    stream.seek(start)
     reader = _Reader(stream)
     try:
         names = reader.piece()
@@ -327,7 +462,7 @@ def load(data: bytes | memoryview) -> Store:
         raise
     except Exception as exc:  # damaged bytes raise about anything
         raise ImageFormatError(f"the image cannot be read: {type(exc).__name__}: {exc}") from None
-    if stream.tell() != len(data):
+    if stream.tell() != (len(data) if end is None else end):
         raise ImageFormatError("the image goes on past the store")
     if sorted(attrs) != sorted(vars(Store())):
         raise ImageFormatError("the image's store has other attributes than this one")

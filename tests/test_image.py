@@ -49,6 +49,15 @@ def round_trip(store: Store) -> Store:
     return image_codec.load(out.getvalue())
 
 
+def own_keys(store: Store) -> int:
+    """Credentials whose key is a string of the member they name."""
+    return sum(
+        any(c is value for c in member.creds)
+        for index in store.credentials.values()
+        for value, member in index.items()
+    )
+
+
 def assert_same_store(a: Store, b: Store) -> None:
     """Every table and index equal, and the indexes pointing at the very
     records of the tables (a delta's removal goes by identity)."""
@@ -59,6 +68,11 @@ def assert_same_store(a: Store, b: Store) -> None:
     for kind, index in b.credentials.items():
         for value, member in index.items():
             assert b.members[member.id] is member, (kind, value)
+    # A credential's key is its member's own string, not a copy (memory), as in
+    # the store written (where a conflict keeps the first claimant's string).
+    assert own_keys(b) == own_keys(a)
+    for id, member in b.members.items():
+        assert id is member.id
     for door, groups in b.door_groups.items():
         for gid, group in groups.items():
             assert b.groups[gid] is group, door
