@@ -341,6 +341,7 @@ class Presenter:
         self._rate = rate
         self._rng = random.Random(seed)
         self._stop = threading.Event()
+        self._last: str | None = None
         self.sent = 0
         self._thread = threading.Thread(target=self._run, name="alc-bench-presenter")
 
@@ -365,10 +366,16 @@ class Presenter:
 
     def _present(self) -> None:
         rng, club = self._rng, self._club
-        if rng.random() < KNOWN_SHARE:
-            value = club.tag(rng.randrange(club.members))
-        else:
-            value = club.unknown_tag(rng.randrange(1 << 20))
+        value = self._last
+        # Never the same tag twice in a row: the reader takes a tag held to it
+        # as one read (`repeat_ms`), so no decision would come for the second,
+        # and the bench would wait for it (likely in a small club).
+        while value == self._last:
+            if rng.random() < KNOWN_SHARE:
+                value = club.tag(rng.randrange(club.members))
+            else:
+                value = club.unknown_tag(rng.randrange(1 << 20))
+        self._last = value
         body = {"t": "present", "reader": READER, "credkind": "tag", "value": value}
         self._client.publish("bench/in", body)
         self.sent += 1
