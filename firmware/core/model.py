@@ -560,7 +560,9 @@ def _usual_member(id: str, body: Any, part: int) -> Member | None:
         _INTS.clear()
     if len(_NAMES) > 100_000:
         _NAMES.clear()
-    return _member_of(id, name, active, start, until, groups, creds, credit, extended, part)
+    draft: Any = _MemberDraft(id, name, active, start, until, groups, creds, credit, extended, part)
+    draft.__class__ = Member  # as in `_member_of`, without the call
+    return draft  # type: ignore[no-any-return]
 
 
 def _group(b: _Body, part: int) -> Group:
@@ -694,7 +696,10 @@ def parse_record(kind: str, id: str, rec: bytes, reader: StrictReader | None = N
     check_key(kind, id)
     if not isinstance(rec, bytes):
         raise RemoteError(f"{kind} {id!r}: rec must be a byte string", kind=kind, id=id)
-    part = digest_part(kind, id, rec)
+    # digest_part, inline (a call less, once per record of a sync)
+    part = int.from_bytes(
+        _sha256(b"".join((kind.encode(), b"\0", id.encode(), b"\0", rec))).digest()[:16]
+    )
     parser = _PARSERS.get(kind)
     if parser is None:
         return OtherRecord(kind, id, rec, part)

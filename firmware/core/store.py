@@ -127,15 +127,6 @@ def parse_ops(raw: Any) -> list[Op]:
     return ops
 
 
-def _short_pin(creds: tuple[str, ...], pin_min: int) -> bool:
-    """Whether a member's flat `creds` hold a PIN shorter than `pin_min`."""
-    # A plain loop: any() over a generator costs more, once per member of a sync.
-    for i in range(0, len(creds), 2):  # noqa: SIM110
-        if creds[i] == "pin" and len(creds[i + 1]) < pin_min:
-            return True
-    return False
-
-
 def _add(index: dict[str, dict[str, Any]], key: str, id: str, value: Any) -> None:
     index.setdefault(key, {})[id] = value
 
@@ -204,14 +195,12 @@ class StoreBuilder:
                     record = reject(kind, id, rec, exc)
             # Most records of a sync are members met for the first time whose PINs
             # the site allows: for them `_put` has nothing to remove or recheck.
-            if (
+            if not (
                 type(record) is Member
                 and id not in members
                 and (not others or ("member", id) not in others)
-                and not _short_pin(record.creds, store.site.pin_min)
+                and store._add_member(record, conflicts)
             ):
-                store._add_member(record, conflicts)
-            else:
                 store._put(record, conflicts)
 
     def finish(self) -> Built:
@@ -480,19 +469,25 @@ class Store:
         elif isinstance(old, Booking):
             self._index_booking(old, add=False)
 
-    def _add_member(self, member: Member, conflicts: list[Conflict]) -> None:
-        """`_put` of a member whose id is in no table and whose PINs are long
-        enough. The digest sum is left unreduced (reduced when read)."""
+    def _add_member(self, member: Member, conflicts: list[Conflict]) -> bool:
+        """`_put` of a member whose id is in no table, if its PINs are long
+        enough; False (nothing done) if not. The digest sum is left unreduced
+        (reduced when read)."""
+        creds = member.creds
+        pin_min = self.site.pin_min
+        for i in range(0, len(creds), 2):
+            if creds[i] == "pin" and len(creds[i + 1]) < pin_min:
+                return False
         self._sum += member.part
         self.members[member.id] = member
-        creds = member.creds
         credentials = self.credentials
         for i in range(0, len(creds), 2):
             value = creds[i + 1]
             holder = credentials[creds[i]].setdefault(value, member)
             if holder is not member:  # held by another: `_index_member` says who wins
                 self._index_member(member, conflicts)
-                return
+                break
+        return True
 
     def _index_member(self, member: Member, conflicts: list[Conflict]) -> None:
         creds = member.creds
