@@ -360,3 +360,34 @@ def test_a_purge_removes_the_image(tmp_path: Path) -> None:
         assert not (data / IMAGE_FILE).exists()
     finally:
         storage.close()
+
+
+def test_a_boot_that_rebuilt_writes_an_image_after_the_quiet(tmp_path: Path) -> None:
+    data, store, _tag = seeded(tmp_path, with_image=False)
+    keeper, storage, _clock, _ = keeper_on(data, [Live(store, EPOCH, 1, store.digest)])
+    try:
+        keeper.booted(from_image=True, empty=False)
+        assert keeper.due_in() is None
+        keeper.booted(from_image=False, empty=True)
+        assert keeper.due_in() is None
+        keeper.booted(from_image=False, empty=False)
+        assert keeper.due_in() == pytest.approx(30.0)
+    finally:
+        storage.close()
+
+
+def test_no_image_is_written_while_the_data_is_in_memory(tmp_path: Path) -> None:
+    data, store, _tag = seeded(tmp_path, with_image=False)
+    memory = Storage.open_memory("image-test", data / DB_FILE)
+    try:
+        keeper = ImageKeeper(
+            memory,
+            lambda: Live(store, EPOCH, 1, store.digest),
+            Members(),  # type: ignore[arg-type]
+        )
+        keeper.saved(full=True)
+        keeper.run(lambda: False)
+        assert keeper.written == 0
+        assert not (data / IMAGE_FILE).exists()
+    finally:
+        memory.close()
