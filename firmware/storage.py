@@ -471,12 +471,28 @@ class Storage:
         """Make several applied deltas durable in one transaction (group commit:
         one flush for a burst of deltas). Each is checked as in `save_delta`."""
         with self._write("save delta") as conn:
+            # The meta row is read once and written once a group: each delta is
+            # checked against the one before it, as held here.
+            stored = self._state(conn)
             for epoch, v, ops, digest in deltas:
-                self._apply_delta(conn, epoch, v, ops, digest)
+                stored = self._apply_delta(conn, stored, epoch, v, ops, digest)
+            if deltas:
+                conn.execute(
+                    "UPDATE meta SET epoch = ?, v = ?, digest = ?",
+                    (stored.epoch, stored.v, stored.digest),
+                )
 
     def _apply_delta(
-        self, conn: sqlite3.Connection, epoch: str, v: int, ops: Sequence[Op], digest: bytes
-    ) -> None:
+        self,
+        conn: sqlite3.Connection,
+        stored: StoredState,
+        epoch: str,
+        v: int,
+        ops: Sequence[Op],
+        digest: bytes,
+    ) -> StoredState:
+        """Write one delta's records onto `stored` (the state after the deltas
+        before it); the state after it, for the caller to write to meta."""
         _check_digest(digest)
         # Only the last op on a key counts (a put then a delete of one record is a
         # delete), so puts and deletes can each go in one executemany.
@@ -490,7 +506,6 @@ class Storage:
                 raise LocalError(f"save_delta: {op!r} is neither a Put nor a Delete")
         puts = [(kind, id, rec) for (kind, id), rec in final.items() if rec is not None]
         deletes = [key for key, rec in final.items() if rec is None]
-        stored = self._state(conn)
         if stored.epoch != epoch or v <= stored.v:
             raise LocalError(
                 f"storage {self.where}: delta to ({epoch!r}, {v}) does not follow the "
@@ -514,9 +529,11 @@ class Storage:
                 f"stored records to digest {digest.hex()}: the file and memory disagree; "
                 "the next full sync rewrites the file"
             )
-        conn.executemany(_PUT, puts)
-        conn.executemany("DELETE FROM records WHERE kind = ? AND id = ?", deletes)
-        conn.execute("UPDATE meta SET epoch = ?, v = ?, digest = ?", (epoch, v, digest))
+        if puts:
+            conn.executemany(_PUT, puts)
+        if deletes:
+            conn.executemany("DELETE FROM records WHERE kind = ? AND id = ?", deletes)
+        return stored._replace(epoch=epoch, v=v, digest=digest)
 
     def save_snapshot(
         self,

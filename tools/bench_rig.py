@@ -342,11 +342,14 @@ def in_thread(
     return finish
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> float:
-    """Poll until `predicate()` holds; the monotonic time it was seen to."""
+def wait_for(
+    predicate: Callable[[], bool], what: str, timeout: float = WAIT_S, poll: float = POLL_S
+) -> float:
+    """Poll every `poll` s until `predicate()` holds; the monotonic time it was
+    seen to."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(POLL_S)
+        time.sleep(poll)
     return time.monotonic()

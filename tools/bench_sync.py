@@ -95,6 +95,7 @@ from tools.bench_rig import (
     BASE,
     CONTROLLER,
     KNOWN_SHARE,
+    POLL_S,
     READER,
     RELOCK_ANSWER_S,
     RELOCK_DOOR,
@@ -124,6 +125,7 @@ from tools.hub.server import Hub, Outgoing
 
 HUB_BATCH = 250  # single-op change sets per hub transaction while sending deltas
 BIG_DELTA_OPS = 1000  # ops of each large delta (an updated member each)
+DELTA_POLL_S = 0.02  # how often the deltas' progress is asked of the loop
 IDLE_S = 3.0
 WAIT_S = 300.0  # for any one step: generous, the bench reports how long it took
 JOIN_S = 30.0
@@ -685,10 +687,17 @@ def _deltas(
     target = runtime.ask(_version) + count  # asked of the loop, as in `run`
     meter = _Meter(broker, hub)
     hub.send("deltas", count, ops)
+    # Polled every DELTA_POLL_S, not every 2 ms: each poll is a question to the
+    # loop (or a read of the file) that takes its share of the process's one
+    # interpreter from the deltas being measured.
     in_memory = wait_for(
-        lambda: runtime.ask(_version, WAIT_S) >= target, f"the controller to apply v{target}"
+        lambda: runtime.ask(_version, WAIT_S) >= target,
+        f"the controller to apply v{target}",
+        poll=DELTA_POLL_S,
     )
-    durable = wait_for(lambda: storage.state().v >= target, f"the controller to store v{target}")
+    durable = wait_for(
+        lambda: storage.state().v >= target, f"the controller to store v{target}", poll=POLL_S
+    )
     phase = meter.stop(durable)
     _, first, last = hub.receive(f"it committed {count} deltas")
     # Measured from the first publish, not from the first commit.
