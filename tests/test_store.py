@@ -161,6 +161,17 @@ def test_put_stores_a_record_of_each_kind(kind: str) -> None:
     assert store.recomputed_digest() == store.digest
 
 
+@pytest.mark.parametrize("kind", sorted(BODIES))
+def test_facility_changes_count_every_kind_but_members(kind: str) -> None:
+    # Door modes, light periods and schedules follow the data only when it moves
+    # (Facility.data_changed); a stream of member deltas must not move it.
+    id = "site" if kind == "site" else "x1"
+    store = Store()
+    store.apply([Put(kind, id, BODIES[kind])])
+    store.apply([Delete(kind, id)])
+    assert store.facility_changes == (0 if kind == "member" else 2)
+
+
 def test_put_site_sets_the_site_and_delete_restores_default() -> None:
     store = Store()
     store.apply([put("site", "site", tz="Europe/Berlin")])

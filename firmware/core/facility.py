@@ -55,7 +55,9 @@ class Facility:
         self.lights = Lights(lights, now)
         # Every reader, and every kiosk screen, is a place of its own.
         self.pins = PinLocks(self.readers, pins)
-        self._seen: tuple[int, bytes] | None = None
+        # The store and its `facility_changes` when doors and lights last
+        # followed the data (the store held, not its id: an id can come again).
+        self._seen: tuple[Store, int] | None = None
         # Moves with every input that may change what a door or light shows.
         self.changes = 0
 
@@ -195,11 +197,12 @@ class Facility:
 
     def data_changed(self, store: Store, now: float) -> list[FacilityAction]:
         """The live data changed (a delta, a full sync, a purge): door modes and
-        booking periods follow at once. Cheap when nothing changed."""
-        seen = (id(store), store.digest)
-        if seen == self._seen:
-            return []
-        self._seen = seen
+        booking periods follow at once. Cheap when nothing they depend on changed
+        (`Store.facility_changes`: a delta of members only)."""
+        seen = self._seen
+        if seen is not None and seen[0] is store and seen[1] == store.facility_changes:
+            return []  # members only: no door mode or light period depends on them
+        self._seen = (store, store.facility_changes)
         check = open_schedule_check(store)
         actions: list[FacilityAction] = []
         for door in self.doors.ids:

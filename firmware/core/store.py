@@ -240,6 +240,10 @@ class Store:
         self.bookings_by_door: dict[str, dict[str, Booking]] = {}
         self._sum = 0
         self._site_part = 0
+        self.facility_changes = 0
+        """Puts and removals of records of every kind but `member`: what door
+        modes, light periods and schedules depend on. `Facility.data_changed`
+        does nothing while it stays the same (a stream of member deltas)."""
         self._tables: dict[str, dict[str, Any]] = {
             "member": self.members,
             "group": self.groups,
@@ -412,6 +416,8 @@ class Store:
                 record = RejectedRecord(record.kind, record.id, str(short), record.part, record)
         kind = record.kind
         pin_min = self.site.pin_min
+        if kind != "member":
+            self.facility_changes += 1
         self._remove(kind, record.id)
         self._sum = (self._sum + record.part) % DIGEST_MOD
         if isinstance(record, OtherRecord | RejectedRecord):
@@ -454,6 +460,8 @@ class Store:
             old = self.others.pop((kind, id), None)
             if old is None:
                 return
+        if kind != "member":
+            self.facility_changes += 1
         self._sum = (self._sum - old.part) % DIGEST_MOD
         if isinstance(old, Member):
             creds = old.creds

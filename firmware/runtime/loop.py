@@ -85,6 +85,7 @@ REPORT_EVERY_S = 60.0  # one traceback per kind of failure a minute
 REATTACH_EVERY_S = 60.0  # while the data is in memory, try the card this often
 FULL_SAVE_EVERY_S = 600.0  # a failed dataset save asks for a full sync at most this often
 STALL_S = 0.1  # a step longer than this kept every door and member waiting: counted
+SUPERVISE_EVERY_S = 0.1  # how often the loop looks for dead threads, at most
 
 OutboxUpkeep = SendEvents | DeleteAcked | ForgetDebits | FoldEvents | DropEvents
 Entry = Input | Unsealed
@@ -114,6 +115,10 @@ class Loop:
         self._next_reattach = time.monotonic() + REATTACH_EVERY_S
         self._full_save_asked = -1e18
         self._work_paused_until = 0.0
+        self._supervise_at = 0.0
+        self._supervise_due = False  # a step skipped the look for dead threads
+        self._planned: float | None = None  # the core's deadline the wait was planned on
+        self._plan_read = False  # whether this step's wait read it
         self._dispatch: dict[type[Any], Callable[[Any], None]] = {
             Publish: self._publish,
             SaveDelta: self._save_delta,
@@ -138,6 +143,7 @@ class Loop:
         say) is contained here, and the next wait is a plain one."""
         rt = self.rt
         rt.loop_pulse.idle()
+        self._plan_read = False
         try:
             wait = self._wait_s()
         except Exception as exc:
@@ -174,13 +180,18 @@ class Loop:
         self._upkeep_checks()
 
     def _timer_due(self) -> bool:
-        """Is a timer of the core due now? A failure to say is contained here, so
-        the members taken in this step are still decided."""
-        try:
-            deadline = self.controller.next_deadline()
-        except Exception as exc:
-            self._failed("finding the due timers", exc)
-            return False
+        """Is a timer of the core due now? The deadline the wait was planned on
+        answers, when there was one: only the loop changes the core, and what
+        this step did before asking (internal messages) only sets later ones.
+        A failure to say is contained here, so the members taken in this step
+        are still decided."""
+        deadline = self._planned
+        if not self._plan_read:
+            try:
+                deadline = self.controller.next_deadline()
+            except Exception as exc:
+                self._failed("finding the due timers", exc)
+                return False
         return deadline is not None and self.rt.clock() >= deadline
 
     def _wait_s(self) -> float:
@@ -192,7 +203,8 @@ class Loop:
             if now >= self._work_paused_until:
                 return 0.0
             waits.append(self._work_paused_until - now)
-        deadline = self.controller.next_deadline()
+        deadline = self._planned = self.controller.next_deadline()
+        self._plan_read = True
         if deadline is not None:
             waits.append(deadline - now_wall)
         held_until = self.held.deadline()
@@ -202,6 +214,8 @@ class Loop:
             waits.append(self.rt.watchdog.due() - now)
         if not self._on_disk:
             waits.append(self._next_reattach - now)
+        if self._supervise_due:
+            waits.append(self._supervise_at - now)
         return max(min(waits), 0.0)
 
     def _members(self, members: list[tuple[Entry, float]]) -> None:
@@ -272,10 +286,16 @@ class Loop:
             rt.writer.submit(self._reattach)
         if rt.notifier.enabled:
             rt.watchdog.check()
-        rt.supervisor.check()
-        if rt.supervisor.failed is not None:
-            rt.exit_code = 1
-            rt.stop()
+        # Threads die rarely and are restarted within a fraction of a second;
+        # looking after every one of a burst's thousand steps costs the burst.
+        # A step skipped here leaves a look due: the wait ends for it (`_wait_s`).
+        self._supervise_due = now < self._supervise_at
+        if not self._supervise_due:
+            self._supervise_at = now + SUPERVISE_EVERY_S
+            rt.supervisor.check()
+            if rt.supervisor.failed is not None:
+                rt.exit_code = 1
+                rt.stop()
 
     # --- the core ----------------------------------------------------------------
 
