@@ -21,7 +21,7 @@ from firmware.core.model import Member, RejectedRecord
 from firmware.core.store import Put, Store
 from firmware.data_files import open_data
 from firmware.image import IMAGE_FILE, TEMP_FILE, ImageRefused, Tag, load_image, write_image
-from firmware.runtime.imaging import ImageKeeper, Live
+from firmware.runtime.imaging import SETTLE_S, ImageKeeper, Live
 from firmware.storage import DB_FILE, Storage
 from tools.gen import Club, generate
 
@@ -315,6 +315,8 @@ def test_the_keeper_writes_after_a_full_sync_and_after_quiet_deltas(tmp_path: Pa
         keeper.saved(full=False)  # another delta: the quiet starts again
         assert keeper.due_in() == pytest.approx(30.0)
         keeper.saved(full=True)
+        assert keeper.due_in() == pytest.approx(SETTLE_S)  # a run of syncs: one image
+        clock.now += SETTLE_S
         assert keeper.due_in() == 0.0
         keeper.run(lambda: False)
         assert keeper.written == 1

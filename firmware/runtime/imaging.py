@@ -3,7 +3,7 @@
 `ImageKeeper` decides when `firmware.image.write_image` runs, and runs it on the
 storage thread (`StorageWriter`) between dataset jobs:
 
-- right after a full sync's records are saved (the store was just rebuilt
+- `SETTLE_S` after a full sync's records are saved (the store was just rebuilt
   whole: the image is what spares the next boot that rebuild);
 - after deltas, once no delta came for `QUIET_S` (a busy hub's burst costs one
   image, not one per delta); a boot that had to rebuild from SQLite writes one
@@ -39,6 +39,10 @@ log = logging.getLogger("alc.storage")
 
 QUIET_S = 30.0
 """How long deltas must have stopped before the image is written again."""
+SETTLE_S = 5.0
+"""How long after a full sync's save its image is written: a few seconds, so a
+run of full syncs (sync commands one after the other) costs one image, and the
+image's seconds of pickling never share the interpreter with the next sync."""
 RETRY_S = 600.0
 """After a write the card refused, the wait before the next try."""
 
@@ -88,9 +92,9 @@ class ImageKeeper:
         """Images written since start (tests and tools)."""
 
     def saved(self, *, full: bool) -> None:
-        """The dataset file changed: a full sync's records (an image is due now)
-        or deltas (due once they have stopped for `QUIET_S`)."""
-        self._due = self._clock() + (0.0 if full else QUIET_S)
+        """The dataset file changed: a full sync's records (an image is due in
+        `SETTLE_S`) or deltas (due once they have stopped for `QUIET_S`)."""
+        self._due = self._clock() + (SETTLE_S if full else QUIET_S)
 
     def booted(self, *, from_image: bool, empty: bool) -> None:
         """After the boot: one that rebuilt the store from SQLite writes an image
