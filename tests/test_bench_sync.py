@@ -58,6 +58,7 @@ def test_bench_sync_json(capsys: pytest.CaptureFixture[str]) -> None:
             assert math.isfinite(figures[key]), key
         assert figures[f"timer_late_{phase}max_ms"] >= figures[f"timer_late_{phase}p99_ms"]
     assert figures["big_delta_ms"] > 0
+    assert figures["nochange_sync_ms"] > 0  # twice-daily syncs answered `current`
     # Beside the floor of the same run (floor.py sits beside the checkout, in CI too).
     if find_floor() is not None:
         assert figures["floor_us"] > 0 and figures["store_us"] > 0

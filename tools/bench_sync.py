@@ -38,10 +38,13 @@ What it measures, in order:
    transaction (one flush each), and publishes each as its own `delta`; from the
    first publish until the controller's durable stored version (its SQLite file)
    reaches the last one.
-4. `big_delta_ms`: then `--big-deltas` change sets of `BIG_DELTA_OPS` updated
+4. `nochange_sync_ms`: before the deltas, `NOCHANGE_SYNCS` twice-daily full
+   syncs with nothing changed since (brought forward to now on the loop): from
+   due until the hub's `current` ends each (median); nothing is rewritten.
+5. `big_delta_ms`: then `--big-deltas` change sets of `BIG_DELTA_OPS` updated
    members each, one delta each; the phase's wall time over their number.
    `timer_late_deltas_p99_ms`, `timer_late_deltas_max_ms`: the relock probe runs
-   all along parts 3 and 4, which repeat (unmeasured) until it has timed
+   all along parts 3 and 5, which repeat (unmeasured) until it has timed
    `--delta-relocks` relocks.
 
 Before the run, `tools.floor_ref` measures the floor of this machine
@@ -126,6 +129,7 @@ from tools.hub.server import Hub, Outgoing
 HUB_BATCH = 250  # single-op change sets per hub transaction while sending deltas
 BIG_DELTA_OPS = 1000  # ops of each large delta (an updated member each)
 DELTA_POLL_S = 0.02  # how often the deltas' progress is asked of the loop
+NOCHANGE_SYNCS = 5  # twice-daily syncs of an unchanged club timed
 IDLE_S = 3.0
 WAIT_S = 300.0  # for any one step: generous, the bench reports how long it took
 JOIN_S = 30.0
@@ -425,6 +429,7 @@ class Results:
     big_phase: Phase
     deltas_late_ms: list[float]  # the relock probe's during both delta phases, sorted
     sync_longest_ms: float  # the loop's longest step during the sync commands
+    nochange_ms: list[float]  # twice-daily syncs of an unchanged club, request to current
     deltas_longest_ms: float  # and during the delta phases
     loop_priority: str  # what the controller's loop ran at (`members_first`)
     timer_late_ms: list[float]  # the relock probe's, sorted
@@ -459,6 +464,13 @@ class Results:
                 "timer_late_max_ms",
                 "relock lateness max during sync",
                 _p(self.timer_late_ms, 1.0),
+                "ms",
+                None,
+            ),
+            Figure(
+                "nochange_sync_ms",
+                "twice-daily sync, nothing changed (median)",
+                _p(sorted(self.nochange_ms), 0.5),
                 "ms",
                 None,
             ),
@@ -585,6 +597,7 @@ def run(
         # The median run stands for the sync time (and its CPU figures).
         command_phase, reply = sorted(phases, key=lambda p: p[0].wall_s)[len(phases) // 2]
 
+        nochange_ms = _nochange_syncs(runtime, NOCHANGE_SYNCS)
         # Relocks are probed again while deltas pour in: single-op ones as fast
         # as the hub commits them, then large ones, each applied in one step.
         # The first round gives the throughput figures; more rounds run until the
@@ -614,6 +627,7 @@ def run(
             big_phase=big_phase,
             deltas_late_ms=delta_probe.late_ms(),
             sync_longest_ms=sync_longest_ms,
+            nochange_ms=nochange_ms,
             deltas_longest_ms=deltas_longest_ms,
             loop_priority=runtime.loop_priority or "normal",
             timer_late_ms=probe.late_ms(),
@@ -648,6 +662,33 @@ def _relock_probe(runtime: Runtime, client: BenchClient, club: Club, seed: int) 
     return RelockProbe(
         pin, lambda: client.publish("bench/in", body), deadline, seed, clock=runtime.clock
     )
+
+
+def _nochange_syncs(runtime: Runtime, count: int) -> list[float]:
+    """Time `count` twice-daily full syncs of a club that has not changed since
+    the last one: from the sync being due (brought forward on the loop) until
+    the hub's `current` ended it (`last_full` moved, no request open), in ms.
+    Nothing is rewritten on the card for them."""
+
+    def last_full(controller: Controller) -> float | None:
+        return controller.session.last_full
+
+    def due_now(controller: Controller) -> None:
+        controller.session.schedule_now(runtime.clock())
+
+    times = []
+    for _ in range(count):
+        before = runtime.ask(last_full)
+
+        def ended(controller: Controller, before: float | None = before) -> bool:
+            session = controller.session
+            return session.last_full != before and session.waiting_for is None
+
+        started = time.monotonic()
+        runtime.ask(due_now)
+        done = wait_for(lambda: runtime.ask(ended), "the twice-daily sync to end")
+        times.append((done - started) * 1000)
+    return times
 
 
 def _take_longest_step(runtime: Runtime) -> float:

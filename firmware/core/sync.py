@@ -211,6 +211,11 @@ class SyncSession:
         """Why the running full sync was started, or None when none runs."""
         return self._full.reason if self._full is not None else None
 
+    def schedule_now(self, now: float) -> None:
+        """Bring the twice-daily full sync forward to `now`: it starts at the next
+        tick, as it would when due (`alc bench sync` times one this way)."""
+        self._next_full_at = now
+
     @property
     def waiting_for(self) -> str | None:
         """The `req` of our latest sync request while its answer is still to come:
