@@ -1,5 +1,5 @@
 """A certificate authority and a kiosk server certificate for the tests, made
-with `cryptography` as `alc broker init` makes the club's: the LAN screens
+by `alc broker`'s own code (`tools.broker_setup.certs`): the LAN screens
 trust the CA, the kiosk holds the server certificate and its key (mode 600)."""
 
 from __future__ import annotations
@@ -7,16 +7,15 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-import ipaddress
 import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+
+from tools.broker_setup.certs import issue_server, make_ca
 
 
 @dataclass(frozen=True)
@@ -33,80 +32,20 @@ class KioskCert:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
 
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
 def make_kiosk_cert(directory: Path, host: str = "127.0.0.1") -> KioskCert:
     """A CA and a certificate for `host` (an IP address, also valid as
-    `localhost`) signed by it, written under `directory`."""
+    `localhost`) signed by it, written under `directory`: made by the same code
+    as `alc broker init` and `alc broker cert` make a club's."""
     now = datetime.datetime.now(datetime.UTC)
-    valid = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=30))
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("alc test CA"))
-        .issuer_name(_name("alc test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(valid[0])
-        .not_valid_after(valid[1])
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address(host)),
-        x509.DNSName("localhost"),
-    ]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(host))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(valid[0])
-        .not_valid_after(valid[1])
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca = make_ca("kiosk tests", now)
+    kiosk = issue_server(ca, [host, "localhost"], now)
     directory.mkdir(parents=True, exist_ok=True)
     files = KioskCert(directory / "ca.crt", directory / "kiosk.crt", directory / "kiosk.key")
-    files.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    files.ca_file.write_bytes(ca.cert_pem)
+    files.cert_file.write_bytes(kiosk.cert_pem)
     descriptor = os.open(files.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as out:
-        out.write(pem)
+        out.write(kiosk.key_pem)
     return files
 
 
