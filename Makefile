@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 		{ echo "alc needs Python 3.11 or newer"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[gpio,test]"
+	$(BIN)/python -m pip install --quiet -e ".[gpio,osdp,test]"
 	@# mosquitto is the broker of the integration tests and the demo.
 	@# mosquitto_pub (mosquitto-clients) drives the running demo by hand.
 	{ command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto; } && command -v mosquitto_pub >/dev/null || \

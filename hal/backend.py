@@ -77,6 +77,8 @@ class Backend(ABC):
             self.close()
             raise
         self._ticker = Ticker(self.devices(), clock=clock)
+        self.indicating = frozenset(name for name, r in self.readers.items() if r.indicates)
+        """The readers that show decisions (`indicate`)."""
 
     def devices(self) -> list[Device]:
         """Every device, outputs first."""
@@ -99,6 +101,16 @@ class Backend(ABC):
         if output is None:
             raise UnknownOutput(f"no output {name!r}; wired: {', '.join(self.outputs) or 'none'}")
         output.set(on, held=held)
+
+    def indicate(self, reader_id: str, granted: bool) -> None:
+        """Show a decision on reader `reader_id`, if it can (the loop's thread).
+        A reader that fails to is logged; the decision stands."""
+        if reader_id not in self.indicating:
+            return
+        try:
+            self.readers[reader_id].indicate(granted)
+        except Exception:
+            log.exception("%s: showing the decision failed", reader_id)
 
     def poll(self) -> None:
         """Run every timer that is due now. The timer thread does this by itself;

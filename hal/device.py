@@ -53,6 +53,13 @@ class Device:
     def start(self) -> None:
         """Begin reporting. Nothing is reported before `start()`."""
 
+    # Readers that can show a decision (an OSDP reader's LED and buzzer) say so
+    # and override `indicate`; the runtime looks for access events only then.
+    indicates: bool = False
+
+    def indicate(self, granted: bool) -> None:
+        """Show an access decision made at this reader (any thread; never blocks)."""
+
     def close(self) -> None:
         """Stop and release the hardware. Idempotent."""
         self._closed = True

@@ -44,6 +44,7 @@ from hal import wiegand
 
 if TYPE_CHECKING:
     from firmware.runtime.edge import EdgeContext
+    from firmware.runtime.notes import Note
     from hal.sim import SimBackend
 
 log = logging.getLogger("alc.bench")
@@ -192,6 +193,9 @@ class BenchEdge:
         """The loop switched an output: `bench/out` says so, with the time."""
         message = {"t": "output", "name": name, "on": on, "time": int(self._context.clock())}
         self._context.publish(OUT, message)
+
+    def observed(self, note: Note) -> None:
+        """The bench reports outputs only (`output_switched`)."""
 
     def stop(self) -> None:
         """Nothing more is driven or submitted. The hardware is the runtime's to

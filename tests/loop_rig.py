@@ -14,6 +14,7 @@ stopped and joined however the test ends).
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,6 +118,8 @@ class Outputs:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._switched: list[tuple[str, bool]] = []
+        self.notes: deque[object] = deque(maxlen=10_000)
+        """The loop's latest notes (`firmware.runtime.notes`)."""
         self.on_switch: Callable[[str, bool], None] = lambda name, on: None
         """Called on the loop's thread at each switch, before it is recorded."""
 
@@ -130,6 +133,9 @@ class Outputs:
         self.on_switch(name, on)
         with self._lock:
             self._switched.append((name, on))
+
+    def observed(self, note: object) -> None:
+        self.notes.append(note)
 
     def stop(self) -> None:
         pass

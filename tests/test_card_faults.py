@@ -122,6 +122,9 @@ class Switches:
         with self._lock:
             self._seen.append((time.monotonic(), name, on))
 
+    def observed(self, note: object) -> None:
+        pass
+
     def stop(self) -> None:
         pass
 

@@ -55,6 +55,7 @@ from firmware.core.outbox import (
     DeleteAcked,
     FoldEvents,
     ForgetDebits,
+    LoggedEvent,
     Outbox,
     SendEvents,
 )
@@ -72,6 +73,8 @@ from firmware.runtime.inbox import Inbox
 from firmware.runtime.link import ControllerLink
 from firmware.runtime.loop import Loop, OutboxUpkeep
 from firmware.runtime.messages import Asked, ForCore, Internal
+from firmware.runtime.notes import Note
+from firmware.runtime.plugged import configured_edges
 from firmware.runtime.priorities import member_thread
 from firmware.runtime.supervisor import Supervisor
 from firmware.runtime.watchdog import Pulse, Watchdog
@@ -173,10 +176,19 @@ class Runtime:
             to_loop=self.submit,
             to_decoder=self._to_decoder,
         )
+        link = self.link
         context = EdgeContext(
-            config, self.hardware, self.submit, self.link.publish, clock, key=self._keys
+            config,
+            self.hardware,
+            self.submit,
+            link.publish,
+            clock,
+            key=self._keys,
+            ask=self.ask,
+            link_up=lambda: link.connected,
         )
-        self.edges: list[Edge] = [make(context) for make in edges]
+        # The edges the config turns on (`firmware.runtime.plugged`), then the caller's.
+        self.edges: list[Edge] = [make(context) for make in (*configured_edges(config), *edges)]
         for edge in self.edges:
             self.link.claim(edge)
         self.watchdog = Watchdog(
@@ -393,6 +405,23 @@ class Runtime:
                 self.hardware.set_output(action.name, action.on, held=action.held)
         for edge in self.edges:
             edge.output_switched(action.name, action.on)
+
+    def tell_edges(self, note: Note) -> None:
+        """The loop's thread: a note to every edge (`firmware.runtime.notes`)."""
+        for edge in self.edges:
+            edge.observed(note)
+
+    def indicate(self, events: Sequence[LoggedEvent]) -> None:
+        """The loop's thread: each access decision shown on the reader it was made
+        at, by readers that can (an OSDP reader's LED and buzzer). At once, like
+        a reader's own beep: it shows the decision, never the door's state."""
+        if self.hardware is None:
+            return
+        for event in events:
+            if event.type == "access":
+                reader = event.body.get("reader")
+                if isinstance(reader, str):
+                    self.hardware.indicate(reader, bool(event.body.get("granted")))
 
     def outbox_upkeep(self, action: OutboxUpkeep, store: OutboxStore) -> None:
         """On the event thread (`DurableWriter.chore`): the outbox's disk work, in

@@ -10,6 +10,11 @@ base topic, hears every output the loop switches, and is stopped with the rest.
 An edge reaches the core only through `submit`, with the same typed inputs a
 reader or a door contact would give: so whatever an edge gets wrong, the core
 refuses it as it refuses any bad input, and the loop never sees an exception.
+
+An edge that only watches (Home Assistant, metrics) claims no topics: it hears
+the loop's notes (`firmware.runtime.notes`) in `observed`, and reads the core
+with `ask` from a thread of its own. Whatever an edge does with a note happens
+off the loop: `observed` and `output_switched` only queue.
 """
 
 from __future__ import annotations
@@ -17,13 +22,32 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from firmware.config import Config
 from firmware.core import wire
+from firmware.core.controller import Controller
 from firmware.core.inputs import Input
 from firmware.core.keyring import Keyring
+from firmware.runtime.notes import Note
 from hal.backend import Backend
+
+R = TypeVar("R")
+
+
+def _not_asked(fn: Callable[[Controller], Any], timeout: float = 5.0) -> Any:
+    raise RuntimeError("this edge context has no loop to ask")
+
+
+def _never_up() -> bool:
+    return False
+
+
+class Ask(Protocol):
+    """`Runtime.ask`: run `fn(controller)` on the loop between two steps and
+    return its result; `TimeoutError` when the loop does not answer in time."""
+
+    def __call__(self, fn: Callable[[Controller], R], timeout: float = ...) -> R: ...
 
 
 @dataclass(frozen=True)
@@ -41,6 +65,10 @@ class EdgeContext:
     clock: Callable[[], float] = field(default=time.time)
     # The controller's keys, read once by the runtime (not from the files per message).
     key: bytes | Keyring = b""
+    # Read the core (never from the loop's own thread: `observed` only queues).
+    ask: Ask = _not_asked
+    # True while the controller's link to the broker is up.
+    link_up: Callable[[], bool] = _never_up
 
     def unseal(self, suffix: str, payload: bytes) -> wire.Message:
         """Verify and decode a payload received on `<base>/<suffix>` with the
@@ -65,6 +93,9 @@ class Edge(Protocol):
 
     def output_switched(self, name: str, on: bool) -> None:
         """The loop switched an output (the loop's thread), wired or not."""
+
+    def observed(self, note: Note) -> None:
+        """Something happened on the loop (the loop's thread; see `notes`)."""
 
     def stop(self) -> None:
         """The runtime is stopping; nothing is called after this."""

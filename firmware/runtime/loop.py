@@ -67,6 +67,7 @@ from firmware.core.sync import SaveDelta, SaveSnapshot
 from firmware.runtime.held import HeldSteps
 from firmware.runtime.inbox import Taken
 from firmware.runtime.messages import Asked, DiskChanged, ForCore, Internal, Written
+from firmware.runtime.notes import Decided, Logged, Note, TimerRan
 
 if TYPE_CHECKING:
     from firmware.runtime.app import Runtime
@@ -119,6 +120,9 @@ class Loop:
         self._supervise_due = False  # a step skipped the look for dead threads
         self._planned: float | None = None  # the core's deadline the wait was planned on
         self._plan_read = False  # whether this step's wait read it
+        # Some wired reader shows decisions (LED, buzzer): only then are access
+        # events looked for in every step's actions.
+        self._indicating = rt.hardware is not None and bool(rt.hardware.indicating)
         self._dispatch: dict[type[Any], Callable[[Any], None]] = {
             Publish: self._publish,
             SaveDelta: self._save_delta,
@@ -168,8 +172,11 @@ class Loop:
         for message in taken.internal:
             self._internal(message)
         self.held.overdue()
-        if self._timer_due():
+        late = self._timer_late()
+        if late is not None:
             self._handle(Tick())
+            if rt.edges:
+                self._tell(TimerRan(late))
         if taken.members:
             self._members(taken.members)
         elif taken.routine is not None:
@@ -179,20 +186,23 @@ class Loop:
             self._work()
         self._upkeep_checks()
 
-    def _timer_due(self) -> bool:
-        """Is a timer of the core due now? The deadline the wait was planned on
-        answers, when there was one: only the loop changes the core, and what
-        this step did before asking (internal messages) only sets later ones.
-        A failure to say is contained here, so the members taken in this step
-        are still decided."""
+    def _timer_late(self) -> float | None:
+        """How late the core's due timer is (seconds), or None when none is due.
+        The deadline the wait was planned on answers, when there was one: only
+        the loop changes the core, and what this step did before asking
+        (internal messages) only sets later ones. A failure to say is contained
+        here, so the members taken in this step are still decided."""
         deadline = self._planned
         if not self._plan_read:
             try:
                 deadline = self.controller.next_deadline()
             except Exception as exc:
                 self._failed("finding the due timers", exc)
-                return False
-        return deadline is not None and self.rt.clock() >= deadline
+                return None
+        if deadline is None:
+            return None
+        late = self.rt.clock() - deadline
+        return late if late >= 0 else None
 
     def _wait_s(self) -> float:
         """How long the inbox may wait: until the next deadline of the core, of a
@@ -227,7 +237,7 @@ class Loop:
             if _has_access(actions):
                 # From the moment the input was queued to the decision: what a member
                 # at the door waits, including any wait behind a slice of sync work.
-                self.decision_latency_s.append(time.monotonic() - queued_at)
+                self._decided(time.monotonic() - queued_at)
             steps.append(actions)
         self.rt.inbox.served(len(members))
         for actions in steps:
@@ -236,8 +246,13 @@ class Loop:
     def _decide(self, entry: Entry, queued_at: float) -> None:
         actions = self._handled(entry)
         if isinstance(entry, PayloadReceived | Presented) and _has_access(actions):
-            self.decision_latency_s.append(time.monotonic() - queued_at)
+            self._decided(time.monotonic() - queued_at)
         self.carry_out(actions)
+
+    def _decided(self, latency_s: float) -> None:
+        self.decision_latency_s.append(latency_s)
+        if self.rt.edges:
+            self._tell(Decided(latency_s))
 
     def _work(self) -> None:
         """A slice of background work that gives way to members, the runtime's
@@ -391,9 +406,31 @@ class Loop:
     # --- actions -----------------------------------------------------------------
 
     def carry_out(self, actions: list[Action]) -> None:
-        """A step's actions, after its events (`firmware.runtime.held`)."""
-        if actions:
-            self.held.carry_out(actions)
+        """A step's actions, after its events (`firmware.runtime.held`); then the
+        readers and the edges hear of the events, never before the door's step
+        is on its way."""
+        if not actions:
+            return
+        self.held.carry_out(actions)
+        rt = self.rt
+        if not (rt.edges or self._indicating):
+            return
+        for action in actions:
+            if isinstance(action, AppendEvents) and action.events:
+                try:
+                    if self._indicating:
+                        rt.indicate(action.events)
+                except Exception as exc:
+                    self._failed("showing a decision on its reader", exc)
+                if rt.edges:
+                    self._tell(Logged(tuple(action.events)))
+
+    def _tell(self, note: Note) -> None:
+        """A note to the edges; an edge that raises costs one contained traceback."""
+        try:
+            self.rt.tell_edges(note)
+        except Exception as exc:
+            self._failed(f"telling the edges {type(note).__name__}", exc)
 
     def _perform(self, action: Action) -> None:
         handler = self._dispatch.get(type(action))

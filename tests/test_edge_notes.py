@@ -1,0 +1,111 @@
+"""What the loop tells the edges (`firmware.runtime.notes`) and the readers that
+show decisions (`Backend.indicate`), on a running `Runtime` (tests/loop_rig.py).
+
+Watching adapters (Home Assistant, metrics) are built on these notes; a broken
+watcher must never cost a door its relock.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from firmware.config import Config
+from firmware.core.inputs import Presented
+from firmware.runtime import Runtime
+from firmware.runtime.edge import EdgeContext
+from firmware.runtime.notes import Decided, Logged, TimerRan
+from tests.loop_rig import ANN, CAT, DOOR, READER, Outputs, make_config, running
+from tests.waiting import wait_for
+
+UNKNOWN = "0e0e0e0e0e"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path, time.time())
+
+
+def access_notes(outputs: Outputs) -> list[dict[str, object]]:
+    return [
+        e.body
+        for n in list(outputs.notes)
+        if isinstance(n, Logged)
+        for e in n.events
+        if e.type == "access"
+    ]
+
+
+def test_a_grant_is_told_as_logged_and_decided_and_its_relock_as_a_timer(config: Config) -> None:
+    outputs = Outputs()
+    runtime = Runtime(config, edges=[outputs])
+    with running(runtime):
+        runtime.submit(Presented(READER, "tag", ANN))
+        wait_for(lambda: outputs.count(DOOR, False) >= 2, "the relock after ann's grant")
+        notes = list(outputs.notes)
+    granted = [b for b in access_notes(outputs) if b["member"] == "ann"]
+    assert granted and granted[0]["granted"] is True and granted[0]["reader"] == READER
+    assert any(isinstance(n, Decided) and n.latency_s >= 0 for n in notes)
+    timers = [n for n in notes if isinstance(n, TimerRan)]
+    assert timers and all(n.late_s >= 0 for n in timers)
+    doors = [
+        e.body["what"] for n in notes if isinstance(n, Logged) for e in n.events if e.type == "door"
+    ]
+    assert "unlocked" in doors and "locked" in doors
+
+
+class Broken(Outputs):
+    """An edge whose `observed` raises on every note."""
+
+    def observed(self, note: object) -> None:
+        raise RuntimeError("a broken watcher")
+
+
+def test_a_watcher_that_raises_never_keeps_a_door_from_relocking(config: Config) -> None:
+    broken = Broken()
+    runtime = Runtime(config, edges=[broken])
+    with running(runtime):
+        runtime.submit(Presented(READER, "tag", ANN))
+        wait_for(lambda: broken.count(DOOR, False) >= 2, "the relock despite the watcher")
+        assert runtime.ask(lambda _: runtime.loop.failures) >= 1
+        runtime.submit(Presented(READER, "tag", CAT))
+        wait_for(lambda: broken.count(DOOR, True) >= 2, "cat let in after it")
+
+
+def test_an_edge_reads_the_core_through_ask_and_sees_the_link(config: Config) -> None:
+    contexts: list[EdgeContext] = []
+    outputs = Outputs()
+
+    def factory(context: EdgeContext) -> Outputs:
+        contexts.append(context)
+        return outputs
+
+    runtime = Runtime(config, edges=[factory])
+    with running(runtime):
+        context = contexts[0]
+        assert context.ask(lambda c: c.state()["v"]) == runtime.ask(lambda c: c.session.v)
+        assert context.link_up() is False  # no broker in the rig
+
+
+def test_a_reader_that_shows_decisions_is_told_each_one_made_at_it(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = Runtime(config, edges=[Outputs()])
+    hardware = runtime.hardware
+    assert hardware is not None
+    shown: list[bool] = []
+    reader = hardware.readers[READER]
+    monkeypatch.setattr(reader, "indicates", True, raising=False)
+    monkeypatch.setattr(reader, "indicate", shown.append, raising=False)
+    # What a backend with an indicating reader has from its start (`Backend.indicating`).
+    hardware.indicating = frozenset({READER})
+    runtime.loop._indicating = True
+    with running(runtime):
+        runtime.submit(Presented(READER, "tag", ANN))
+        runtime.submit(Presented(READER, "tag", UNKNOWN))
+        runtime.submit(Presented("elsewhere", "tag", CAT))
+        wait_for(lambda: len(shown) >= 2, "both decisions at the reader shown")
+        runtime.ask(lambda _: None)
+    assert shown[:2] == [True, False]
