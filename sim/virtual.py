@@ -117,7 +117,12 @@ class VirtualClub:
         self.storage = Storage.open(db)
         self.outbox = OutboxStore(Storage.open(db))
         self.controller = self._boot(rng)
-        self.stats: dict[str, int] = {"deltas": 0, "snapshot pages": 0, "commands": 0}
+        self.stats: dict[str, int] = {
+            "deltas": 0,
+            "snapshot pages": 0,
+            "current": 0,
+            "commands": 0,
+        }
 
     def _boot(self, rng: random.Random) -> Controller:
         loaded = load_store(self.storage)
@@ -411,10 +416,9 @@ class VirtualClub:
             if topic.endswith("/data"):
                 # Our own hub's message: counted by type, never acted on here.
                 message = wire.unseal({self.kid: self.key}, topic, payload)
-                if message.type == "snap":
-                    self.stats["snapshot pages"] += 1
-                else:
-                    self.stats["deltas"] += 1
+                # `current` (PROTOCOL.md s3) ends a sync with nothing to change: not a delta.
+                kind = {"snap": "snapshot pages", "current": "current"}.get(message.type, "deltas")
+                self.stats[kind] += 1
             self._queue(PayloadReceived(topic, payload))
 
     def _stored(self, controller: str, events: list[HubEvent]) -> None:
