@@ -91,6 +91,7 @@ class Config:
     # which then runs on bench inputs alone; None when they are (always on a Pi).
     unwired: str | None = None
     pins: PinRules = field(default_factory=PinRules)
+    metrics: MetricsSection | None = None  # `[metrics]`: None when the section is absent
 
     @property
     def base_topic(self) -> str:
@@ -311,6 +312,31 @@ def _kiosk(path: Path, raw: Any) -> tuple[str | None, str | None, KioskLan | Non
     return listen, token, KioskLan(lan_listen, cert_file, key_file)
 
 
+@dataclass(frozen=True, slots=True)
+class MetricsSection:
+    """`[metrics]`: `/metrics` on the kiosk's HTTP server (docs/operations.md "Metrics")."""
+
+    lan: bool = False  # also on the LAN HTTPS listener, behind the kiosk token
+
+
+def _metrics(path: Path, raw: Any, listen: str | None, lan: KioskLan | None) -> MetricsSection:
+    """`[metrics]`: served on the kiosk's loopback listener, and with `lan = true`
+    on its LAN listener too; there is no server of their own, so one of the
+    two must be configured."""
+    s = Table(path, "metrics", raw)
+    on_lan = s.flag("lan", False)
+    s.done()
+    if on_lan and lan is None:
+        raise s.error("lan", "needs [kiosk] lan_listen: the LAN listener it is served on")
+    if listen is None and not on_lan:
+        raise s.error(
+            None,
+            "are served by the kiosk's HTTP server: set [kiosk] listen (loopback), "
+            "or lan = true with [kiosk] lan_listen",
+        )
+    return MetricsSection(on_lan)
+
+
 def _pins(path: Path, raw: Any) -> PinRules:
     """`[pins]`: the site budget of refused PINs an hour and what reaching it
     does (docs/operations.md "PIN lockouts")."""
@@ -329,6 +355,7 @@ def _pins(path: Path, raw: Any) -> PinRules:
 def parse_config(path: Path, data: dict[str, Any]) -> Config:
     """Validate an already-parsed TOML document."""
     known = {"controller", "mqtt", "hal", "doors", "lights", "readers", "masters", "kiosk", "pins"}
+    known.add("metrics")
     for key in data:
         if key not in known:
             raise ConfigError(f"{path}: {key}: is not a known section")
@@ -357,6 +384,7 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
         kiosk_lan=lan,
         unwired=unwired,
         pins=_pins(path, data.get("pins", {})),
+        metrics=_metrics(path, data["metrics"], listen, lan) if "metrics" in data else None,
     )
 
 

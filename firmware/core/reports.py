@@ -33,6 +33,9 @@ class Reports:
         self._reported: dict[str, tuple[float, int]] = {}
         self.disk_ok = True  # until the runtime says otherwise
         self.dropped = 0  # inputs the runtime dropped, in all
+        # Every payload that did not open under our keys, reported or held back
+        # by the rate limit: the metrics read it (docs/operations.md "Metrics").
+        self.auth_failures = 0
         self._dropped_told = 0  # of those, the ones a report already counted
 
     # --- the state message --------------------------------------------------------
@@ -136,6 +139,8 @@ class Reports:
         """A `system` event, at most one per kind (`key`, default `what`) a minute;
         the rest are counted."""
         key = key or what
+        if what == "auth_failed":
+            self.auth_failures += 1
         last, suppressed = self._reported.get(key, (-1e18, 0))
         if now - last < REPORT_EVERY_S:
             self._reported[key] = (last, suppressed + 1)

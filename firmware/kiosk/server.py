@@ -12,6 +12,7 @@ Endpoints (all JSON errors, `{"error": text}`):
     GET  /events?screen=ID     server-sent events: board, session, notice, reload, ping
     POST /api/<what>           {"screen": ID, ...}: pin, sign_out, check_in, quote,
                                activate, refreshed, touch
+    GET  /metrics              with `[metrics]`: the Prometheus text (`serve_metrics`)
 
 Two listeners, either or both: `listen`, plain HTTP on loopback, for the
 controller's own screen (its streams are `local`: the only screens a tag at the
@@ -50,7 +51,7 @@ from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
 from firmware.config import KioskLan, kiosk_address
@@ -93,6 +94,17 @@ _STATUS = {
     "bad": HTTPStatus.BAD_REQUEST,
     "busy": HTTPStatus.SERVICE_UNAVAILABLE,
 }
+
+
+@runtime_checkable
+class MetricsPage(Protocol):
+    """What `/metrics` serves (`firmware.metrics.edge.MetricsEdge`)."""
+
+    content_type: str
+
+    def render_metrics(self) -> bytes:
+        """The page; `TimeoutError` when it cannot be made now (503)."""
+        ...
 
 
 @dataclass(eq=False)
@@ -182,6 +194,8 @@ class KioskServer:
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
         self._threads: dict[_HTTPServer, threading.Thread] = {}
+        self._metrics: MetricsPage | None = None
+        self._metrics_lan = False
 
     def _bind(
         self,
@@ -257,6 +271,16 @@ class KioskServer:
         for listener in self._listeners:
             listener.hang_up_heads()  # a stalled head or handshake would hold the join
             listener.server_close()
+
+    def serve_metrics(self, page: MetricsPage, *, lan: bool = False) -> None:
+        """Serve `page` at `GET /metrics` on the loopback listener, and with `lan`
+        on the LAN listener too (behind the token, as every request there).
+        Before `start()`."""
+        self._metrics, self._metrics_lan = page, lan
+
+    def metrics_page(self, local: bool) -> MetricsPage | None:
+        """The `/metrics` page served on a listener (`local`: the loopback one)."""
+        return self._metrics if local or self._metrics_lan else None
 
     # --- from the loop ------------------------------------------------------------
 
@@ -377,6 +401,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
+        if url.path == "/metrics":
+            self._metrics(url.query)
+            return
         if not self._authorised(url.query):
             return
         if url.path in STATIC:
@@ -395,6 +422,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
+        if url.path == "/metrics":
+            self._metrics_only_get()
+            return
         if not self._authorised(url.query):
             return
         what = url.path.removeprefix("/api/")
@@ -426,9 +456,70 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def do_PUT(self) -> None:
+        if urlsplit(self.path).path == "/metrics":
+            self._metrics_only_get()
+            return
         self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "only GET and POST"})
 
     do_DELETE = do_PATCH = do_PUT
+
+    def do_HEAD(self) -> None:
+        if urlsplit(self.path).path == "/metrics":
+            self._metrics_only_get(head=True)
+            return
+        # What the base class answers for a method without a handler.
+        self.send_error(HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method ({self.command!r})")
+
+    # --- /metrics -----------------------------------------------------------------
+
+    def _metrics(self, query: str) -> None:
+        page = self.server.kiosk.metrics_page(self.server.local)
+        if not self._metrics_authorised(query):
+            return
+        if page is None:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "no such page: /metrics"})
+            return
+        if set(parse_qs(query, keep_blank_values=True)) - {"token"}:
+            self._json(HTTPStatus.BAD_REQUEST, {"error": "/metrics takes no query"})
+            return
+        try:
+            data = page.render_metrics()
+        except TimeoutError as exc:
+            self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"metrics: {exc}"})
+            return
+        except Exception:
+            # Our bug: this scrape fails, the server and the next scrape do not.
+            log.exception("kiosk: /metrics failed")
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "metrics failed"})
+            return
+        self.send_response(HTTPStatus.OK)
+        self._common_headers(page.content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _metrics_authorised(self, query: str) -> bool:
+        """A scraper presents the token as `Authorization: Bearer` (Prometheus's
+        `authorization` setting); the page's ways (`?token=`, the cookie) do too."""
+        token = self.server.kiosk.token
+        scheme, _, given = self.headers.get("Authorization", "").partition(" ")
+        if token is None or scheme.lower() != "bearer":
+            return self._authorised(query)
+        if hmac.compare_digest(given.strip().encode(), token.encode()):
+            return True
+        self._json(HTTPStatus.UNAUTHORIZED, {"error": "wrong token"})
+        return False
+
+    def _metrics_only_get(self, *, head: bool = False) -> None:
+        data = json.dumps({"error": "/metrics: only GET"}).encode()
+        self.close_connection = True  # a body the client did not read may follow
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        self._common_headers("application/json")
+        self.send_header("Allow", "GET")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not head:  # a HEAD's answer has no body
+            self.wfile.write(data)
 
     # --- pieces -------------------------------------------------------------------
 

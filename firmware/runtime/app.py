@@ -62,7 +62,7 @@ from firmware.core.outbox import (
 from firmware.core.reception import Unsealed
 from firmware.core.sync import SaveSnapshot, SyncSession
 from firmware.data_files import BootData, open_data
-from firmware.kiosk.server import KioskServer
+from firmware.kiosk.server import KioskServer, MetricsPage
 from firmware.mqtt import BrokerSettings
 from firmware.outbox_store import OutboxStore
 from firmware.runtime.decoder import Decoder
@@ -191,6 +191,8 @@ class Runtime:
         self.edges: list[Edge] = [make(context) for make in (*configured_edges(config), *edges)]
         for edge in self.edges:
             self.link.claim(edge)
+            if self.kiosk is not None and isinstance(edge, MetricsPage):  # `[metrics]`
+                self.kiosk.serve_metrics(edge, lan=bool(config.metrics and config.metrics.lan))
         self.watchdog = Watchdog(
             [self.loop_pulse, self.durable.pulse, self.decoder.pulse], self.notifier.watchdog
         )

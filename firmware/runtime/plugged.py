@@ -14,4 +14,8 @@ from firmware.runtime.edge import EdgeFactory
 def configured_edges(config: Config) -> list[EdgeFactory]:
     """The factories of the adapters `config` turns on, in a fixed order."""
     factories: list[EdgeFactory] = []
+    if config.metrics is not None:
+        from firmware.metrics.edge import MetricsEdge  # prometheus_client only when asked
+
+        factories.append(MetricsEdge)
     return factories
