@@ -5,6 +5,7 @@ HTTP with urllib and read back with prometheus_client's own parser."""
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import socket
 import threading
 import time
@@ -12,16 +13,18 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.message import Message
 from pathlib import Path
 
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from firmware.config import Config, MetricsSection
+from firmware.config import Config, KioskLan, MetricsSection
 from firmware.core.inputs import PayloadReceived, Presented
 from firmware.runtime import Runtime
 from tests.broker import free_port
+from tests.kiosk_tls import make_kiosk_cert
 from tests.loop_rig import ANN, BASE, CAT, DOOR, READER, Outputs, make_config, running
 from tests.waiting import wait_for
 
@@ -62,8 +65,8 @@ def request(
             return exc.code, _lower(exc.headers), exc.read()
 
 
-def _lower(headers: object) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items()}  # type: ignore[attr-defined]
+def _lower(headers: Message) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
 
 
 def scrape(runtime: Runtime, **headers: str) -> Samples:
@@ -202,3 +205,36 @@ def test_a_loop_that_does_not_answer_costs_the_scrape_the_cores_numbers_only(
         assert value(samples, "alc_decision_latency_seconds_count") is not None
         assert value(samples, "alc_data_version") is None
         assert value(scrape(runtime), "alc_loop_answered") == 1
+
+
+@pytest.mark.parametrize("lan", [True, False])
+def test_lan_scrapes_go_over_https_with_the_token_and_only_when_asked(
+    tmp_path: Path, lan: bool
+) -> None:
+    cert = make_kiosk_cert(tmp_path / "tls")
+    port = free_port()
+    config = dataclasses.replace(
+        with_metrics(make_config(tmp_path, time.time()), token=TOKEN),
+        kiosk_lan=KioskLan(f"127.0.0.1:{port}", cert.cert_file, cert.key_file),
+        metrics=MetricsSection(lan=lan),
+    )
+
+    def lan_get(**headers: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=20, context=cert.client())
+        try:
+            conn.request("GET", "/metrics", headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    runtime = Runtime(config)
+    with running(runtime):
+        assert lan_get()[0] == 401
+        status, body = lan_get(Authorization=f"Bearer {TOKEN}")
+        if lan:
+            assert status == 200 and b"\nalc_disk_ok 1.0\n" in body
+        else:
+            assert (status, body) == (404, b'{"error": "no such page: /metrics"}')
+        # The loopback listener serves them either way.
+        assert value(scrape(runtime, Authorization=f"Bearer {TOKEN}"), "alc_disk_ok") == 1
