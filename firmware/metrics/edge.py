@@ -2,8 +2,9 @@
 
 `observed` runs on the loop's thread, between a member's decision and the next:
 it only bumps a counter or a histogram (prometheus_client's, each behind its own
-lock: about a microsecond a note, measured in tests/test_metrics.py). Everything
-slower (reading the core, formatting the page) happens in `render`, on the
+lock: about half a microsecond a note on the development VM, docs/operations.md
+"Metrics"), so the notes are counted at once rather than queued. Everything
+slower (reading the core, formatting the page) happens in `render_metrics`, on the
 scraping thread.
 
 The registry is this edge's own, never prometheus_client's global one: each
@@ -95,7 +96,7 @@ class MetricsEdge:
         )
         self.registry.register(StateCollector(context.ask, context.link_up, context.clock))
         # Children by label values: `labels()` looks them up under a lock each time.
-        self._children: dict[tuple[str, str, str], Any] = {}
+        self._children: dict[tuple[str, str, str], Counter] = {}
         self._failed = 0  # notes not counted (the loop's thread only)
         self._scrape = threading.Lock()
 
