@@ -15,10 +15,11 @@ class HardwareError(LocalError):
 
 def missing_package(where: str, backend: str, module: str) -> BackendUnavailable:
     """The message for a backend whose library is missing: what, and how to install it."""
-    packages = {"gpiozero": "gpiozero>=2.0", "serial": "pyserial>=3.5"}
+    packages = {"gpiozero": "gpiozero>=2.0", "serial": "pyserial>=3.5", "osdp": "libosdp>=3.2"}
     wanted = packages.get(module, module)
+    extra = "osdp" if module == "osdp" else "gpio"
     return BackendUnavailable(
         f"{where}: backend {backend!r} needs the Python package {wanted.split('>')[0]!r}, "
         f"which is not installed. Install the hardware extra: `make setup`, or "
-        f"`.venv/bin/pip install -e '.[gpio]'` (or just `.venv/bin/pip install '{wanted}'`)"
+        f"`.venv/bin/pip install -e '.[{extra}]'` (or just `.venv/bin/pip install '{wanted}'`)"
     )

@@ -78,6 +78,22 @@ class ReaderTrouble:
 
 
 @dataclass(frozen=True, slots=True)
+class ReaderLink:
+    """A reader the HAL keeps a link with (OSDP) went offline, or was refused
+    (no secure channel, a wrong key): `online` False, its reads are ignored; or
+    it is back on its secure channel (`online` True). Sent on each change."""
+
+    reader_id: str
+    online: bool
+    detail: str
+
+    def __post_init__(self) -> None:
+        _check_id("reader_id", self.reader_id)
+        if not 0 < len(self.detail) <= MAX_DETAIL_LEN:
+            raise ValueError(f"detail must be 1 to {MAX_DETAIL_LEN} characters")
+
+
+@dataclass(frozen=True, slots=True)
 class OutputCut:
     """The HAL switched a door output off by itself: it had been on (door released)
     for its `max_open_s` without the core holding it open (docs/hardware.md)."""
@@ -88,7 +104,7 @@ class OutputCut:
         _check_id("name", self.name)
 
 
-HalEvent = CredentialRead | ContactSensed | ExitPressed | ReaderTrouble | OutputCut
+HalEvent = CredentialRead | ContactSensed | ExitPressed | ReaderTrouble | ReaderLink | OutputCut
 
 Sink = Callable[[HalEvent], None]
 """The runtime's callback. Called from HAL threads; it must not block for long."""

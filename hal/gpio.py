@@ -1,9 +1,10 @@
 """The `gpio` backend: relays, door contacts, exit buttons and Wiegand readers on
-gpiozero pins; serial readers on pyserial ports.
+gpiozero pins; serial readers on pyserial ports; OSDP readers through libosdp
+on an RS-485 port.
 
 gpiozero is imported here, at the top, so that a missing gpiozero fails only this
-backend (the registry turns the ImportError into an install hint). pyserial is
-imported only when a serial reader is configured, for the same reason.
+backend (the registry turns the ImportError into an install hint). pyserial and
+libosdp are imported only when a reader needs them, for the same reason.
 
 Only raw hooks live here: drive a relay coil, read a pin, pass on an edge.
 `pin_factory` is gpiozero's: None picks the Pi's default driver (lgpio on current
@@ -159,6 +160,8 @@ class GpioBackend(Backend):
         )
 
     def _make_reader(self, spec: ReaderSpec) -> Reader:
+        if spec.kind == "osdp":
+            return self._osdp_reader(spec)
         if spec.kind == "wiegand":
             return _gpio(
                 f"reader {spec.id} (GPIO {spec.d0}, {spec.d1})",
@@ -174,6 +177,23 @@ class GpioBackend(Backend):
             where = f"reader {spec.id!r} ({spec.kind})"
             raise missing_package(where, self.name, "serial") from None
         return serial_reader(spec, self._sink, clock=self._clock)
+
+    def _osdp_reader(self, spec: ReaderSpec) -> Reader:
+        """An OSDP reader on its RS-485 port (libosdp and pyserial, imported now)."""
+        try:
+            import serial  # noqa: F401  (the channel opens its port later)
+
+            from hal.osdp_reader import osdp_reader
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("serial", "osdp", "osdp_sys"):
+                raise
+            module = "serial" if exc.name == "serial" else "osdp"
+            raise missing_package(f"reader {spec.id!r} (osdp)", self.name, module) from None
+        from hal.osdp_channel import SerialChannel
+
+        assert spec.port is not None
+        channel = SerialChannel(spec.port, spec.baud, clock=self._clock)
+        return osdp_reader(spec, self._sink, channel, clock=self._clock)
 
 
 def _gpio(what: str, build: Callable[[], T]) -> T:

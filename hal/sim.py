@@ -1,5 +1,6 @@
 """The `sim` backend: the gpio backend on gpiozero's `MockFactory` pins, with every
-serial reader on its own pyserial `loop://` port, plus the hands of a person at
+serial reader on its own pyserial `loop://` port and every OSDP reader played by
+libosdp's own peripheral device on a loopback, plus the hands of a person at
 the door: open it, press the exit button, present a tag, card or PIN.
 
 The simulator drives the real controller through these; tests use them too.
@@ -14,12 +15,13 @@ from dataclasses import replace
 
 from gpiozero.pins.mock import MockFactory
 
-from firmware.core.wiring import Wiring
+from firmware.core.wiring import ReaderSpec, Wiring
 from hal import rdm6300, wiegand
 from hal.device import Clock
+from hal.errors import missing_package
 from hal.events import Sink
 from hal.gpio import GpioBackend, GpioInput, GpioRelay, GpioWiegandReader
-from hal.reader import StreamReader
+from hal.reader import Reader, StreamReader
 
 OPEN_WAIT_S = 5.0
 
@@ -59,11 +61,29 @@ class SimBackend(GpioBackend):
         self._drive(device.pin, high=active == device.active_when_high)
         device.settle()
 
+    def _make_reader(self, spec: ReaderSpec) -> Reader:
+        if spec.kind != "osdp":
+            return super()._make_reader(spec)
+        # The reader is libosdp's own peripheral device, on a loopback.
+        try:
+            from hal.osdp_peer import SimulatedOsdpReader
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("osdp", "osdp_sys"):
+                raise
+            raise missing_package(f"reader {spec.id!r} (osdp)", self.name, "osdp") from None
+        return SimulatedOsdpReader(spec, self._sink, clock=self._clock)
+
     def present(self, reader_id: str, credkind: str, value: str) -> None:
         """Present a credential at a reader the way that reader's hardware would
         send it: a Wiegand frame (or one 4-bit burst per key and `#`), an RDM6300
-        frame, a line, or keys and `#`."""
+        frame, a line, keys and `#`, or an OSDP card read or key presses."""
         reader = self.readers[reader_id]
+        if reader.kind == "osdp":
+            from hal.osdp_peer import SimulatedOsdpReader
+
+            assert isinstance(reader, SimulatedOsdpReader)
+            reader.present(credkind, value, wait_s=OPEN_WAIT_S)
+            return
         if isinstance(reader, GpioWiegandReader):
             if credkind == "pin":
                 for key in (*value, "#"):

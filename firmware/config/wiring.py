@@ -9,10 +9,12 @@ docs/hardware.md lists every key for technicians:
   (false), `debounce_ms` (50), `max_open_s` (300);
 - lights: `relay`, `active_high` (false), `warn` (optional), `warn_active_high`
   (as `active_high`);
-- readers: `kind` (rdm6300 | line | wiegand | keypad), one of `door`, `light` or
-  `kiosk = true`; serial kinds `port`, `baud` (9600); wiegand `d0`, `d1`; line
-  `credkind` ("tag" | "card"); `repeat_ms` (1000, not keypads); `gap_ms` (wiegand
-  25, rdm6300 200, line and keypad 500); `pin_timeout_s` (10, wiegand and keypad).
+- readers: `kind` (rdm6300 | line | wiegand | keypad | osdp), one of `door`,
+  `light` or `kiosk = true`; serial kinds and osdp `port`, `baud` (9600); wiegand
+  `d0`, `d1`; line `credkind` ("tag" | "card"); `repeat_ms` (1000, not keypads);
+  `gap_ms` (wiegand 25, rdm6300 200, line and keypad 500); `pin_timeout_s` (10,
+  wiegand, keypad and osdp); osdp `address` (0), `scbk_file` (required: 32 hex
+  digits, private to its owner), `install` (false).
 
 A simulator may run with tables that are not complete (no pins at all, say):
 `bench_only_wiring` then keeps what the core needs (ids, what each reader serves,
@@ -26,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from firmware.config.private_files import read_private_line
 from firmware.config.tables import ConfigError, Table
 from firmware.core.limits import MAX_UNLOCK_S
 from firmware.core.wiring import (
@@ -36,7 +39,9 @@ from firmware.core.wiring import (
     DEFAULT_PIN_TIMEOUT_S,
     DEFAULT_REPEAT_S,
     FAILS,
+    OSDP_BAUDS,
     READER_KINDS,
+    SCBK_LEN,
     SERIAL_KINDS,
     DoorSpec,
     Fail,
@@ -54,6 +59,7 @@ _READER_KEYS = {
     "line": {"port", "baud", "repeat_ms", "gap_ms", "credkind"},
     "keypad": {"port", "baud", "gap_ms", "pin_timeout_s"},
     "wiegand": {"d0", "d1", "repeat_ms", "gap_ms", "pin_timeout_s"},
+    "osdp": {"port", "baud", "repeat_ms", "pin_timeout_s", "address", "scbk_file", "install"},
 }
 _ANY_READER_KEYS = set().union(*_READER_KEYS.values())
 
@@ -225,14 +231,16 @@ def _reader(
             else DEFAULT_PIN_TIMEOUT_S
         ),
     )
-    if kind in SERIAL_KINDS:
+    if kind in SERIAL_KINDS or kind == "osdp":
         port = t.text("port")
         if "://" not in port:  # URLs such as loop:// are each their own port
             if port in ports:
                 raise t.error("port", f"{port} is already {ports[port]}")
             ports[port] = f"{t.name}.port"
         spec = replace(spec, port=port, baud=t.number("baud", DEFAULT_BAUD, 50, 4_000_000))
-    else:
+    if kind == "osdp":
+        spec = _osdp(t, spec)
+    elif kind not in SERIAL_KINDS:
         d0, d1 = t.pin("d0"), t.pin("d1")
         pins.claim(d0, f"{t.name}.d0")
         pins.claim(d1, f"{t.name}.d1")
@@ -245,3 +253,35 @@ def _reader(
         spec = replace(spec, credkind="pin")
     t.done(_ANY_READER_KEYS - allowed, f"by a {kind} reader")
     return spec
+
+
+def _osdp(t: Table, spec: ReaderSpec) -> ReaderSpec:
+    """An OSDP reader's bus address, line speed and secure channel key."""
+    if spec.baud not in OSDP_BAUDS:
+        raise t.error("baud", f"OSDP runs at one of {', '.join(map(str, OSDP_BAUDS))}")
+    path = t.path_value("scbk_file")
+    assert path is not None
+    return replace(
+        spec,
+        credkind="card",
+        address=t.number("address", 0, 0, 126),
+        scbk=read_scbk(path, where=f"{t.path}: {t.name}.scbk_file"),
+        scbk_file=str(path),
+        install=t.flag("install", False),
+    )
+
+
+def read_scbk(path: Path, *, where: str) -> bytes:
+    """An OSDP secure channel base key: a file private to its owner whose first
+    line is 32 hex digits (`alc ctl osdp-keyset` writes one). `ConfigError`
+    naming `where` and the fix otherwise."""
+    line = read_private_line(path, where=where).strip()
+    try:
+        key = bytes.fromhex(line)
+    except ValueError:
+        key = b""
+    if len(key) != SCBK_LEN:
+        raise ConfigError(
+            f"{where}: {path} must hold the key as {2 * SCBK_LEN} hex digits on its first line"
+        )
+    return key

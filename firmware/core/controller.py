@@ -34,6 +34,7 @@ from firmware.core.inputs import (
     PayloadReceived,
     Presented,
     ReaderFault,
+    ReaderLinkChanged,
     RexPressed,
     ScreenJoined,
     ScreenLeft,
@@ -117,6 +118,8 @@ class Controller:
             actions += self._presented(event, now)
         elif isinstance(event, ContactChanged | RexPressed | ReaderFault):
             actions += self._hardware(event, now)
+        elif isinstance(event, ReaderLinkChanged):
+            actions += self.reports.reader_link(event.reader, event.online, event.detail, now)
         elif isinstance(event, Connected):
             self.reports.connected()
             self.outbox.connected()

@@ -61,6 +61,17 @@ class ReaderFault:
 
 
 @dataclass(frozen=True, slots=True)
+class ReaderLinkChanged:
+    """A reader the controller keeps a link with (OSDP) went offline or was
+    refused (`online` False), or is back on its secure channel (True); `detail`
+    says what happened."""
+
+    reader: str
+    online: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed: run whatever timers are due."""
 
@@ -181,6 +192,7 @@ Input: TypeAlias = (
     | ContactChanged
     | RexPressed
     | ReaderFault
+    | ReaderLinkChanged
     | Tick
     | StorageChecked
     | OutboxCounted

@@ -18,6 +18,7 @@ FW_VERSION = "0.1.0"
 STATE_EVERY_S = 1.0
 CLOCK_SKEW_S = 300
 REPORT_EVERY_S = 60.0  # rate limit of auth_failed / error / overload events per kind
+READER_OFFLINE_S = 10.0  # a reader offline this long shows in the state
 
 
 class Reports:
@@ -37,6 +38,8 @@ class Reports:
         # by the rate limit: the metrics read it (docs/operations.md "Metrics").
         self.auth_failures = 0
         self._dropped_told = 0  # of those, the ones a report already counted
+        self._readers_down: dict[str, float] = {}  # reader -> offline since
+        self._now = boot_time  # of the latest `due`: the state's idea of now
 
     # --- the state message --------------------------------------------------------
 
@@ -59,6 +62,7 @@ class Reports:
             "fw": FW_VERSION,
             "disk_ok": self.disk_ok,
             "dropped": self.dropped,
+            "readers_offline": self.readers_offline(self._now),
         }
 
     @property
@@ -77,6 +81,10 @@ class Reports:
 
     def due(self, now: float) -> list[Action]:
         """The retained state, when one is due: at most one a second, the latest."""
+        for since in self._readers_down.values():
+            if self._now < since + READER_OFFLINE_S <= now:
+                self._due = True  # an outage just became long enough to show
+        self._now = now
         if not self._due or not self._session.connected:
             return []
         if now - self._sent_at < STATE_EVERY_S:
@@ -86,10 +94,13 @@ class Reports:
         return [Publish("state", self.state(), retain=True)]
 
     def next_deadline(self) -> float | None:
-        """When `due` next has a state to send."""
+        """When `due` next has a state to send, or a reader's outage reaches
+        `READER_OFFLINE_S` (the state then names it)."""
+        times = [since + READER_OFFLINE_S for since in self._readers_down.values()]
+        times = [t for t in times if t > self._now]
         if self._due and self._session.connected:
-            return self._sent_at + STATE_EVERY_S
-        return None
+            times.append(self._sent_at + STATE_EVERY_S)
+        return min(times) if times else None
 
     # --- the hub's clock ------------------------------------------------------------
 
@@ -132,6 +143,25 @@ class Reports:
         since, self._dropped_told = self.dropped - self._dropped_told, self.dropped
         detail = f"{since} inputs dropped since the last report: the queue was full"
         return [LogEvent("system", {"what": "overload", "detail": detail})]
+
+    # --- readers with a link (OSDP) -------------------------------------------------
+
+    def reader_link(self, reader: str, online: bool, detail: str, now: float) -> list[Action]:
+        """A reader went offline (or was refused), or came back: a `system`
+        `what: reader` event (at most one a minute per reader, the rest counted),
+        and the state names it while it has been offline `READER_OFFLINE_S`."""
+        if online:
+            if self._readers_down.pop(reader, None) is None:
+                return []
+            self._due = True
+        else:
+            self._readers_down.setdefault(reader, now)
+        return self.report("reader", f"reader {reader}: {detail}", now, key=f"link:{reader}")
+
+    def readers_offline(self, now: float) -> list[str]:
+        """The readers offline for `READER_OFFLINE_S` or more at `now`, sorted."""
+        down = self._readers_down.items()
+        return sorted(r for r, since in down if now - since >= READER_OFFLINE_S)
 
     # --- rate-limited system events ------------------------------------------------
 

@@ -15,7 +15,7 @@ runs on bench inputs alone (`Config.unwired` says why).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from firmware.core.limits import CREDKINDS, MAX_UNLOCK_S
@@ -23,7 +23,7 @@ from firmware.core.limits import CREDKINDS, MAX_UNLOCK_S
 Fail = Literal["secure", "safe"]
 FAILS: tuple[Fail, ...] = ("secure", "safe")
 """A door's state whenever the controller is not driving it (docs/hardware.md)."""
-READER_KINDS = ("rdm6300", "line", "wiegand", "keypad")
+READER_KINDS = ("rdm6300", "line", "wiegand", "keypad", "osdp")
 SERIAL_KINDS = frozenset({"rdm6300", "line", "keypad"})
 BCM_PINS = range(28)  # GPIO 0-27 on the 40-pin header
 
@@ -31,7 +31,10 @@ DEFAULT_BAUD = 9600
 DEFAULT_DEBOUNCE_S = 0.05
 DEFAULT_REPEAT_S = 1.0
 DEFAULT_PIN_TIMEOUT_S = 10.0
-DEFAULT_GAP_S = {"wiegand": 0.025, "rdm6300": 0.2, "line": 0.5, "keypad": 0.5}
+DEFAULT_GAP_S = {"wiegand": 0.025, "rdm6300": 0.2, "line": 0.5, "keypad": 0.5, "osdp": 0.0}
+OSDP_BAUDS = (9600, 19200, 38400, 57600, 115200, 230400)
+OSDP_ADDRESSES = range(127)  # 0x7F is the broadcast address
+SCBK_LEN = 16  # bytes: an OSDP secure channel base key is AES-128
 DEFAULT_MAX_OPEN_S = float(min(2 * MAX_UNLOCK_S, 300))
 """How long the HAL lets a door stay released unless the core holds it open:
 twice the longest `unlock_s` a door record may carry, capped at 5 minutes."""
@@ -84,9 +87,12 @@ class ReaderSpec:
     reader, which signs members in at the kiosk screens).
 
     Serial kinds (rdm6300, line, keypad) read `port` at `baud`; Wiegand readers
-    pulse `d0` and `d1`. `credkind` is what a read is (keypads: "pin"); `repeat_s`
-    suppresses the same credential read again within it; `gap_s` ends a frame;
-    `pin_timeout_s` drops a half-typed PIN."""
+    pulse `d0` and `d1`. An OSDP reader answers at `address` on the RS-485 bus
+    on `port`, over a secure channel keyed with `scbk` (read from `scbk_file`);
+    `install` lets one still on the default key in and gives it `scbk`.
+    `credkind` is what a read is (keypads: "pin"); `repeat_s` suppresses the
+    same credential read again within it; `gap_s` ends a frame; `pin_timeout_s`
+    drops a half-typed PIN."""
 
     id: str
     kind: str | None
@@ -100,6 +106,10 @@ class ReaderSpec:
     repeat_s: float = DEFAULT_REPEAT_S
     gap_s: float = DEFAULT_GAP_S["rdm6300"]
     pin_timeout_s: float = DEFAULT_PIN_TIMEOUT_S
+    address: int = 0
+    scbk: bytes | None = field(default=None, repr=False)  # a secret: never in a log line
+    scbk_file: str | None = None
+    install: bool = False
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in READER_KINDS:
@@ -108,6 +118,10 @@ class ReaderSpec:
             raise ValueError(f"reader {self.id!r} serves a door or a light, not both")
         if self.credkind not in CREDKINDS:
             raise ValueError(f"reader {self.id!r}: credkind must be one of {', '.join(CREDKINDS)}")
+        if self.scbk is not None and len(self.scbk) != SCBK_LEN:
+            raise ValueError(f"reader {self.id!r}: scbk must be {SCBK_LEN} bytes")
+        if self.address not in OSDP_ADDRESSES:
+            raise ValueError(f"reader {self.id!r}: address must be 0 to 126")
 
     @property
     def kiosk(self) -> bool:

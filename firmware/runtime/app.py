@@ -47,6 +47,7 @@ from firmware.core.inputs import (
     PayloadReceived,
     Presented,
     ReaderFault,
+    ReaderLinkChanged,
     RexPressed,
     StorageChecked,
     StorageTrouble,
@@ -89,6 +90,7 @@ from hal.events import (
     ExitPressed,
     HalEvent,
     OutputCut,
+    ReaderLink,
     ReaderTrouble,
 )
 from hal.registry import create_backend
@@ -341,6 +343,8 @@ class Runtime:
             self.submit(RexPressed(event.door_id))
         elif isinstance(event, ReaderTrouble):
             self.submit(ReaderFault(event.reader_id, event.detail))
+        elif isinstance(event, ReaderLink):
+            self.submit(ReaderLinkChanged(event.reader_id, event.online, event.detail))
         elif isinstance(event, OutputCut):
             log.error("%s: released longer than its max_open_s; the HAL relocked it", event.name)
 

@@ -1,0 +1,214 @@
+"""The byte channels libosdp talks over: a serial port (an RS-485 adapter or HAT)
+for real readers, and an in-memory loopback pair for the simulator and tests.
+
+libosdp calls `read(max_bytes)`, `write(data)` and `flush()` from its refresh
+thread, every 20 ms, and must never wait there: reads return at once with what
+is there (maybe nothing), writes return how much they took. They must never
+raise either: an exception left inside libosdp's C callback would surface later
+as an unrelated error. A failure is kept in `problem`, and the channel reads
+nothing and takes nothing until it works again, which libosdp sees as a reader
+that stopped answering.
+
+These classes do not subclass `osdp.Channel` (whose only content is the three
+method names): libosdp calls the methods by name, and this module stays
+importable without libosdp.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from hal.device import Clock, log
+
+LOOPBACK_CAPACITY = 4096  # bytes waiting in one direction: several OSDP packets
+REOPEN_S = 2.0  # between attempts to reopen a serial port that failed
+WRITE_TIMEOUT_S = 0.1  # a write stuck this long is a failed write, not a wait
+
+
+class LoopbackEnd:
+    """One end of a `Loopback`: reads what the other end wrote."""
+
+    def __init__(self, link: Loopback, side: int) -> None:
+        self._link = link
+        self._side = side
+        self.received = 0
+        """Bytes read so far: a reader that sent anything is there."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why the channel carries nothing, or None."""
+        return "the loopback is closed (reader unplugged)" if self._link.closed else None
+
+    def read(self, max_bytes: int) -> bytes:
+        """Up to `max_bytes` waiting bytes, at once (b"" when none or closed)."""
+        data = self._link.take(self._side, max_bytes)
+        self.received += len(data)
+        return data
+
+    def write(self, data: bytes) -> int:
+        """Queue `data` for the other end; how many bytes it took (0 when closed
+        or full: libosdp then counts the send as failed)."""
+        return self._link.put(1 - self._side, data)
+
+    def flush(self) -> None:
+        """Drop what waits to be read here (libosdp does this between packets)."""
+        self._link.drop(self._side)
+
+    def close(self) -> None:
+        """Close the whole loopback (either end's owner is done with it)."""
+        self._link.close()
+
+
+class Loopback:
+    """Two `LoopbackEnd`s joined in memory, each direction bounded to `capacity`
+    bytes. `close()` cuts both directions for good: a reader unplugged."""
+
+    def __init__(self, capacity: int = LOOPBACK_CAPACITY) -> None:
+        self.capacity = capacity
+        self._buffers = (bytearray(), bytearray())
+        self._lock = threading.Lock()
+        self.closed = False
+        self.ends = (LoopbackEnd(self, 0), LoopbackEnd(self, 1))
+        """(control panel's end, reader's end)."""
+
+    def take(self, side: int, limit: int) -> bytes:
+        """Up to `limit` bytes waiting for `side`."""
+        with self._lock:
+            if self.closed:
+                return b""
+            buffer = self._buffers[side]
+            data = bytes(buffer[:limit])
+            del buffer[:limit]
+            return data
+
+    def put(self, side: int, data: bytes) -> int:
+        """Queue `data` for `side`, all or nothing; the bytes taken."""
+        with self._lock:
+            buffer = self._buffers[side]
+            if self.closed or len(buffer) + len(data) > self.capacity:
+                return 0
+            buffer += data
+            return len(data)
+
+    def drop(self, side: int) -> None:
+        """Forget what waits for `side`."""
+        with self._lock:
+            self._buffers[side].clear()
+
+    def close(self) -> None:
+        """Cut the link: nothing more passes either way."""
+        with self._lock:
+            self.closed = True
+            for buffer in self._buffers:
+                buffer.clear()
+
+
+class SerialChannel:
+    """A pyserial port, opened on first use and reopened every `reopen_s` after
+    it failed (a USB adapter unplugged and plugged in again)."""
+
+    def __init__(
+        self,
+        port: str,
+        baud: int,
+        *,
+        reopen_s: float = REOPEN_S,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.port = port
+        self.baud = baud
+        self.reopen_s = reopen_s
+        self._clock = clock
+        self._serial: Any = None
+        self._retry_at = 0.0
+        self._lock = threading.Lock()  # libosdp's thread uses it; close() comes from another
+        self._closed = False
+        self.problem: str | None = None
+        """Why the port carries nothing now (cannot open, failed), or None."""
+        self.received = 0
+        """Bytes read so far: a reader that sent anything is there."""
+
+    def read(self, max_bytes: int) -> bytes:
+        """What the port has waiting, up to `max_bytes`, without waiting."""
+        with self._lock:
+            port = self._port()
+            if port is None:
+                return b""
+            try:
+                data: bytes = port.read(max_bytes)
+            except Exception as exc:
+                self._failed(f"port failed: {exc}")
+                return b""
+            self.received += len(data)
+            return data
+
+    def write(self, data: bytes) -> int:
+        """Send `data`; the bytes sent (0 when the port is not working)."""
+        with self._lock:
+            port = self._port()
+            if port is None:
+                return 0
+            try:
+                written = port.write(data)
+            except Exception as exc:
+                self._failed(f"port failed: {exc}")
+                return 0
+            return int(written or 0)
+
+    def flush(self) -> None:
+        """Drop unread input."""
+        with self._lock:
+            port = self._serial
+            if port is None:
+                return
+            try:
+                port.reset_input_buffer()
+            except Exception as exc:
+                self._failed(f"port failed: {exc}")
+
+    def close(self) -> None:
+        """Close the port for good."""
+        with self._lock:
+            self._closed = True
+            self._shut()
+
+    def _port(self) -> Any:
+        if self._serial is not None or self._closed:
+            return self._serial
+        now = self._clock()
+        if now < self._retry_at:
+            return None
+        self._retry_at = now + self.reopen_s
+        try:
+            import serial  # pyserial: only when an OSDP reader is on a real port
+
+            # timeout=0: reads return at once; libosdp polls every 20 ms.
+            self._serial = serial.serial_for_url(
+                self.port, baudrate=self.baud, timeout=0, write_timeout=WRITE_TIMEOUT_S
+            )
+        except Exception as exc:
+            if self.problem is None:
+                log.warning("%s: cannot open the port: %s", self.port, exc)
+            self.problem = f"cannot open {self.port}: {exc}"
+            return None
+        if self.problem is not None:
+            log.info("%s: the port works again", self.port)
+        self.problem = None
+        return self._serial
+
+    def _failed(self, problem: str) -> None:
+        if self.problem is None:
+            log.warning("%s: %s", self.port, problem)
+        self.problem = problem
+        self._retry_at = self._clock() + self.reopen_s
+        self._shut()
+
+    def _shut(self) -> None:
+        port, self._serial = self._serial, None
+        if port is not None:
+            try:
+                port.close()
+            except Exception:
+                log.debug("%s: closing the port failed", self.port, exc_info=True)
