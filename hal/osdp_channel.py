@@ -184,9 +184,14 @@ class SerialChannel:
         try:
             import serial  # pyserial: only when an OSDP reader is on a real port
 
-            # timeout=0: reads return at once; libosdp polls every 20 ms.
+            # timeout=0: reads return at once; libosdp polls every 20 ms. Exclusive:
+            # alc and `alc ctl osdp-keyset` must never both talk on one bus.
             self._serial = serial.serial_for_url(
-                self.port, baudrate=self.baud, timeout=0, write_timeout=WRITE_TIMEOUT_S
+                self.port,
+                baudrate=self.baud,
+                timeout=0,
+                write_timeout=WRITE_TIMEOUT_S,
+                exclusive=True,
             )
         except Exception as exc:
             if self.problem is None:

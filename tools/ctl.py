@@ -5,6 +5,7 @@
     alc ctl sync|purge|status|refresh-kiosks --site S --controller C --keys DIR
     alc ctl open-door --door D [--seconds N] ...
     alc ctl set-light --light L (--on|--off) [--seconds N] ...
+    alc ctl osdp-keyset --config controller.toml --reader R [--install]
     common: [--host H --port P --root R ...] [--ttl 60] [--timeout N]; purge: [--events]
 
 First it reads the controller's retained `state`: when there is none, or it says
@@ -17,7 +18,8 @@ progress bar. Exit 2 means nothing was sent.
 
 `keygen` and `rotate` only work on a keys directory (the hub's, or a
 controller's own: the layout is the same, docs/operations.md "Rotating a
-controller's key"); they send nothing.
+controller's key"); they send nothing. `osdp-keyset` talks to an OSDP reader on
+the controller's own RS-485 port, with alc stopped (tools/osdp_keyset.py).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from firmware.core.errors import LocalError, RemoteError
 from firmware.core.keyring import Keyring
 from firmware.core.wire import IV_BYTES, seal, unseal
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, Received
+from tools import osdp_keyset
 from tools.hub.keys import check_segment, read_keyring, write_new_key
 from tools.hub.options import add_broker_options, broker_settings
 from tools.rotate import Broker, rotate, sending_kid
@@ -285,6 +288,7 @@ def parser() -> argparse.ArgumentParser:
         "already sends with the key kept",
     )
     add_broker_options(rot)
+    osdp_keyset.add_parser(sub)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--site", required=True, help="site id")
     common.add_argument("--controller", required=True, help="controller id")
@@ -334,6 +338,8 @@ def command_args(ns: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str]) -> int:
     """`alc ctl`."""
     ns = parser().parse_args(list(argv))
+    if ns.action == "osdp-keyset":
+        return osdp_keyset.run(ns)
     try:
         if ns.action == "rotate":
             controller = check_segment(ns.controller, "controller")
