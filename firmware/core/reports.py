@@ -148,15 +148,17 @@ class Reports:
 
     def reader_link(self, reader: str, online: bool, detail: str, now: float) -> list[Action]:
         """A reader went offline (or was refused), or came back: a `system`
-        `what: reader` event (at most one a minute per reader, the rest counted),
-        and the state names it while it has been offline `READER_OFFLINE_S`."""
+        `what: reader` event (at most one a minute per reader and way, the rest
+        counted: a loose cable must not flood the outbox), and the state names
+        it while it has been offline `READER_OFFLINE_S`."""
         if online:
             if self._readers_down.pop(reader, None) is None:
                 return []
             self._due = True
         else:
             self._readers_down.setdefault(reader, now)
-        return self.report("reader", f"reader {reader}: {detail}", now, key=f"link:{reader}")
+        key = f"link:{reader}:{'up' if online else 'down'}"
+        return self.report("reader", f"reader {reader}: {detail}", now, key=key)
 
     def readers_offline(self, now: float) -> list[str]:
         """The readers offline for `READER_OFFLINE_S` or more at `now`, sorted."""
