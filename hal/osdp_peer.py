@@ -25,6 +25,7 @@ from hal.osdp_channel import Loopback, LoopbackEnd
 from hal.osdp_reader import OsdpReader
 
 COMMANDS_KEPT = 64
+KEYS_PER_EVENT = 32
 _CAPABILITIES = [
     (osdp.Capability.CommunicationSecurity, 1, 1),
     (osdp.Capability.LEDControl, 1, 1),
@@ -95,9 +96,15 @@ class OsdpPeer:
         return bool(self._pd.submit_event(event))
 
     def keys(self, text: str) -> bool:
-        """Press keys (`0`-`9`, `*`, `#`), sent as one keypad event."""
-        event = {"event": osdp.Event.KeyPress, "reader_no": 0, "data": text.encode("ascii")}
-        return bool(self._pd.submit_event(event))
+        """Press keys (`0`-`9`, `*`, `#`), sent as keypad events of up to
+        `KEYS_PER_EVENT` keys (libosdp's limit is 64 bytes an event)."""
+        data = text.encode("ascii")
+        for start in range(0, len(data), KEYS_PER_EVENT):
+            chunk = data[start : start + KEYS_PER_EVENT]
+            event = {"event": osdp.Event.KeyPress, "reader_no": 0, "data": chunk}
+            if not self._pd.submit_event(event):
+                return False
+        return True
 
     def tamper(self, opened: bool) -> bool:
         """Report the tamper switch opened (or closed again)."""
@@ -160,8 +167,7 @@ class SimulatedOsdpReader(OsdpReader):
         PIN, a Wiegand frame for a `f:ccccc` or decimal card value, the bits of
         a hex value, or else the value in ASCII. Waits up to `wait_s` for the
         secure channel; `RuntimeError` if it is not up by then."""
-        if not self.secure.wait(wait_s):
-            raise RuntimeError(f"{self.reader_id}: the OSDP secure channel is not up")
+        self._wait_secure(wait_s)
         if credkind == "pin":
             sent = self.peer.keys(f"{value}#")
         elif value.replace(":", "", 1).isdigit():
@@ -172,6 +178,16 @@ class SimulatedOsdpReader(OsdpReader):
             sent = self.peer.raw_card(value.encode(), len(value), osdp_data.FORMAT_ASCII)
         if not sent:
             raise RuntimeError(f"{self.reader_id}: libosdp's reader refused the read")
+
+    def press(self, keys: str, *, wait_s: float) -> None:
+        """Press `keys` on the reader's keypad (waiting as `present` does)."""
+        self._wait_secure(wait_s)
+        if not self.peer.keys(keys):
+            raise RuntimeError(f"{self.reader_id}: libosdp's reader refused the keys")
+
+    def _wait_secure(self, wait_s: float) -> None:
+        if not self.secure.wait(wait_s):
+            raise RuntimeError(f"{self.reader_id}: the OSDP secure channel is not up")
 
 
 def _is_hex(value: str) -> bool:

@@ -100,6 +100,14 @@ class SimBackend(GpioBackend):
             data = f"{value}\r\n".encode()
         self.write(reader_id, data)
 
+    def press_keys(self, reader_id: str, keys: str) -> None:
+        """Press keys (`0`-`9`, `*`, `#`) on an OSDP reader's keypad."""
+        from hal.osdp_peer import SimulatedOsdpReader
+
+        reader = self.readers[reader_id]
+        assert isinstance(reader, SimulatedOsdpReader)
+        reader.press(keys, wait_s=OPEN_WAIT_S)
+
     def write(self, reader_id: str, data: bytes) -> None:
         """Put raw bytes on a serial reader's loopback port (noise, bad frames)."""
         from hal.serialport import SerialReader  # pyserial only when serial readers exist

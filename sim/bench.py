@@ -212,7 +212,7 @@ class BenchEdge:
             check_present(spec, entry.credkind, entry.value)
             self._context.submit(Presented(spec.id, entry.credkind, entry.value))
             return
-        if spec.kind not in (None, "keypad", "wiegand"):
+        if spec.kind not in (None, "keypad", "wiegand", "osdp"):
             raise Refused(f"reader {spec.id} ({spec.kind}) has no keys")
         for pin in typed_pins(entry.keys):
             self._context.submit(Presented(spec.id, "pin", pin))
@@ -308,8 +308,8 @@ def check_present(spec: ReaderSpec, credkind: str, value: str) -> None:
             raise Refused(
                 f"reader {spec.id}: a Wiegand card is 'facility:card' or plain digits"
             ) from None
-    elif kind == "line" and not (value.isascii() and value.isprintable()):
-        raise Refused(f"reader {spec.id}: a scanned value is printable ASCII text")
+    elif kind in ("line", "osdp") and not (value.isascii() and value.isprintable()):
+        raise Refused(f"reader {spec.id}: a {credkind} value here is printable ASCII text")
     if credkind == "pin" and not _DIGITS.fullmatch(value):
         raise Refused(f"reader {spec.id}: a PIN is digits 0-9")
 
@@ -348,5 +348,7 @@ class BenchHands:
         elif spec.kind == "wiegand":
             for key in keys:  # one burst (one frame) per key, as a Wiegand keypad sends
                 self.sim.pulses(spec.id, wiegand.encode_key(key))
+        elif spec.kind == "osdp":
+            self.sim.press_keys(spec.id, keys)
         else:
             raise Refused(f"reader {spec.id} ({spec.kind}) has no keys")
