@@ -157,11 +157,14 @@ class OsdpReader(Reader):
         if self._thread is not None or self._closed:
             return
         if self.install:
-            log.warning(
-                "%s: OSDP install mode: a reader on the default key is let in and given "
-                "this controller's key; set install = false once it has it",
-                self.reader_id,
+            # Said at every start, in the log and to the hub: a reader swapped for
+            # one on the default key would be let in and keyed too.
+            detail = (
+                "OSDP install mode: a reader on the default key is let in and given "
+                "this controller's key; set install = false once it has it"
             )
+            log.warning("%s: %s", self.reader_id, detail)
+            self._deliver(self._sink, ReaderTrouble(self.reader_id, detail))
         self._waiting_since = self._clock()
         self._cp.start()
         self._cp_started = True

@@ -133,6 +133,8 @@ def test_install_mode_keys_a_reader_on_the_default_key() -> None:
         wait_for(p.reader.secure.is_set, "the secure channel on our key")
         keyset = {"command": osdp.Command.Keyset, "type": 1, "data": KEY}
         assert p.peer.saw(keyset)
+        (said,) = p.of(ReaderTrouble)  # at every start
+        assert isinstance(said, ReaderTrouble) and "install mode" in said.detail
         p.peer.card(wiegand.encode_26(33, 119))
         wait_for(lambda: p.of(CredentialRead), "the card")
 
