@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 # ConfigError is what `load_config` raises: part of this package's surface.
+from firmware.config.homeassistant import HomeAssistantSection, parse_homeassistant
 from firmware.config.keys import load_keyring
 from firmware.config.keys import read_key as read_key
 from firmware.config.private_files import check_private, read_private_line
@@ -92,6 +93,7 @@ class Config:
     unwired: str | None = None
     pins: PinRules = field(default_factory=PinRules)
     metrics: MetricsSection | None = None  # `[metrics]`: None when the section is absent
+    homeassistant: HomeAssistantSection | None = None  # [homeassistant]: off when absent
 
     @property
     def base_topic(self) -> str:
@@ -356,6 +358,7 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
     """Validate an already-parsed TOML document."""
     known = {"controller", "mqtt", "hal", "doors", "lights", "readers", "masters", "kiosk", "pins"}
     known.add("metrics")
+    known.add("homeassistant")
     for key in data:
         if key not in known:
             raise ConfigError(f"{path}: {key}: is not a known section")
@@ -385,6 +388,11 @@ def parse_config(path: Path, data: dict[str, Any]) -> Config:
         unwired=unwired,
         pins=_pins(path, data.get("pins", {})),
         metrics=_metrics(path, data["metrics"], listen, lan) if "metrics" in data else None,
+        homeassistant=(
+            parse_homeassistant(path, data["homeassistant"], mqtt_username=mqtt.username)
+            if "homeassistant" in data
+            else None
+        ),
     )
 
 

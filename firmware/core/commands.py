@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from firmware.core.actions import Action, Publish, RememberCommand
 from firmware.core.errors import RemoteError
 from firmware.core.facility import Facility
+from firmware.core.inputs import LocalCommand
 from firmware.core.messages import Command, parse_command
 from firmware.core.outbox import DropEvents, Outbox
 from firmware.core.reports import Reports
@@ -202,6 +203,20 @@ class Commands:
         if name == "refresh_kiosks":
             return [*self._kiosk.refresh(command.id, now)]
         return self._refuse(command, f"unknown command {name!r}", now)
+
+    def local(self, command: LocalCommand, now: float) -> list[Action]:
+        """A command from an adapter on the controller (`LocalCommand`): run, or
+        reported once a minute when it names no door or light of ours."""
+        try:
+            if command.what == "open_door":
+                return [*self._facility.open_door(command.target, None, now, by=command.by)]
+            if command.what == "set_light":
+                s = command.s if command.on else None
+                return [*self._facility.set_light(command.target, command.on, s, now)]
+            raise RemoteError(f"unknown command {command.what!r}")
+        except RemoteError as exc:
+            detail = f"{command.by} {command.what} refused: {exc}"
+            return [*self._reports.report("error", detail, now, key=f"local:{command.by}")]
 
     def _full_sync(self, command: Command, now: float) -> Step:
         """`sync` and `purge`: both restart the full sync, so the one that

@@ -29,6 +29,7 @@ from firmware.core.inputs import (
     Input,
     InputsDropped,
     KioskRequest,
+    LocalCommand,
     OutboxCounted,
     OutputFailed,
     PayloadReceived,
@@ -158,6 +159,8 @@ class Controller:
             actions += self.kiosk.left(event.screen)
         elif isinstance(event, KioskRequest):
             actions += self.kiosk.request(event, self, now)
+        elif isinstance(event, LocalCommand):
+            actions += self.commands.local(event, now)
         actions += self.kiosk.tick(self, now)
         actions += self._own(self.session.tick(now), now)
         actions += self.facility.tick(self.store, now)

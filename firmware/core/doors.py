@@ -283,9 +283,12 @@ class Doors:
         self._clock(now)
         return d.momentary(d.unlock_s, now, "rex")
 
-    def open_door(self, door: str, s: float | None, now: float) -> list[FacilityAction]:
+    def open_door(
+        self, door: str, s: float | None, now: float, by: str = "remote"
+    ) -> list[FacilityAction]:
         """The `open_door` command: unlock for `s` seconds (None: the door's
-        `unlock_s`), logged `by: remote`. Bad arguments are `RemoteError`."""
+        `unlock_s`), logged `by: remote` (or `by`, for a local adapter's
+        command). Bad arguments are `RemoteError`."""
         d = self._doors.get(door)
         if d is None:
             raise RemoteError(f"open_door: no door {door!r} on this controller")
@@ -299,7 +302,7 @@ class Doors:
         ):
             raise RemoteError(f"open_door: s must be a number of seconds in (0, {MAX_OPEN_S}]")
         self._clock(now)
-        return d.momentary(s, now, "remote")
+        return d.momentary(s, now, by)
 
     def contact(self, door: str, open: bool, now: float) -> list[FacilityAction]:
         """The door contact reported open or closed (debounced by the HAL);

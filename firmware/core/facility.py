@@ -183,12 +183,15 @@ class Facility:
         self.changes += 1
         return self.doors.rex(door, now)
 
-    def open_door(self, door: str, s: float | None, now: float) -> list[FacilityAction]:
-        """The `open_door` command (raises `RemoteError` for an unknown door)."""
+    def open_door(
+        self, door: str, s: float | None, now: float, by: str = "remote"
+    ) -> list[FacilityAction]:
+        """The `open_door` command (raises `RemoteError` for an unknown door),
+        logged with `by`."""
         if door not in self.doors:
             raise RemoteError(f"no door {door!r} on this controller")
         self.changes += 1
-        return self.doors.open_door(door, s, now)
+        return self.doors.open_door(door, s, now, by)
 
     def set_light(self, light: str, on: bool, s: float | None, now: float) -> list[FacilityAction]:
         """The `set_light` command (raises `RemoteError` for an unknown light)."""

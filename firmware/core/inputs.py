@@ -138,6 +138,21 @@ class KioskRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalCommand:
+    """A command from an adapter on the controller itself (Home Assistant's
+    `set` topics, docs/homeassistant.md): `open_door` (a momentary unlock for
+    the door's `unlock_s`, its `door` event logged with `by`) or `set_light`
+    (`on` for `s` seconds, or off). No id and no reply: the adapter checked who
+    may send it; an unknown door or light is reported, rate-limited."""
+
+    by: str  # who asked, as logged: "homeassistant"
+    what: str  # "open_door" | "set_light"
+    target: str  # the door's or light's id
+    on: bool = True  # set_light: on or off
+    s: float | None = None  # set_light on: for how long
+
+
+@dataclass(frozen=True, slots=True)
 class DiskStatus:
     """Whether the card takes the controller's writes (`ok`), and what is wrong
     with it when not (`detail`). Sent by the runtime when that changes; the core
@@ -200,6 +215,7 @@ Input: TypeAlias = (
     | ScreenJoined
     | ScreenLeft
     | KioskRequest
+    | LocalCommand
     | DiskStatus
     | InputsDropped
     | StepFailed
