@@ -18,4 +18,8 @@ def configured_edges(config: Config) -> list[EdgeFactory]:
         from firmware.metrics.edge import MetricsEdge  # prometheus_client only when asked
 
         factories.append(MetricsEdge)
+    if config.homeassistant is not None:
+        from firmware.homeassistant.edge import HomeAssistantEdge
+
+        factories.append(HomeAssistantEdge)
     return factories
