@@ -28,7 +28,7 @@ class HomeAssistantSection:
     commands: bool = False
     # Access decisions carry the member's name (else only granted/denied and the reason).
     names: bool = False
-    # The adapter's own account (`alc broker add --controller C --homeassistant-publisher`);
+    # The adapter's own account (`alc broker add --homeassistant-publisher C`);
     # None: the `[mqtt]` settings' (a broker without accounts).
     username: str | None = None
     password_file: Path | None = None
@@ -54,8 +54,8 @@ def parse_homeassistant(path: Path, raw: Any, *, mqtt_username: str | None) -> H
         raise s.error(
             "username",
             "must name an account of its own when [mqtt] has one: a second login with "
-            f"{mqtt_username!r} would push the controller off the broker (alc broker add "
-            "--controller ID --homeassistant-publisher makes it)",
+            f"{mqtt_username!r} would push the controller off the broker (alc broker add DIR "
+            "--site SITE --homeassistant-publisher ID makes it)",
         )
     if section.password_file is None:
         return section

@@ -8,6 +8,14 @@ are granted only with `--bench`: a controller then also receives `bench/in` and
 publishes `bench/out`, a hub-side account (the one `alc sim send` uses) the
 other way round.
 
+Home Assistant (docs/homeassistant.md) has two kinds of its own, with the
+discovery prefix (`--prefix`, default `homeassistant`): the controller's
+adapter publishes with an account of its own (`site.controller.ha`: a second
+login with the controller's would push the controller off the broker), limited
+to its node's discovery documents and its own `ha` topics; Home Assistant's
+account reads discovery, states and availability and writes only the command
+topics and its status.
+
 Each account is one block, written once by `alc broker add`:
 
     # controller ctl1 of site demo
@@ -59,9 +67,15 @@ def check_segment(value: str, what: str) -> str:
     return value
 
 
-def controller_account(root: str, site: str, controller: str, *, bench: bool = False) -> Account:
+DEFAULT_PREFIX = "homeassistant"
+
+
+def controller_account(
+    root: str, site: str, controller: str, *, bench: bool = False, prefix: str = DEFAULT_PREFIX
+) -> Account:
     """The account of controller `controller` of `site`: `site.controller`. The dot
-    cannot occur in a segment, so no two controllers, and no hub, share a name."""
+    cannot occur in a segment, so no two controllers, and no hub, share a name.
+    `prefix` is not used (see `homeassistant_publisher_account`)."""
     base = f"{root}/{site}/{controller}"
     return Account(
         username=f"{site}.{controller}",
@@ -73,9 +87,12 @@ def controller_account(root: str, site: str, controller: str, *, bench: bool = F
     )
 
 
-def hub_account(root: str, site: str, name: str, *, bench: bool = False) -> Account:
+def hub_account(
+    root: str, site: str, name: str, *, bench: bool = False, prefix: str = DEFAULT_PREFIX
+) -> Account:
     """A hub-side account of `site` called `name`: the hub, or `alc ctl`'s (each
-    program needs its own: the broker gives one session per account)."""
+    program needs its own: the broker gives one session per account). `bench`
+    and `prefix` as for every kind (`MakeAccount`); `prefix` is not used."""
     base = f"{root}/{site}/+"
     return Account(
         username=name,
@@ -87,16 +104,58 @@ def hub_account(root: str, site: str, name: str, *, bench: bool = False) -> Acco
     )
 
 
+def homeassistant_publisher_account(
+    root: str, site: str, controller: str, *, bench: bool = False, prefix: str = DEFAULT_PREFIX
+) -> Account:
+    """The Home Assistant adapter of controller `controller`: `site.controller.ha`
+    (two dots: no controller or hub has it). It publishes its node's discovery
+    documents (the node id `alc_<site>_<controller>` of `firmware.homeassistant`),
+    its availability and states, and reads Home Assistant's status and its own
+    command topics. `bench` is not used."""
+    base = f"{root}/{site}/{controller}/ha"
+    return Account(
+        username=f"{site}.{controller}.ha",
+        label=f"Home Assistant adapter of controller {controller} of site {site}",
+        reads=(f"{prefix}/status", f"{base}/+/set"),
+        writes=(
+            f"{prefix}/+/alc_{site}_{controller}/+/config",
+            f"{base}/availability",
+            f"{base}/+/state",
+        ),
+    )
+
+
+def homeassistant_account(
+    root: str, site: str, name: str, *, bench: bool = False, prefix: str = DEFAULT_PREFIX
+) -> Account:
+    """Home Assistant's own account `name` for `site`: it reads every discovery
+    document under `prefix` (a topic cannot name the site there: node ids are
+    one level), and the availability and states of the site's controllers; it
+    writes their command topics and its own status, nothing else. `bench` is
+    not used."""
+    base = f"{root}/{site}/+/ha"
+    return Account(
+        username=name,
+        label=f"Home Assistant for site {site}",
+        reads=(f"{prefix}/+/+/+/config", f"{base}/availability", f"{base}/+/state"),
+        writes=(f"{prefix}/status", f"{base}/+/set"),
+    )
+
+
 class MakeAccount(Protocol):
     """How one kind of account is made from root, site and name."""
 
-    def __call__(self, root: str, site: str, name: str, /, *, bench: bool = False) -> Account: ...
+    def __call__(
+        self, root: str, site: str, name: str, /, *, bench: bool = False, prefix: str = ...
+    ) -> Account: ...
 
 
 # `alc broker add` --kind -> how to make the account (room for more kinds).
 KINDS: dict[str, MakeAccount] = {
     "controller": controller_account,
     "hub": hub_account,
+    "homeassistant-publisher": homeassistant_publisher_account,
+    "homeassistant": homeassistant_account,
 }
 
 

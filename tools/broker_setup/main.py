@@ -3,6 +3,8 @@
     alc broker init DIR --host NAME [--also NAME ...] [--port 8883] [--bind ADDRESS] [--user U]
     alc broker add DIR --site S --controller C [--root alc] [--bench]
     alc broker add DIR --site S --hub NAME [--root alc] [--bench]
+    alc broker add DIR --site S --homeassistant-publisher C [--root alc] [--prefix homeassistant]
+    alc broker add DIR --site S --homeassistant NAME [--root alc] [--prefix homeassistant]
     alc broker check DIR
     alc broker cert DIR --host NAME [--also NAME ...] --out OUTDIR
 
@@ -47,6 +49,21 @@ def parser() -> argparse.ArgumentParser:
     who = add.add_mutually_exclusive_group(required=True)
     who.add_argument("--controller", help="a controller of the site: its own topics")
     who.add_argument("--hub", metavar="NAME", help="a hub-side account: every controller's")
+    who.add_argument(
+        "--homeassistant-publisher",
+        metavar="C",
+        help="controller C's Home Assistant adapter ([homeassistant] username)",
+    )
+    who.add_argument(
+        "--homeassistant",
+        metavar="NAME",
+        help="Home Assistant: reads the site's discovery and states, writes only commands",
+    )
+    add.add_argument(
+        "--prefix",
+        default=acl.DEFAULT_PREFIX,
+        help="Home Assistant's discovery prefix (default homeassistant)",
+    )
     add.add_argument(
         "--bench",
         action="store_true",
@@ -71,10 +88,25 @@ def main(argv: Sequence[str]) -> int:
             init(layout, [args.host, *args.also], conf.Options(args.port, args.bind, args.user))
             return 0
         if args.command == "add":
-            kind, name = (
-                ("hub", args.hub) if args.hub is not None else ("controller", args.controller)
+            kind, name = next(
+                (kind, value)
+                for kind, value in (
+                    ("hub", args.hub),
+                    ("homeassistant-publisher", args.homeassistant_publisher),
+                    ("homeassistant", args.homeassistant),
+                    ("controller", args.controller),
+                )
+                if value is not None
             )
-            add(layout, kind, root=args.root, site=args.site, name=name, bench=args.bench)
+            add(
+                layout,
+                kind,
+                root=args.root,
+                site=args.site,
+                name=name,
+                bench=args.bench,
+                prefix=args.prefix,
+            )
             return 0
         if args.command == "cert":
             issue(layout, [args.host, *args.also], args.out)
@@ -120,15 +152,25 @@ def init(layout: Layout, names: list[str], options: conf.Options) -> None:
     print(f"  next: alc broker add {d} --site SITE --hub hub, then --controller ID for each")
 
 
-def add(layout: Layout, kind: str, *, root: str, site: str, name: str, bench: bool = False) -> None:
-    """Add an account of `kind` ("controller" or "hub") called `name` for `site`:
+def add(
+    layout: Layout,
+    kind: str,
+    *,
+    root: str,
+    site: str,
+    name: str,
+    bench: bool = False,
+    prefix: str = acl.DEFAULT_PREFIX,
+) -> None:
+    """Add an account of `kind` (a key of `acl.KINDS`) called `name` for `site`:
     its password file in DIR/accounts, its line in the password file, its block
     in the ACL file. `LocalError` (and nothing written) if it exists already."""
     layout.require_made()
     acl.check_segment(root, "--root")
     acl.check_segment(site, "--site")
     acl.check_segment(name, f"--{kind}")
-    account = acl.KINDS[kind](root, site, name, bench=bench)
+    acl.check_segment(prefix, "--prefix")
+    account = acl.KINDS[kind](root, site, name, bench=bench, prefix=prefix)
     user = account.username
     passwd_text = _read(layout.passwd)
     acl_text = _read(layout.acl)
@@ -184,7 +226,15 @@ def _print_use(layout: Layout, kind: str, user: str, secret: Path) -> None:
     settings = conf.parse(_read(layout.conf), where=str(layout.conf))
     port = settings.listeners[0].port if settings.listeners else str(conf.DEFAULT_PORT)
     host = certs.summary(layout.server_cert.read_bytes(), where=str(layout.server_cert)).names[0]
-    if kind == "controller":
+    if kind == "homeassistant-publisher":
+        print("copy the password file and ca.crt to the controller (owner alc, chmod 600), then:")
+        print("  [homeassistant]")
+        print(f'  username = "{user}"')
+        print('  password_file = "/etc/alc/homeassistant.password"')
+    elif kind == "homeassistant":
+        print(f"in Home Assistant's MQTT integration: broker {host}, port {port}, TLS with")
+        print(f"  {layout.ca_cert} as the CA, username {user}, the password in {secret}")
+    elif kind == "controller":
         print("copy the password file and ca.crt to the controller (owner alc, chmod 600), then:")
         print("  [mqtt]")
         print(f'  host = "{host}"')
