@@ -41,6 +41,7 @@ ASK_S = 2.0  # a loop that does not answer this fast is asked again at the next 
 JOIN_S = 10.0
 EVENTS_PER_S = 10  # access events published a second at most; the rest are counted
 COMPLAIN_EVERY_S = 60.0  # one log line per kind of ignored command a minute
+SHOWN = frozenset({"access", "door", "light"})  # the event types entities follow
 
 
 def _read(controller: Controller) -> Figures:
@@ -104,9 +105,12 @@ class HomeAssistantEdge:
         self._mailbox.output(name, on)
 
     def observed(self, note: Note) -> None:
-        """The loop's thread: logged events, for the thread (other notes are not shown)."""
+        """The loop's thread: the logged events an entity shows, for the thread
+        (other events and notes are not shown)."""
         if isinstance(note, Logged):
-            self._mailbox.events(note.events)
+            shown = tuple(e for e in note.events if e.type in SHOWN)
+            if shown:
+                self._mailbox.events(shown)
 
     def stop(self) -> None:
         """Stop the thread, say `offline` (a clean disconnect sends no will), disconnect."""
