@@ -78,6 +78,12 @@ def test_home_assistant_finds_the_device_and_follows_the_door(
 ) -> None:
     caplog.set_level(logging.INFO)
     rig = make_rig(broker, tmp_path, "")  # the defaults: no commands, no names
+    # A door that has gone from controller.toml left its document retained.
+    gone = f"homeassistant/lock/{NODE}/door-gone/config"
+    watcher.command(
+        gone, b'{"unique_id": "x", "command_topic": "t", "state_topic": "s"}', retain=True
+    )
+    wait_for(lambda: watcher.entity("lock", "door-gone"), "the stale entity")
     try:
         rig.run_controller()
         lock = found(watcher, "lock", "door-front")
@@ -87,6 +93,9 @@ def test_home_assistant_finds_the_device_and_follows_the_door(
         last_full = found(watcher, "sensor", "last_full_sync")
         decisions = found(watcher, "sensor", "decisions_today")
         access = found(watcher, "event", "access")
+        # The stale document is removed: Home Assistant forgets the entity.
+        wait_for(lambda: watcher.entity("lock", "door-gone") is None, "the stale entity removed")
+        assert watcher.received_on(gone)[-1] == ("", False)
         entities = watcher.all()
         assert len(entities) == 8 and not watcher.errors
         # One device, with its identity; every entity available through one topic.

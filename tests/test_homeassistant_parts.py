@@ -86,6 +86,18 @@ def test_object_ids_are_safe_and_distinct() -> None:
     assert len(set(odd)) == 3 and all(o.replace("-", "").replace("_", "").isalnum() for o in odd)
 
 
+def test_own_discovery_topics_are_known_by_node() -> None:
+    assert TOPICS.is_own_config("homeassistant/lock/alc_demo_ctl1/door-gone/config")
+    for other in (
+        "homeassistant/lock/alc_demo_ctl2/door-gone/config",
+        "homeassistant/lock/door-gone/config",
+        "homeassistant/lock/alc_demo_ctl1/door-gone/state",
+        "ha/lock/alc_demo_ctl1/door-gone/config",
+        "homeassistant/lock/alc_demo_ctl1/a/b/config",
+    ):
+        assert not TOPICS.is_own_config(other), other
+
+
 def test_the_documents_name_one_device_and_a_contact_only_where_wired() -> None:
     found = entities(TOPICS, WIRING)
     kinds = sorted((e.component, e.object) for e in found)
@@ -215,7 +227,10 @@ def test_the_mailbox_is_bounded_and_counts_what_it_dropped() -> None:
         box.output("door:front", on)
     box.resend()
     box.resend()
+    for i in range(300):
+        box.config(f"c{i % 290}")
     batch = box.take(0)
+    assert batch.configs == [f"c{i}" for i in range(256)]  # each once, at most 256
     assert [e.time for e in batch.events] == [2, 3, 4]
     assert [c.topic for c in batch.commands] == ["t1", "t2"]
     assert batch.outputs == {"door:front": True} and batch.resend and batch.dropped == 3
@@ -231,6 +246,7 @@ def test_the_acl_lines_of_both_home_assistant_accounts() -> None:
         "# Home Assistant adapter of controller ctl1 of site demo",
         "user demo.ctl1.ha",
         "topic read ha/status",
+        "topic read ha/+/alc_demo_ctl1/+/config",
         "topic read alc/demo/ctl1/ha/+/set",
         "topic write ha/+/alc_demo_ctl1/+/config",
         "topic write alc/demo/ctl1/ha/availability",

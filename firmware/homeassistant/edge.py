@@ -6,7 +6,8 @@ only put into its `Mailbox`. It has its own MQTT connection (its own client id,
 its own account when the broker has accounts), whose will says `offline` on the
 availability topic when the controller dies. On every connect, and whenever
 Home Assistant says `online` on `{prefix}/status`, it publishes the discovery
-documents, every entity's state (retained) and `online`. After that it publishes
+documents, every entity's state (retained) and `online`, and removes any
+document of its node that names an entity it no longer has. After that it publishes
 a state only when it changes, and reads the core's figures (outbox, data
 version, last full sync) every `POLL_S`, or a second after the events that may
 have moved them.
@@ -80,7 +81,8 @@ class HomeAssistantEdge:
         settings = BrokerSettings.of(config.mqtt)
         if section.username is not None:
             settings = replace(settings, username=section.username, password=section.password)
-        subscriptions = [self._topics.status]
+        self._configs = {e.config_topic for e in self._entities}
+        subscriptions = [self._topics.status, self._topics.own_configs]
         if section.commands:
             subscriptions.append(self._topics.commands)
         self._link = Link(
@@ -131,6 +133,9 @@ class HomeAssistantEdge:
             if event.topic == self._topics.status:
                 if event.payload.strip() == ONLINE.encode():
                     self._mailbox.resend()  # Home Assistant (re)started
+            elif self._topics.is_own_config(event.topic):
+                if event.payload and event.topic not in self._configs:
+                    self._mailbox.config(event.topic)
             else:
                 self._mailbox.command(Command(event.topic, event.payload, event.retained))
 
@@ -153,6 +158,8 @@ class HomeAssistantEdge:
                     next_poll = min(next_poll, time.monotonic() + AFTER_EVENTS_S)
                 for command in batch.commands:
                     self._command(command)
+                for topic in batch.configs:
+                    self._remove(topic)
                 if time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + POLL_S
                     self._poll()
@@ -176,6 +183,15 @@ class HomeAssistantEdge:
             return
         log.info("Home Assistant: %s %s", command.what, command.target)
         self._submit(command)
+
+    def _remove(self, topic: str) -> None:
+        """A discovery document of our node that is not ours any more (a door or
+        light gone from controller.toml): an empty retained payload removes the
+        entity from Home Assistant and the document from the broker."""
+        if topic in self._configs or not self._link.connected:
+            return
+        log.info("Home Assistant: removing %s (no such door or light any more)", topic)
+        self._link.publish(topic, b"", retain=True)
 
     def _submit(self, command: LocalCommand) -> None:
         self._context.submit(command)

@@ -17,6 +17,7 @@ from firmware.core.outbox import LoggedEvent
 
 EVENTS_MAX = 1000
 COMMANDS_MAX = 16
+STALE_MAX = 256  # retained discovery topics of our node to look at
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,8 @@ class Batch:
     outputs: dict[str, bool] = field(default_factory=dict)
     events: list[LoggedEvent] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
+    # Discovery topics of our node that hold a document (ours, or a removed entity's).
+    configs: list[str] = field(default_factory=list)
     resend: bool = False
     dropped: int = 0  # events and commands lost to a full mailbox
     closed: bool = False
@@ -48,6 +51,8 @@ class Mailbox:
         self._outputs: dict[str, bool] = {}
         self._events: deque[LoggedEvent] = deque(maxlen=events_max)
         self._commands: deque[Command] = deque(maxlen=commands_max)
+        self._configs: dict[str, None] = {}  # ordered, each topic once
+        self._configs_max = STALE_MAX
         self._resend = False
         self._dropped = 0
         self._closed = False
@@ -74,6 +79,14 @@ class Mailbox:
             self._commands.append(command)
             self._wake.notify()
 
+    def config(self, topic: str) -> None:
+        """A discovery topic of our node holds a document; past `STALE_MAX`
+        waiting, the rest wait for the next connect's retained copies."""
+        with self._wake:
+            if topic in self._configs or len(self._configs) < self._configs_max:
+                self._configs[topic] = None
+                self._wake.notify()
+
     def resend(self) -> None:
         """Everything is to be sent again (connected, or Home Assistant restarted)."""
         with self._wake:
@@ -95,6 +108,7 @@ class Mailbox:
                 dict(self._outputs),
                 list(self._events),
                 list(self._commands),
+                list(self._configs),
                 self._resend,
                 self._dropped,
                 self._closed,
@@ -102,8 +116,16 @@ class Mailbox:
             self._outputs.clear()
             self._events.clear()
             self._commands.clear()
+            self._configs.clear()
             self._resend, self._dropped = False, 0
             return batch
 
     def _has_any(self) -> bool:
-        return bool(self._outputs or self._events or self._commands or self._resend or self._closed)
+        return bool(
+            self._outputs
+            or self._events
+            or self._commands
+            or self._configs
+            or self._resend
+            or self._closed
+        )

@@ -59,6 +59,22 @@ class Topics:
         return f"{self.prefix}/status"
 
     @property
+    def own_configs(self) -> str:
+        """The subscription to every discovery document of this device's node,
+        ours and any a removed door or light left retained."""
+        return f"{self.prefix}/+/{self.node_id}/+/config"
+
+    def is_own_config(self, topic: str) -> bool:
+        """True for a discovery topic of this device's node."""
+        parts = topic.split("/")  # prefix, component, node, object, "config"
+        return (
+            len(parts) == 5
+            and parts[0] == self.prefix
+            and parts[2] == self.node_id
+            and parts[4] == "config"
+        )
+
+    @property
     def commands(self) -> str:
         """The subscription to every command topic of this device."""
         return f"{self.base}/+/set"

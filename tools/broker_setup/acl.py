@@ -110,13 +110,14 @@ def homeassistant_publisher_account(
     """The Home Assistant adapter of controller `controller`: `site.controller.ha`
     (two dots: no controller or hub has it). It publishes its node's discovery
     documents (the node id `alc_<site>_<controller>` of `firmware.homeassistant`),
-    its availability and states, and reads Home Assistant's status and its own
+    its availability and states; it reads Home Assistant's status, its node's
+    documents (to remove those of entities it no longer has) and its own
     command topics. `bench` is not used."""
     base = f"{root}/{site}/{controller}/ha"
     return Account(
         username=f"{site}.{controller}.ha",
         label=f"Home Assistant adapter of controller {controller} of site {site}",
-        reads=(f"{prefix}/status", f"{base}/+/set"),
+        reads=(f"{prefix}/status", f"{prefix}/+/alc_{site}_{controller}/+/config", f"{base}/+/set"),
         writes=(
             f"{prefix}/+/alc_{site}_{controller}/+/config",
             f"{base}/availability",
