@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gpiozero
 
@@ -28,6 +28,9 @@ from hal.input import Input, Report
 from hal.reader import Reader, WiegandReader
 from hal.relay import Relay
 from hal.wiring import InputSpec, OutputSpec
+
+if TYPE_CHECKING:
+    from hal.osdp_bus import OsdpBus
 
 T = TypeVar("T")
 
@@ -143,6 +146,7 @@ class GpioBackend(Backend):
         pin_factory: Any = None,
     ) -> None:
         self.pin_factory = pin_factory
+        self._osdp_buses: dict[str, OsdpBus] = {}  # by port: the readers on it share it
         super().__init__(wiring, sink, clock=clock)
 
     def _make_output(self, spec: OutputSpec) -> Relay:
@@ -179,11 +183,12 @@ class GpioBackend(Backend):
         return serial_reader(spec, self._sink, clock=self._clock)
 
     def _osdp_reader(self, spec: ReaderSpec) -> Reader:
-        """An OSDP reader on its RS-485 port (libosdp and pyserial, imported now)."""
+        """An OSDP reader on its RS-485 port (libosdp and pyserial, imported now).
+        The readers on one port share one bus, built with the first of them."""
         try:
             import serial  # noqa: F401  (the channel opens its port later)
 
-            from hal.osdp_reader import osdp_reader
+            from hal.osdp_reader import osdp_bus, osdp_reader
         except ModuleNotFoundError as exc:
             if exc.name not in ("serial", "osdp", "osdp_sys"):
                 raise
@@ -192,8 +197,12 @@ class GpioBackend(Backend):
         from hal.osdp_channel import SerialChannel
 
         assert spec.port is not None
-        channel = SerialChannel(spec.port, spec.baud, clock=self._clock)
-        return osdp_reader(spec, self._sink, channel, clock=self._clock)
+        bus = self._osdp_buses.get(spec.port)
+        if bus is None:
+            specs = [r for r in self.specs.readers if r.kind == "osdp" and r.port == spec.port]
+            channel = SerialChannel(spec.port, spec.baud, clock=self._clock)
+            bus = self._osdp_buses[spec.port] = osdp_bus(spec.port, specs, channel)
+        return osdp_reader(spec, self._sink, bus, clock=self._clock)
 
 
 def _gpio(what: str, build: Callable[[], T]) -> T:

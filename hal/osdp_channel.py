@@ -28,7 +28,7 @@ WRITE_TIMEOUT_S = 0.1  # a write stuck this long is a failed write, not a wait
 
 
 class LoopbackEnd:
-    """One end of a `Loopback`: reads what the other end wrote."""
+    """One end of a `Loopback`: reads what the other side wrote."""
 
     def __init__(self, link: Loopback, side: int) -> None:
         self._link = link
@@ -48,9 +48,9 @@ class LoopbackEnd:
         return data
 
     def write(self, data: bytes) -> int:
-        """Queue `data` for the other end; how many bytes it took (0 when closed
+        """Queue `data` for the other side; how many bytes it took (0 when closed
         or full: libosdp then counts the send as failed)."""
-        return self._link.put(1 - self._side, data)
+        return self._link.send(self._side, data)
 
     def flush(self) -> None:
         """Drop what waits to be read here (libosdp does this between packets)."""
@@ -62,16 +62,19 @@ class LoopbackEnd:
 
 
 class Loopback:
-    """Two `LoopbackEnd`s joined in memory, each direction bounded to `capacity`
-    bytes. `close()` cuts both directions for good: a reader unplugged."""
+    """An RS-485 bus in memory: the control panel's end, `ends[0]`, and one end
+    per reader, `ends[1:]` (`readers`, default 1). What the panel writes reaches
+    every reader, as on the wire (each answers only to its address); what a
+    reader writes reaches the panel only. Each end's buffer is bounded to
+    `capacity` bytes. `close()` cuts it for good: the readers unplugged."""
 
-    def __init__(self, capacity: int = LOOPBACK_CAPACITY) -> None:
+    def __init__(self, capacity: int = LOOPBACK_CAPACITY, *, readers: int = 1) -> None:
         self.capacity = capacity
-        self._buffers = (bytearray(), bytearray())
+        self._buffers = tuple(bytearray() for _ in range(readers + 1))
         self._lock = threading.Lock()
         self.closed = False
-        self.ends = (LoopbackEnd(self, 0), LoopbackEnd(self, 1))
-        """(control panel's end, reader's end)."""
+        self.ends = tuple(LoopbackEnd(self, side) for side in range(readers + 1))
+        """(control panel's end, each reader's end...)."""
 
     def take(self, side: int, limit: int) -> bytes:
         """Up to `limit` bytes waiting for `side`."""
@@ -83,13 +86,23 @@ class Loopback:
             del buffer[:limit]
             return data
 
-    def put(self, side: int, data: bytes) -> int:
-        """Queue `data` for `side`, all or nothing; the bytes taken."""
+    def send(self, side: int, data: bytes) -> int:
+        """`data` written by `side`, queued for the other side; the bytes taken.
+        A reader's answer is taken whole or not at all (0: the panel's buffer is
+        full); the panel's bytes are lost for a reader with no room, as on a
+        wire a reader that does not listen misses them."""
         with self._lock:
-            buffer = self._buffers[side]
-            if self.closed or len(buffer) + len(data) > self.capacity:
+            if self.closed:
                 return 0
-            buffer += data
+            if side != 0:
+                panel = self._buffers[0]
+                if len(panel) + len(data) > self.capacity:
+                    return 0
+                panel += data
+                return len(data)
+            for buffer in self._buffers[1:]:
+                if len(buffer) + len(data) <= self.capacity:
+                    buffer += data
             return len(data)
 
     def drop(self, side: int) -> None:

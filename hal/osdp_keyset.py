@@ -18,7 +18,7 @@ import osdp
 
 from firmware.core.errors import LocalError
 from firmware.core.wiring import SCBK_LEN
-from hal.osdp_reader import Channel
+from hal.osdp_bus import Channel
 
 KEYSET_WAIT_S = 20.0
 _SC = osdp.EventNotification.SecureChannelStatus

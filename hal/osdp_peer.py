@@ -19,10 +19,9 @@ import osdp
 from firmware.core.wiring import ReaderSpec
 from hal import osdp_data, wiegand
 from hal.device import Clock
-from hal.errors import HardwareError
 from hal.events import Sink
 from hal.osdp_channel import Loopback, LoopbackEnd
-from hal.osdp_reader import OsdpReader
+from hal.osdp_reader import OsdpReader, osdp_bus
 
 COMMANDS_KEPT = 64
 KEYS_PER_EVENT = 32
@@ -134,15 +133,12 @@ class SimulatedOsdpReader(OsdpReader):
     install mode when `install = true`. `close()` stops both."""
 
     def __init__(self, spec: ReaderSpec, sink: Sink, *, clock: Clock = time.monotonic) -> None:
-        if spec.scbk is None:
-            raise HardwareError(f"reader {spec.id}: an OSDP reader needs its scbk_file")
         link = Loopback()
         super().__init__(
             spec.id,
             sink,
-            link.ends[0],
+            osdp_bus(spec.id, [spec], link.ends[0]),
             address=spec.address,
-            scbk=spec.scbk,
             install=spec.install,
             repeat_s=spec.repeat_s,
             pin_timeout_s=spec.pin_timeout_s,

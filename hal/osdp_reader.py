@@ -1,19 +1,9 @@
-"""OSDP readers: libosdp's control panel talking to one reader (a "PD") at its
-bus address, over its secure channel, with the reader's LED and buzzer showing
-each access decision.
+"""OSDP readers: one reader (a "PD") at its address on an OSDP bus
+(hal/osdp_bus.py: libosdp's control panel and its threads), over its secure
+channel, with the reader's LED and buzzer showing each access decision.
 
 libosdp is imported at the top: the backends import this module only when an
 OSDP reader is configured, and turn a missing libosdp into an install hint.
-
-Two threads per reader, both stopped by `close()`:
-
-- libosdp's own (`ControlPanel.start`), which drives the protocol: it polls the
-  reader every 20 ms (OSDP is a polled protocol; a reader not polled for 8 s
-  drops its secure channel), and hands events to `_from_libosdp`, which only
-  queues them;
-- `alc-hal-osdp-<id>`, which takes them off that bounded queue with the LED and
-  buzzer commands `indicate` queues, turns card reads and keys into credentials,
-  and watches the link.
 
 The secure channel is required. The control panel runs with libosdp's
 ENFORCE_SECURE flag, so a reader that cannot set it up with our key goes
@@ -24,18 +14,17 @@ key (SCBK-D, in its install mode) is let in once and given our key at once
 refused all the same. The link's changes go to the sink as `ReaderLink`:
 offline or refused (with why), and back.
 
-libosdp waits 5 minutes before it calls an offline reader again; the reader's
-thread restarts the link sooner, after 5 s, doubling up to a minute while the
-reader stays away.
+libosdp waits 5 minutes before it calls an offline reader again; the reader
+restarts its link sooner, after 5 s, doubling up to a minute while the reader
+stays away.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import osdp
 
@@ -43,16 +32,14 @@ from firmware.core.wiring import ReaderSpec
 from hal import osdp_data
 from hal.device import Clock, log
 from hal.errors import HardwareError
-from hal.events import ReaderLink, ReaderTrouble, Sink
+from hal.events import MAX_DETAIL_LEN, ReaderLink, ReaderTrouble, Sink
 from hal.keypad import DEFAULT_TIMEOUT_S
+from hal.osdp_bus import BusReader, Channel, OsdpBus
 from hal.reader import DEFAULT_REPEAT_S, Reader
 
-TICK_S = 0.5  # the reader thread looks at the link at least this often
 START_GRACE_S = 10.0  # a reader not secure this long after a (re)start is reported
 RETRY_FIRST_S = 5.0
 RETRY_MAX_S = 60.0
-QUEUE_MAX = 256  # events and decisions waiting for the reader thread
-JOIN_S = 5.0
 LED_S = 1.5  # how long the LED shows a decision
 BEEP_S = 0.1  # the grant's short beep
 
@@ -62,36 +49,8 @@ _NOTIFY_SC = osdp.EventNotification.SecureChannelStatus
 _NOTIFY_PD = osdp.EventNotification.PeripheralDeviceStatus
 
 
-class Channel(Protocol):
-    """What libosdp reads and writes (`hal.osdp_channel`), and what the reader
-    thread looks at to tell an absent reader from one that refuses our key."""
-
-    @property
-    def problem(self) -> str | None: ...
-
-    @property
-    def received(self) -> int: ...
-
-    def read(self, max_bytes: int) -> bytes: ...
-
-    def write(self, data: bytes) -> int: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class _Show:
-    """A decision to show on the LED and buzzer (queued by `indicate`)."""
-
-    __slots__ = ("granted",)
-
-    def __init__(self, granted: bool) -> None:
-        self.granted = granted
-
-
 class OsdpReader(Reader):
-    """One OSDP reader at `address` on `channel`, keyed with `scbk`."""
+    """One OSDP reader at `address` on `bus` (whose control panel has its key)."""
 
     kind = "osdp"
     indicates = True
@@ -100,14 +59,12 @@ class OsdpReader(Reader):
         self,
         reader_id: str,
         sink: Sink,
-        channel: Channel,
+        bus: OsdpBus,
         *,
         address: int,
-        scbk: bytes,
         install: bool = False,
         repeat_s: float = DEFAULT_REPEAT_S,
         pin_timeout_s: float = DEFAULT_TIMEOUT_S,
-        log_level: int = osdp.LogLevel.Critical,
         clock: Clock = time.monotonic,
     ) -> None:
         super().__init__(
@@ -115,25 +72,8 @@ class OsdpReader(Reader):
         )
         self.address = address
         self.install = install
-        self._channel = channel
-        flags = [osdp.LibFlag.EnableNotification]
-        if not install:
-            flags.append(osdp.LibFlag.EnforceSecure)
-        info = osdp.PDInfo(address, channel, scbk=scbk, name=reader_id[:15], flags=flags)
-        try:
-            # libosdp logs on stdout; what matters is reported here instead.
-            self._cp = osdp.ControlPanel(
-                [info], log_level=log_level, event_handler=self._from_libosdp
-            )
-        except Exception as exc:
-            raise HardwareError(f"reader {reader_id}: libosdp refused the setup: {exc}") from exc
-        self._queue: queue.Queue[Mapping[str, Any] | _Show] = queue.Queue(QUEUE_MAX)
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._cp_started = False
-        self.dropped = 0
-        """Events and decisions dropped because the queue was full."""
-        # The link, as the reader thread sees it (only that thread changes these).
+        self.bus = bus
+        # The link, as the bus thread sees it (only that thread changes these).
         self._sc = False  # secure channel up on our key
         self._online = False
         self._offline = False  # libosdp said offline (it waits 5 min to retry)
@@ -148,13 +88,14 @@ class OsdpReader(Reader):
         self.secure = threading.Event()
         """Set while the secure channel is up on our key and reads are taken
         (tests and the simulator wait on it)."""
+        bus.attach(address, self)
 
     # --- the public surface -----------------------------------------------------
 
     def start(self) -> None:
-        """Start libosdp's thread and the reader thread. Nothing is read before."""
+        """Start taking reads (and the bus, if this is its first reader)."""
         super().start()
-        if self._thread is not None or self._closed:
+        if self._closed:
             return
         if self.install:
             # Said at every start, in the log and to the hub: a reader swapped for
@@ -166,71 +107,38 @@ class OsdpReader(Reader):
             log.warning("%s: %s", self.reader_id, detail)
             self._deliver(self._sink, ReaderTrouble(self.reader_id, detail))
         self._waiting_since = self._clock()
-        self._cp.start()
-        self._cp_started = True
-        self._thread = threading.Thread(
-            target=self._run, name=f"alc-hal-osdp-{self.reader_id}", daemon=True
-        )
-        self._thread.start()
+        self.bus.start()
 
     def indicate(self, granted: bool) -> None:
         """Queue green and a short beep (granted) or red (denied) for the reader;
         never waits. Nothing is shown while the secure channel is down."""
         if self.secure.is_set():
-            self._put(_Show(granted))
+            self.bus.show(self.address, granted)
 
     def close(self) -> None:
-        """Stop both threads, then close the channel. Idempotent."""
+        """Stop reporting; the bus stops with its last reader. Idempotent."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(JOIN_S)
-            if self._thread.is_alive():
-                log.error("%s: OSDP thread did not stop within %.0f s", self.reader_id, JOIN_S)
-        if self._cp_started:
-            try:
-                self._cp.teardown()
-            except Exception:
-                log.exception("%s: stopping libosdp failed", self.reader_id)
         self.secure.clear()
-        self._channel.close()
+        self.bus.release(self.address)
 
-    # --- libosdp's thread --------------------------------------------------------
+    # --- on the bus thread ---------------------------------------------------------
 
-    def _from_libosdp(self, pd: int, event: Mapping[str, Any]) -> int:
-        # libosdp's ControlPanel also keeps every event on a queue of its own for
-        # `get_event`, unbounded: take this one off it again, and keep ours.
-        self._cp.get_event(self.address, timeout=-1)
-        self._put(event)
-        return 0
+    def on_show(self, granted: bool) -> None:
+        """Send the LED (and buzzer) commands for a decision."""
+        self._show(granted)
 
-    def _put(self, item: Mapping[str, Any] | _Show) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self.dropped += 1
-            log.warning("%s: OSDP queue full, %d dropped", self.reader_id, self.dropped)
+    def on_tick(self) -> None:
+        """The link's timers (from this reader's `start` to its `close`)."""
+        if self._started and not self._closed:
+            self._watch()
 
-    # --- the reader thread -------------------------------------------------------
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                item = self._queue.get(timeout=TICK_S)
-            except queue.Empty:
-                item = None
-            try:
-                if isinstance(item, _Show):
-                    self._show(item.granted)
-                elif item is not None:
-                    self._event(item)
-                self._watch()
-            except Exception:
-                # A bug here must not leave the door's reader dead for good.
-                log.exception("%s: OSDP handling failed", self.reader_id)
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        """One event from libosdp for this reader."""
+        if not self._closed:
+            self._event(event)
 
     def _event(self, event: Mapping[str, Any]) -> None:
         kind = event.get("event")
@@ -290,10 +198,13 @@ class OsdpReader(Reader):
             self._waiting_since = self._clock()  # the grace runs again
 
     def _why_offline(self) -> str:
-        problem = self._channel.problem
-        if problem is not None:
-            return f"offline: {problem}"
-        if self._channel.received > self._received_at_start:
+        channel = self.bus.channel
+        if channel.problem is not None:
+            return f"offline: {channel.problem}"
+        if len(self.bus.addresses) > 1:
+            # Others answer on a shared bus: the bytes say nothing about this one.
+            return "offline or refused: no answer, or its secure channel failed (wrong key?)"
+        if channel.received > self._received_at_start:
             return "refused: it answers but its secure channel failed (wrong key?)"
         return "offline: no answer (unplugged, or wrong port, address or baud)"
 
@@ -304,18 +215,17 @@ class OsdpReader(Reader):
         if why != self._told:
             self._told = why
             log.warning("%s: %s", self.reader_id, why)
-            self._deliver(self._sink, ReaderLink(self.reader_id, False, why))
+            self._deliver(self._sink, ReaderLink(self.reader_id, False, why[:MAX_DETAIL_LEN]))
 
     def _watch(self) -> None:
         """The link's timers: report a reader that has not come up, and restart
         the link (libosdp alone would wait 5 minutes) when it is due."""
         now = self._clock()
         if self._restarting:
-            if not self._cp.is_pd_enabled(self.address):
-                self._drain_link_events()
-                self._cp.enable_pd(self.address)
+            if not self.bus.enabled(self.address):
+                self.bus.enable(self.address)
                 self._restarting = False
-                self._waiting_since, self._received_at_start = now, self._channel.received
+                self._waiting_since, self._received_at_start = now, self.bus.channel.received
             return
         if self.secure.is_set():
             return
@@ -325,21 +235,7 @@ class OsdpReader(Reader):
             log.info("%s: calling the OSDP reader again", self.reader_id)
             self._retry_at = None
             self._online = self._offline = self._sc = False
-            self._restarting = self._cp.disable_pd(self.address)
-
-    def _drain_link_events(self) -> None:
-        # The restart's own "offline" notifications are stale now; reads cannot
-        # be among them (the reader was disabled).
-        kept: list[Mapping[str, Any] | _Show] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, _Show) or item.get("event") != osdp.Event.Notification:
-                kept.append(item)
-        for item in kept:
-            self._put(item)
+            self._restarting = self.bus.disable(self.address)
 
     def _status(self, event: Mapping[str, Any]) -> None:
         status = osdp_data.local_status(event)
@@ -382,22 +278,30 @@ class OsdpReader(Reader):
             }
             commands.append(beep)
         for command in commands:
-            if not self._cp.submit_command(self.address, command):
+            if not self.bus.submit(self.address, command):
                 log.warning("%s: the reader did not take the LED/buzzer command", self.reader_id)
 
 
-def osdp_reader(spec: ReaderSpec, sink: Sink, channel: Channel, *, clock: Clock) -> OsdpReader:
-    """The `OsdpReader` of an osdp reader spec (its key read by `firmware.config`)."""
-    if spec.scbk is None:
-        raise HardwareError(f"reader {spec.id}: an OSDP reader needs its scbk_file")
+def osdp_reader(spec: ReaderSpec, sink: Sink, bus: OsdpBus, *, clock: Clock) -> OsdpReader:
+    """The `OsdpReader` of an osdp reader spec, on its bus (`osdp_bus`)."""
     return OsdpReader(
         spec.id,
         sink,
-        channel,
+        bus,
         address=spec.address,
-        scbk=spec.scbk,
         install=spec.install,
         repeat_s=spec.repeat_s,
         pin_timeout_s=spec.pin_timeout_s,
         clock=clock,
     )
+
+
+def osdp_bus(name: str, specs: list[ReaderSpec], channel: Channel) -> OsdpBus:
+    """The bus of the osdp reader specs `specs`, all on `channel` (their keys
+    read by `firmware.config`)."""
+    readers = []
+    for spec in specs:
+        if spec.scbk is None:
+            raise HardwareError(f"reader {spec.id}: an OSDP reader needs its scbk_file")
+        readers.append(BusReader(spec.id, spec.address, spec.scbk, spec.install))
+    return OsdpBus(name, channel, readers)

@@ -28,6 +28,7 @@ from firmware.runtime.notes import Logged
 from firmware.storage import DB_FILE, Storage
 from hal import osdp_reader, wiegand
 from hal.events import CredentialRead, HalEvent, ReaderLink, ReaderTrouble
+from hal.osdp_bus import BusReader, Channel, OsdpBus
 from hal.osdp_channel import Loopback
 from hal.osdp_peer import OsdpPeer, SimulatedOsdpReader
 from hal.osdp_reader import OsdpReader
@@ -42,6 +43,14 @@ CARD = "33:00119"
 GREEN = {"command": osdp.Command.LED, "on_color": osdp.CommandLEDColor.Green}
 RED = {"command": osdp.Command.LED, "on_color": osdp.CommandLEDColor.Red}
 BEEP = {"command": osdp.Command.Buzzer}
+
+
+def reader_on(
+    channel: Channel, events: list[HalEvent], *, key: bytes = KEY, install: bool = False
+) -> OsdpReader:
+    """Our reader `front-in` at `ADDRESS`, alone on a bus over `channel`."""
+    bus = OsdpBus("test", channel, [BusReader("front-in", ADDRESS, key, install)])
+    return OsdpReader("front-in", events.append, bus, address=ADDRESS, install=install)
 
 
 class Pair:
@@ -62,9 +71,7 @@ def pair(
     link = Loopback()
     peer = OsdpPeer(link.ends[1], ADDRESS, peer_key, install=peer_install)
     events: list[HalEvent] = []
-    reader = OsdpReader(
-        "front-in", events.append, link.ends[0], address=ADDRESS, scbk=KEY, install=install
-    )
+    reader = reader_on(link.ends[0], events, install=install)
     p = Pair(reader, peer, link)
     p.events = events
     peer.start()
@@ -155,7 +162,7 @@ def test_a_reader_that_answers_late_is_reported_then_called_again_and_back(
     monkeypatch.setattr(osdp_reader, "RETRY_FIRST_S", 0.2)
     link = Loopback()
     events: list[HalEvent] = []
-    reader = OsdpReader("front-in", events.append, link.ends[0], address=ADDRESS, scbk=KEY)
+    reader = reader_on(link.ends[0], events)
     peer = OsdpPeer(link.ends[1], ADDRESS, KEY)
     reader.start()
     try:
@@ -172,6 +179,38 @@ def test_a_reader_that_answers_late_is_reported_then_called_again_and_back(
     finally:
         reader.close()
         peer.close()
+
+
+def test_two_readers_share_one_bus_each_on_its_own_key() -> None:
+    link = Loopback(readers=3)
+    keys = {1: KEY, 2: OTHER, 3: OTHER}  # the third reader has another reader's key
+    peers = {a: OsdpPeer(link.ends[a], a, key) for a, key in keys.items()}
+    bus_keys = {1: KEY, 2: OTHER, 3: KEY}
+    bus = OsdpBus("bus", link.ends[0], [BusReader(f"r{a}", a, k) for a, k in bus_keys.items()])
+    events: list[HalEvent] = []
+    readers = {a: OsdpReader(f"r{a}", events.append, bus, address=a) for a in keys}
+    for peer in peers.values():
+        peer.start()
+    for reader in readers.values():
+        reader.start()
+    try:
+        wait_for(lambda: readers[1].secure.is_set() and readers[2].secure.is_set(), "both up")
+        peers[2].card(wiegand.encode_26(33, 119))
+        wait_for(lambda: any(isinstance(e, CredentialRead) for e in list(events)), "the card")
+        reads = [e for e in list(events) if isinstance(e, CredentialRead)]
+        assert reads == [CredentialRead("r2", "card", CARD)]
+        readers[1].indicate(True)
+        wait_for(lambda: peers[1].saw(GREEN), "the first reader green")
+        wait_for(lambda: any(isinstance(e, ReaderLink) for e in list(events)), "the refusal")
+        (refused,) = [e for e in list(events) if isinstance(e, ReaderLink)]
+        assert isinstance(refused, ReaderLink) and refused.reader_id == "r3"
+        assert not readers[3].secure.is_set()
+        assert not peers[2].saw({"command": osdp.Command.LED})  # not its address
+    finally:
+        for reader in readers.values():
+            reader.close()  # the last one stops the bus
+        for peer in peers.values():
+            peer.close()
 
 
 # --- through a running controller on the sim backend ----------------------------

@@ -96,11 +96,29 @@ def test_a_missing_key_file_is_named(tmp_path: Path) -> None:
         wire(tmp_path, reader(tmp_path))
 
 
-def test_two_readers_on_one_port_are_refused(tmp_path: Path) -> None:
+def test_osdp_readers_share_a_bus_at_one_speed_and_their_own_addresses(tmp_path: Path) -> None:
     key_file(tmp_path)
-    second = reader(tmp_path, id="front-out", address=2)
-    with pytest.raises(ConfigError, match="already"):
-        parse_wiring(
-            tmp_path / "controller.toml",
-            {"doors": [DOOR], "readers": [reader(tmp_path), second]},
-        )
+    tables = {"doors": [DOOR], "readers": [reader(tmp_path), reader(tmp_path, id="out", address=2)]}
+    wiring = parse_wiring(tmp_path / "controller.toml", tables)
+    assert [(r.port, r.address) for r in wiring.readers] == [
+        ("/dev/ttyUSB0", 0),
+        ("/dev/ttyUSB0", 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("second", "key", "says"),
+    [
+        ({"address": 0}, "readers[1].address", "already readers[0]'s"),
+        ({"address": 2, "baud": 19200}, "readers[1].baud", "one per bus"),
+        ({"kind": "rdm6300", "scbk_file": None}, "readers[1].port", "already readers[0].port"),
+    ],
+)
+def test_a_bus_shared_wrongly_is_refused(
+    tmp_path: Path, second: dict[str, Any], key: str, says: str
+) -> None:
+    key_file(tmp_path)
+    tables = {"doors": [DOOR], "readers": [reader(tmp_path), reader(tmp_path, id="out", **second)]}
+    with pytest.raises(ConfigError) as e:
+        parse_wiring(tmp_path / "controller.toml", tables)
+    assert key in str(e.value) and says in str(e.value)

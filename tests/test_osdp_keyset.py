@@ -14,6 +14,7 @@ import pytest
 from firmware.config.wiring import read_scbk
 from hal import osdp_channel
 from hal.events import HalEvent
+from hal.osdp_bus import BusReader, OsdpBus
 from hal.osdp_channel import Loopback
 from hal.osdp_keyset import KeysetFailed, set_key
 from hal.osdp_peer import OsdpPeer
@@ -72,7 +73,8 @@ class LoopbackPort:
 def secure_with(link: Loopback, key: bytes) -> bool:
     """Whether a control panel with `key` gets a secure channel (or is refused)."""
     events: list[HalEvent] = []
-    reader = OsdpReader("r", events.append, LoopbackPort(link), address=ADDRESS, scbk=key)
+    bus = OsdpBus("test", LoopbackPort(link), [BusReader("r", ADDRESS, key)])
+    reader = OsdpReader("r", events.append, bus, address=ADDRESS)
     reader.start()
     try:
         wait_for(lambda: reader.secure.is_set() or events, "secure, or refused")

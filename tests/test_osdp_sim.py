@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config.wiring import parse_wiring
-from hal.events import CredentialRead, HalEvent
+from hal.events import CredentialRead, HalEvent, ReaderLink
 from hal.sim import SimBackend
 from sim.bench import BenchHands, Keys, Present, Refused
 from tests.waiting import wait_for
@@ -65,3 +65,37 @@ def test_a_tag_is_not_something_an_osdp_reader_reads(
     backend, _ = sim
     with pytest.raises(Refused):
         BenchHands(backend).drive(Present("kiosk", "tag", "0a1b2c3d4e"))
+
+
+def test_on_the_gpio_backend_readers_on_one_port_share_a_bus_and_a_missing_port_is_reported(
+    tmp_path: Path,
+) -> None:
+    from gpiozero.pins.mock import MockFactory
+
+    from hal.gpio import GpioBackend
+    from hal.osdp_reader import OsdpReader
+
+    key = tmp_path / "k.scbk"
+    key.write_text(KEY.hex())
+    key.chmod(0o600)
+    port = str(tmp_path / "ttyUSB-not-there")
+    tables = [
+        {"id": r, "kind": "osdp", "port": port, "address": a, "scbk_file": str(key), "kiosk": True}
+        for r, a in (("in", 1), ("out", 2))
+    ]
+    wiring = parse_wiring(tmp_path / "controller.toml", {"readers": tables})
+    events: list[HalEvent] = []
+    with GpioBackend(wiring, events.append, pin_factory=MockFactory()) as backend:
+        readers = [backend.readers["in"], backend.readers["out"]]
+        assert all(isinstance(r, OsdpReader) for r in readers)
+        assert isinstance(readers[0], OsdpReader) and isinstance(readers[1], OsdpReader)
+        assert readers[0].bus is readers[1].bus
+        assert backend.indicating == {"in", "out"}
+        backend.start()
+        wait_for(lambda: len(links(events)) == 2, "both readers reported offline")
+        assert {e.reader_id for e in links(events)} == {"in", "out"}
+        assert all("cannot open" in e.detail and not e.online for e in links(events))
+
+
+def links(events: list[HalEvent]) -> list[ReaderLink]:
+    return [e for e in list(events) if isinstance(e, ReaderLink)]

@@ -14,7 +14,8 @@ docs/hardware.md lists every key for technicians:
   `d0`, `d1`; line `credkind` ("tag" | "card"); `repeat_ms` (1000, not keypads);
   `gap_ms` (wiegand 25, rdm6300 200, line and keypad 500); `pin_timeout_s` (10,
   wiegand, keypad and osdp); osdp `address` (0), `scbk_file` (required: 32 hex
-  digits, private to its owner), `install` (false).
+  digits, private to its owner), `install` (false). OSDP readers may share a
+  port (one RS-485 bus) at one `baud`, each at its own `address`.
 
 A simulator may run with tables that are not complete (no pins at all, say):
 `bench_only_wiring` then keeps what the core needs (ids, what each reader serves,
@@ -113,8 +114,9 @@ def parse_wiring(path: Path, data: Mapping[str, Any]) -> Wiring:
     door_specs = tuple(_door(t, pins) for t in doors)
     light_specs = tuple(_light(t, pins) for t in lights)
     targets = ({d.id for d in door_specs}, {c.id for c in light_specs})
-    ports: dict[str, str] = {}
+    ports: dict[str, tuple[str, str]] = {}
     reader_specs = tuple(_reader(t, targets, pins, ports) for t in readers)
+    _check_buses(readers, reader_specs)
     return Wiring(door_specs, light_specs, reader_specs)
 
 
@@ -195,7 +197,10 @@ def _light(t: Table, pins: _Pins) -> LightSpec:
 
 
 def _reader(
-    t: Table, targets: tuple[set[str], set[str]], pins: _Pins, ports: dict[str, str]
+    t: Table,
+    targets: tuple[set[str], set[str]],
+    pins: _Pins,
+    ports: dict[str, tuple[str, str]],
 ) -> ReaderSpec:
     kind = t.choice("kind", READER_KINDS)
     doors, lights = targets
@@ -234,9 +239,9 @@ def _reader(
     if kind in SERIAL_KINDS or kind == "osdp":
         port = t.text("port")
         if "://" not in port:  # URLs such as loop:// are each their own port
-            if port in ports:
-                raise t.error("port", f"{port} is already {ports[port]}")
-            ports[port] = f"{t.name}.port"
+            user, user_kind = ports.setdefault(port, (f"{t.name}.port", kind))
+            if user != f"{t.name}.port" and not kind == user_kind == "osdp":
+                raise t.error("port", f"{port} is already {user}")
         spec = replace(spec, port=port, baud=t.number("baud", DEFAULT_BAUD, 50, 4_000_000))
     if kind == "osdp":
         spec = _osdp(t, spec)
@@ -253,6 +258,22 @@ def _reader(
         spec = replace(spec, credkind="pin")
     t.done(_ANY_READER_KEYS - allowed, f"by a {kind} reader")
     return spec
+
+
+def _check_buses(tables: list[Table], specs: tuple[ReaderSpec, ...]) -> None:
+    """OSDP readers may share a port (an RS-485 bus): at one speed, each at an
+    address of its own."""
+    first: dict[str, tuple[Table, ReaderSpec]] = {}
+    addresses: dict[tuple[str, int], str] = {}
+    for t, spec in zip(tables, specs, strict=True):
+        if spec.kind != "osdp" or spec.port is None or "://" in spec.port:
+            continue
+        t0, spec0 = first.setdefault(spec.port, (t, spec))
+        if spec.baud != spec0.baud:
+            raise t.error("baud", f"{spec.port} runs at {spec0.baud} for {t0.name}: one per bus")
+        used = addresses.setdefault((spec.port, spec.address), t.name)
+        if used != t.name:
+            raise t.error("address", f"{spec.address} on {spec.port} is already {used}'s")
 
 
 def _osdp(t: Table, spec: ReaderSpec) -> ReaderSpec:
