@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("tools.inspect_cmd", "show a controller's stored data and whether it is intact"),
     "decode": ("tools.decode", "turn a captured payload into readable JSON"),
     "broker": ("tools.broker_setup.main", "set up a locked-down mosquitto: init, add, check"),
+    "hw": ("tools.hw_test", "check the wiring: switch each relay, show inputs and reads"),
 }
 
 
