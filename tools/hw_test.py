@@ -133,9 +133,9 @@ class HwTest:
         # The safe state is the relay at rest for every output (a fail-safe
         # door is "inverted": released while the relay rests), so energising
         # means leaving the safe state, whatever the output stands for.
-        self.say(f"{relay_label(spec)}: relay on for {relay_s:g} s")
-        self.backend.set_output(spec.name, not spec.safe)
-        try:
+        try:  # from the first line on: whatever is printed, "off" follows
+            self.say(f"{relay_label(spec)}: relay on for {relay_s:g} s")
+            self.backend.set_output(spec.name, not spec.safe)
             self._wait(time.monotonic() + relay_s)
         finally:  # Ctrl-C included: the relay goes off before anything else
             self.backend.set_output(spec.name, spec.safe)
