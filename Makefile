@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup test lint typecheck pytest bench soak demo clean
+.PHONY: setup test lint typecheck pytest bench soak demo dist clean
 
 setup: $(STAMP)
 
@@ -51,5 +51,13 @@ soak: setup
 demo: setup
 	$(BIN)/alc demo
 
+# The release: the sdist, the wheel and deploy/install.sh beside it, which is
+# all a Pi needs (docs/install.md). build/ goes first: setuptools would pack a
+# module deleted since the last build from it.
+dist: setup
+	rm -rf build dist
+	$(BIN)/python -m build --outdir dist .
+	cp deploy/install.sh dist/
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

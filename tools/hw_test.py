@@ -20,10 +20,12 @@ be opened twice, and then the two programs split its bytes between them.
 from __future__ import annotations
 
 import argparse
+import os
 import queue
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -187,18 +189,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        hw = HwTest(config, lambda line: print(line, flush=True))
-    except LocalError as exc:
-        print(f"alc hw test: {exc}", file=sys.stderr)
-        return 2
-    try:
-        hw.run(relay_s=args.relay_s, seconds=args.seconds)
-    except KeyboardInterrupt:
-        print("stopped", flush=True)
-        return 130
-    finally:
-        hw.close()
+    with tempfile.TemporaryDirectory(prefix="alc-hw-") as workdir:
+        # lgpio (the Pi's pin driver) makes a FIFO in its working directory as
+        # it loads, and fails to load where it cannot: `sudo -u alc` from a
+        # technician's home is such a place. LG_WD moves it (lgpio changes into it).
+        os.environ.setdefault("LG_WD", workdir)
+        try:
+            hw = HwTest(config, lambda line: print(line, flush=True))
+        except LocalError as exc:
+            print(f"alc hw test: {exc}", file=sys.stderr)
+            return 2
+        try:
+            hw.run(relay_s=args.relay_s, seconds=args.seconds)
+        except KeyboardInterrupt:
+            print("stopped", flush=True)
+            return 130
+        finally:
+            hw.close()
     return 0
 
 
