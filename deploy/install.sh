@@ -191,11 +191,14 @@ directory /var/lib/alc 700 "$ALC_UID" "$ALC_GID"
 STAMP=/opt/alc/installed
 want="wheel $(basename -- "$WHEEL") sha256 $(sha256sum "$WHEEL" | cut -d' ' -f1)
 lgpio $LGPIO"
+INSTALLED=no
 if [ ! -x "$ROOT$VENV/bin/python" ]; then
 	say "making the venv $VENV"
+	rm -f "$ROOT$STAMP" # whatever it says was in a venv that is gone
 	"$PYTHON" -m venv "$ROOT$VENV"
 fi
 if [ "$(cat "$ROOT$STAMP" 2>/dev/null)" != "$want" ]; then
+	INSTALLED=yes
 	say "installing $(basename -- "$WHEEL") into $VENV"
 	pip=("$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 	[ -z "$WHEELHOUSE" ] || pip+=(--no-index --find-links "$WHEELHOUSE")
@@ -260,8 +263,11 @@ if [ "$NEW_GPIO_GROUP" = yes ] || [ -e "$ROOT/etc/udev/rules.d/60-alc-gpio.rules
 	fi
 	rm -f "$rule"
 fi
-if [ -z "$ROOT" ] && [ -d /run/systemd/system ] && [ "$UNIT_CHANGED" = yes ]; then
-	systemctl daemon-reload
+if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then
+	[ "$UNIT_CHANGED" = no ] || systemctl daemon-reload
+	if [ "$INSTALLED$UNIT_CHANGED" != nono ] && systemctl is-active --quiet alc-controller; then
+		say "alc-controller runs the old version until: sudo systemctl restart alc-controller"
+	fi
 fi
 
 cat <<EOF

@@ -239,6 +239,34 @@ def test_the_venv_holds_the_built_wheel_and_alc_runs(install: Install, tmp_path:
     assert "\n  hw " in usage and "\n  controller " in usage
 
 
+def test_alc_hw_test_in_the_venv_loads_lgpio_away_from_the_working_directory(
+    install: Install, tmp_path: Path
+) -> None:
+    if any(Path("/dev").glob("gpiochip*")):
+        pytest.skip("this machine has GPIO chips: the check would switch GPIO 17")
+    config = tmp_path / "controller.toml"
+    config.write_text(
+        '[controller]\nsite = "demo"\nid = "ctl1"\ndata_dir = "/var/lib/alc"\n'
+        'keys_dir = "/etc/alc/keys"\n[[doors]]\nid = "front"\nrelay = 17\nfail = "secure"\n'
+    )
+    home = tmp_path / "home"  # where a technician runs it from
+    home.mkdir()
+    alc = install.root / VENV / "bin/alc"
+    done = subprocess.run(
+        [alc, "hw", "test", "--config", config, "--seconds", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=home,
+    )
+    # The venv's gpiozero tried lgpio (no Pi here, so no driver works), and
+    # lgpio's FIFO went to a directory of its own, not to the technician's.
+    assert done.returncode == 2, done.stderr
+    assert "Falling back from lgpio" in done.stderr
+    assert "door:front (GPIO 17): no GPIO driver works on this machine" in done.stderr
+    assert list(home.iterdir()) == []
+
+
 def test_the_run_prints_the_next_three_steps(install: Install) -> None:
     steps = install.first[install.first.index("Next") :]
     assert re.findall(r"^  (\d)\. ", steps, re.MULTILINE) == ["1", "2", "3"]

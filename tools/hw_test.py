@@ -28,7 +28,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from firmware.config import Config, load_config
@@ -81,6 +82,26 @@ def service_active(name: str = SERVICE) -> bool:
         [systemctl, "is-active", "--quiet", name], check=False, capture_output=True
     )
     return done.returncode == 0
+
+
+@contextmanager
+def lgpio_workdir() -> Iterator[None]:
+    """A private working directory for lgpio (the Pi's pin driver) while the
+    block runs, unless LG_WD names one already.
+
+    lgpio makes a FIFO in its working directory as it loads, and fails to load
+    where it cannot, such as a technician's home under `sudo -u alc`. It changes
+    into LG_WD when that is set, so the FIFO goes there and away with it.
+    """
+    if "LG_WD" in os.environ:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="alc-hw-") as workdir:
+        os.environ["LG_WD"] = workdir
+        try:
+            yield
+        finally:
+            del os.environ["LG_WD"]
 
 
 class HwTest:
@@ -189,11 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    with tempfile.TemporaryDirectory(prefix="alc-hw-") as workdir:
-        # lgpio (the Pi's pin driver) makes a FIFO in its working directory as
-        # it loads, and fails to load where it cannot: `sudo -u alc` from a
-        # technician's home is such a place. LG_WD moves it (lgpio changes into it).
-        os.environ.setdefault("LG_WD", workdir)
+    with lgpio_workdir():
         try:
             hw = HwTest(config, lambda line: print(line, flush=True))
         except LocalError as exc:
