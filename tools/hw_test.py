@@ -133,10 +133,9 @@ class HwTest:
         report for `seconds` (None: until `stop()` or Ctrl-C)."""
         backend = self.backend
         specs = backend.specs
-        self.say(
-            f"alc hw test: backend {backend.name}: {len(specs.outputs)} relays, "
-            f"{len(specs.inputs)} inputs, {len(specs.readers)} readers"
-        )
+        counts = [(specs.outputs, "relay"), (specs.inputs, "input"), (specs.readers, "reader")]
+        what = ", ".join(f"{len(s)} {word}{'' if len(s) == 1 else 's'}" for s, word in counts)
+        self.say(f"alc hw test: backend {backend.name}: {what}")
         backend.start()  # door contacts report their state now
         for spec in specs.outputs:
             if self._stopped.is_set():
