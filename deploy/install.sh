@@ -40,6 +40,7 @@ die() {
 }
 say() { echo "$NAME: $*"; }
 
+ARGS="$*"
 ROOT=""
 WHEEL=""
 WHEELHOUSE=""
@@ -61,7 +62,7 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
-[ "$(id -u)" = 0 ] || die "run it as root: sudo bash $0 $*"
+[ "$(id -u)" = 0 ] || die "run it as root: sudo bash $0 $ARGS"
 
 if [ -n "$ROOT" ]; then
 	[ -d "$ROOT" ] || die "--root $ROOT: no such directory"
@@ -153,6 +154,8 @@ ALC_UID="$(field "$PASSWD" alc 3)"
 ALC_GID="$(field "$PASSWD" alc 4)"
 
 # --- files, changed only when they differ ------------------------------------
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
 # mode and owner of one path, fixed if wrong
 own() {
 	local path="$ROOT$1" mode="$2" uid="$3" gid="$4"
@@ -168,6 +171,9 @@ directory() {
 	fi
 	own "$@"
 }
+# A system directory (/usr/local/bin, /etc/systemd/system): made if missing,
+# its owner and mode left as the system has them.
+system_directory() { [ -d "$ROOT$1" ] || mkdir -p "$ROOT$1"; }
 # put_file SOURCE DEST MODE UID GID: copy when the content differs
 put_file() {
 	local source="$1" dest="$2"
@@ -213,7 +219,7 @@ fi
 "$ROOT$VENV/bin/alc" --help >/dev/null || die "$VENV/bin/alc does not run"
 SHARE="$ROOT$VENV/share/alc"
 
-directory /usr/local/bin 755 0 0
+system_directory /usr/local/bin
 if [ "$(readlink "$ROOT/usr/local/bin/alc" 2>/dev/null)" != "$VENV/bin/alc" ]; then
 	if [ -e "$ROOT/usr/local/bin/alc" ] && [ ! -L "$ROOT/usr/local/bin/alc" ]; then
 		say "leaving /usr/local/bin/alc alone (not a link): run $VENV/bin/alc"
@@ -230,8 +236,7 @@ if [ -e "$ROOT$CONFIG" ]; then
 else
 	# The example, with its [[masters]] table commented out: a master opens
 	# every door with no data, so a club chooses its own or none.
-	draft="$(mktemp)"
-	trap 'rm -f "$draft"' EXIT
+	draft="$TMP/controller.toml"
 	{
 		echo "# Written by install.sh from controller.example.toml. Set [controller] site and"
 		echo "# id, the broker in [mqtt] and the wiring (docs/hardware.md), then"
@@ -246,7 +251,7 @@ else
 fi
 
 # --- systemd and udev --------------------------------------------------------
-directory /etc/systemd/system 755 0 0
+system_directory /etc/systemd/system
 UNIT_CHANGED=no
 if put_file "$SHARE/alc-controller.service" "$UNIT" 644 0 0; then
 	UNIT_CHANGED=yes
@@ -254,14 +259,13 @@ fi
 if [ "$NEW_GPIO_GROUP" = yes ] || [ -e "$ROOT/etc/udev/rules.d/60-alc-gpio.rules" ]; then
 	# Raspberry Pi OS's own rules give group gpio the GPIO chips; plain Debian's
 	# leave them to root, and the controller does not run as root.
-	directory /etc/udev/rules.d 755 0 0
-	rule="$(mktemp)"
+	system_directory /etc/udev/rules.d
+	rule="$TMP/60-alc-gpio.rules"
 	echo 'SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"' >"$rule"
 	if put_file "$rule" /etc/udev/rules.d/60-alc-gpio.rules 644 0 0 &&
 		[ -z "$ROOT" ] && command -v udevadm >/dev/null; then
 		udevadm control --reload && udevadm trigger --subsystem-match=gpio
 	fi
-	rm -f "$rule"
 fi
 if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then
 	[ "$UNIT_CHANGED" = no ] || systemctl daemon-reload

@@ -124,14 +124,14 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
     run([BIN / "python", "-m", "pip", *download])
     root = work / "root"
     seed(root)
-    script = dist / "install.sh"  # finds the wheel beside itself
-    command: list[str | Path] = ["bash", script, "--root", root, "--wheelhouse", wheelhouse]
-    first = run(command)
+    options: list[str | Path] = ["--root", root, "--wheelhouse", wheelhouse]
+    # The release's script finds the wheel beside itself; the checkout's in ../dist.
+    first = run(["bash", dist / "install.sh", *options])
     config = root / "etc/alc/controller.toml"
     edited = config.read_text().replace('site = "demo"', 'site = "club7"')
     config.write_text(edited)
     before = snapshot(root)
-    second = run(command)
+    second = run(["bash", source / "deploy/install.sh", *options])
     yield Install(root, dist, first, second, before, snapshot(root), edited)
 
 
@@ -310,16 +310,25 @@ def test_mistakes_are_one_clear_line(tmp_path: Path) -> None:
     script = REPO / "deploy/install.sh"
     root = tmp_path / "root"
     seed(root)
-    cases = {
-        ("--wheel", tmp_path / "none.whl"): f"--wheel {tmp_path}/none.whl: no such file",
-        ("--bogus",): "unknown option --bogus",
-        ("--root", tmp_path / "nowhere"): f"--root {tmp_path}/nowhere: no such directory",
-    }
     (tmp_path / "other-1.0-py3-none-any.whl").touch()
-    cases[("--wheel", tmp_path / "other-1.0-py3-none-any.whl")] = "is not an alc wheel"
-    for args, message in cases.items():
+    # Without --wheel: no wheel beside the script, or more than one.
+    alone, several = tmp_path / "alone", tmp_path / "several"
+    for place in (alone, several):
+        place.mkdir()
+        shutil.copy(script, place)
+    for version in ("0.1.0", "0.2.0"):
+        (several / f"alc-{version}-py3-none-any.whl").touch()
+    cases: list[tuple[Path, list[str | Path], str]] = [
+        (script, ["--wheel", tmp_path / "none.whl"], f"--wheel {tmp_path}/none.whl: no such file"),
+        (script, ["--bogus"], "unknown option --bogus"),
+        (script, ["--root", tmp_path / "nowhere"], f"--root {tmp_path}/nowhere: no such directory"),
+        (script, ["--wheel", tmp_path / "other-1.0-py3-none-any.whl"], "is not an alc wheel"),
+        (alone / "install.sh", [], "no alc-*.whl beside"),
+        (several / "install.sh", [], "several wheels"),
+    ]
+    for path, args, message in cases:
         done = subprocess.run(
-            ["bash", script, "--root", root, *args], capture_output=True, text=True, check=False
+            ["bash", path, "--root", root, *args], capture_output=True, text=True, check=False
         )
         assert done.returncode == 1, args
         assert done.stderr.startswith("install.sh: ") and message in done.stderr, done.stderr
