@@ -7,7 +7,7 @@
 #
 # It makes, and on a second run only checks:
 #   user and group alc (system account, no login), in the groups gpio and dialout
-#   /opt/alc/venv          a venv holding the wheel with its gpio extra and lgpio
+#   /opt/alc/venv          a venv holding the wheel with its gpio and osdp extras and lgpio
 #   /usr/local/bin/alc     -> /opt/alc/venv/bin/alc
 #   /etc/alc (0700)        controller.toml (0600, commented; never overwritten), keys/
 #   /var/lib/alc (0700)    the controller's data
@@ -210,7 +210,8 @@ if [ "$(cat "$ROOT$STAMP" 2>/dev/null)" != "$want" ]; then
 	[ -z "$WHEELHOUSE" ] || pip+=(--no-index --find-links "$WHEELHOUSE")
 	extra=()
 	[ "$LGPIO" = no ] || extra=("$LGPIO_REQ")
-	"${pip[@]}" "${WHEEL}[gpio]" "${extra[@]}"
+	# gpio: gpiozero and pyserial; osdp: libosdp, for OSDP readers.
+	"${pip[@]}" "${WHEEL}[gpio,osdp]" "${extra[@]}"
 	# The same version number may be another build (a development wheel):
 	# this one replaces whatever is there.
 	"${pip[@]}" --force-reinstall --no-deps "$WHEEL"

@@ -20,6 +20,14 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from firmware.config import load_config
+from hal.events import (
+    ContactSensed,
+    CredentialRead,
+    ExitPressed,
+    OutputCut,
+    ReaderLink,
+    ReaderTrouble,
+)
 from hal.sim import SimBackend
 from tools import hw_test
 from tools.hw_test import HwTest
@@ -289,3 +297,25 @@ def test_ctrl_c_ends_the_command_with_the_relay_off(tmp_path: Path) -> None:
     # (The door's contact state at start may come in between.)
     assert rest.splitlines()[-2:] == ["door:front: relay off", "stopped"]
     assert "relay on" not in rest
+
+
+def test_every_kind_of_hal_event_has_its_line() -> None:
+    lines = [
+        hw_test.describe(event)
+        for event in (
+            ContactSensed("front", open=False),
+            ExitPressed("front"),
+            CredentialRead("front-in", "pin", "4711"),
+            ReaderTrouble("front-out", "bad parity"),
+            ReaderLink("front-osdp", online=False, detail="no secure channel"),
+            OutputCut("door:front"),
+        )
+    ]
+    assert lines == [
+        "contact:front  closed",
+        "rex:front  pressed",
+        "reader front-in  pin 4711",
+        "reader front-out  trouble: bad parity",
+        "reader front-osdp  offline: no secure channel",
+        "door:front  cut at its max_open_s",
+    ]

@@ -120,7 +120,7 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
     (wheel,) = dist.glob("alc-*.whl")
     wheelhouse = work / "wheelhouse"
     download: list[str | Path] = ["download", "-q", "-d", wheelhouse]
-    download += [f"{wheel}[gpio]", "lgpio>=0.2.2"]
+    download += [f"{wheel}[gpio,osdp]", "lgpio>=0.2.2"]
     run([BIN / "python", "-m", "pip", *download])
     root = work / "root"
     seed(root)
@@ -224,7 +224,7 @@ def test_the_venv_holds_the_built_wheel_and_alc_runs(install: Install, tmp_path:
     root = install.root
     python = root / VENV / "bin/python"
     code = (
-        "import json, lgpio, gpiozero, serial, tools.hw_test as t\n"
+        "import json, lgpio, gpiozero, serial, osdp, tools.hw_test as t\n"
         "from importlib.metadata import distribution\n"
         "d = distribution('alc')\n"
         "print(json.dumps([t.__file__, d.version, d.read_text('direct_url.json')]))\n"

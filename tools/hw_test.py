@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, assert_never
 
 from firmware.config import Config, load_config
 from firmware.core.errors import LocalError
@@ -40,6 +40,7 @@ from hal.events import (
     ExitPressed,
     HalEvent,
     OutputCut,
+    ReaderLink,
     ReaderTrouble,
 )
 from hal.registry import create_backend
@@ -59,8 +60,12 @@ def describe(event: HalEvent) -> str:
         return f"reader {event.reader_id}  {event.credkind} {event.value}"
     if isinstance(event, ReaderTrouble):
         return f"reader {event.reader_id}  trouble: {event.detail}"
-    assert isinstance(event, OutputCut)
-    return f"{event.name}  cut at its max_open_s"
+    if isinstance(event, ReaderLink):
+        link = "online" if event.online else "offline"
+        return f"reader {event.reader_id}  {link}: {event.detail}"
+    if isinstance(event, OutputCut):
+        return f"{event.name}  cut at its max_open_s"
+    assert_never(event)  # mypy: a new kind of event needs its line here
 
 
 def relay_label(spec: OutputSpec) -> str:
