@@ -10,6 +10,7 @@ download`, from pip's cache when it can): the install itself runs with
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -43,6 +44,10 @@ pytestmark = [
     pytest.mark.skipif(
         shutil.which("useradd") is None or shutil.which("make") is None,
         reason="needs useradd (shadow-utils 4.9+, for --prefix) and make",
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("build") is None,
+        reason="make dist needs the build package: `make setup` installs it (extra test)",
     ),
 ]
 
