@@ -20,7 +20,12 @@ It imports only its own modules and the core's leaf modules (`firmware.core.erro
   `firmware.config`) as the devices a backend builds;
 - `hal.backend`: what every backend is; `hal.registry`: backends by name, imported
   lazily so a missing gpiozero or pyserial only fails the backend that needs it;
-- `hal.gpio` (gpiozero pins, pyserial ports) and `hal.sim` (mock pins, loopback ports).
+- `hal.gpio` (gpiozero pins, pyserial ports) and `hal.sim` (mock pins, loopback ports);
+- OSDP readers, on libosdp: `hal.osdp_bus` (one control panel per RS-485 port),
+  `hal.osdp_reader` (each reader's link, reads, LED and buzzer), `hal.osdp_data`
+  (pure decoding), `hal.osdp_channel` (serial port, in-memory loopback),
+  `hal.osdp_peer` (libosdp's peripheral device: the simulator's reader),
+  `hal.osdp_keyset` (a new key for a reader, for `alc ctl osdp-keyset`).
 
 docs/hardware.md is the wiring page for technicians.
 """
