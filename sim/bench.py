@@ -197,6 +197,9 @@ class BenchEdge:
     def observed(self, note: Note) -> None:
         """The bench reports outputs only (`output_switched`)."""
 
+    def start(self) -> None:
+        """Nothing to start: the bench answers on paho's thread."""
+
     def stop(self) -> None:
         """Nothing more is driven or submitted. The hardware is the runtime's to
         close; the edge holds no thread of its own."""

@@ -137,6 +137,9 @@ class Outputs:
     def observed(self, note: object) -> None:
         self.notes.append(note)
 
+    def start(self) -> None:
+        pass
+
     def stop(self) -> None:
         pass
 

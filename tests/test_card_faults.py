@@ -125,6 +125,9 @@ class Switches:
     def observed(self, note: object) -> None:
         pass
 
+    def start(self) -> None:
+        pass
+
     def stop(self) -> None:
         pass
 

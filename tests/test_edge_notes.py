@@ -7,12 +7,15 @@ watcher must never cost a door its relock.
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from firmware.config import Config
+from firmware.config.homeassistant import HomeAssistantSection
 from firmware.core.inputs import Presented
 from firmware.runtime import Runtime
 from firmware.runtime.edge import EdgeContext
@@ -109,3 +112,17 @@ def test_a_reader_that_shows_decisions_is_told_each_one_made_at_it(
         wait_for(lambda: len(shown) >= 2, "both decisions at the reader shown")
         runtime.ask(lambda _: None)
     assert shown[:2] == [True, False]
+
+
+def adapter_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "alc-homeassistant" and t.is_alive()]
+
+
+def test_an_adapter_starts_its_thread_when_the_loop_runs_and_stops_it_with_the_loop(
+    config: Config,
+) -> None:
+    runtime = Runtime(replace(config, homeassistant=HomeAssistantSection()))
+    assert not adapter_threads(), "the adapter started before the loop"
+    with running(runtime):
+        wait_for(lambda: len(adapter_threads()) == 1, "the adapter's thread")
+    assert not adapter_threads()

@@ -94,6 +94,9 @@ class HomeAssistantEdge:
             persistent=False,
         )
         self._thread = threading.Thread(target=self._run, name="alc-homeassistant", daemon=True)
+
+    def start(self) -> None:
+        """The adapter's thread, then its connection (the loop is about to run)."""
         self._thread.start()
         self._link.start()
 
@@ -117,6 +120,8 @@ class HomeAssistantEdge:
     def stop(self) -> None:
         """Stop the thread, say `offline` (a clean disconnect sends no will), disconnect."""
         self._mailbox.close()
+        if self._thread.ident is None:
+            return  # never started: no thread, no connection
         self._thread.join(JOIN_S)
         if self._thread.is_alive():
             log.error("the Home Assistant thread did not stop within %g s", JOIN_S)

@@ -138,6 +138,9 @@ class MetricsEdge:
     def received(self, suffix: str, payload: bytes) -> None:
         """No topics are claimed: never called."""
 
+    def start(self) -> None:
+        """Nothing to start: the page is served by the kiosk's threads."""
+
     def stop(self) -> None:
         """Nothing to stop: the page is served by the kiosk's threads."""
 

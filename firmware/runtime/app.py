@@ -371,6 +371,8 @@ class Runtime:
             if self.hardware is not None:
                 self.hardware.start()
             self.link.start()
+            for edge in self.edges:
+                edge.start()
             if self.kiosk is not None:
                 self.kiosk.start()
             # Raised only now: a thread inherits its creator's priority, and the

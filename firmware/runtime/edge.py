@@ -97,8 +97,15 @@ class Edge(Protocol):
     def observed(self, note: Note) -> None:
         """Something happened on the loop (the loop's thread; see `notes`)."""
 
+    def start(self) -> None:
+        """The loop is about to run: start any thread or connection of the edge's
+        own here, never in its factory, so the edge's thread never reads the core
+        before the loop owns it, and a start that fails part way is undone by
+        `stop` with the rest. Called once, before `stop`."""
+
     def stop(self) -> None:
-        """The runtime is stopping; nothing is called after this."""
+        """The runtime is stopping; nothing is called after this. Also called
+        when `start` was not (a start that failed part way): stop what did."""
 
 
 EdgeFactory = Callable[[EdgeContext], Edge]

@@ -232,27 +232,33 @@ class Loop:
         """Group commit: every member's decision first, then every action, so their
         events become durable in one transaction before any door opens."""
         steps = []
+        latencies = []
         for entry, queued_at in members:
             actions = self._handled(entry)
             if _has_access(actions):
                 # From the moment the input was queued to the decision: what a member
                 # at the door waits, including any wait behind a slice of sync work.
-                self._decided(time.monotonic() - queued_at)
+                latencies.append(time.monotonic() - queued_at)
             steps.append(actions)
         self.rt.inbox.served(len(members))
         for actions in steps:
             self.carry_out(actions)
+        self._decided(latencies)
 
     def _decide(self, entry: Entry, queued_at: float) -> None:
         actions = self._handled(entry)
-        if isinstance(entry, PayloadReceived | Presented) and _has_access(actions):
-            self._decided(time.monotonic() - queued_at)
+        latency = time.monotonic() - queued_at
         self.carry_out(actions)
+        if isinstance(entry, PayloadReceived | Presented) and _has_access(actions):
+            self._decided([latency])
 
-    def _decided(self, latency_s: float) -> None:
-        self.decision_latency_s.append(latency_s)
+    def _decided(self, latencies: list[float]) -> None:
+        """Decision latencies, kept and told to the edges once the doors' steps
+        are on their way."""
+        self.decision_latency_s.extend(latencies)
         if self.rt.edges:
-            self._tell(Decided(latency_s))
+            for latency in latencies:
+                self._tell(Decided(latency))
 
     def _work(self) -> None:
         """A slice of background work that gives way to members, the runtime's
