@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from firmware.core.errors import LocalError, RemoteError
+from firmware.core.hush import Hush, more
 from firmware.core.inputs import ContactChanged, Presented, RexPressed
 from firmware.core.limits import CREDKINDS, MAX_VALUE_LEN
 from firmware.core.wire import AuthError
@@ -158,7 +159,7 @@ class BenchEdge:
                 self.hands = BenchHands(context.hardware)
         self._readers = {spec.id: spec for spec in config.wiring.readers}
         self._doors = {spec.id: spec for spec in config.wiring.doors}
-        self._reported: dict[str, tuple[float, int]] = {}
+        self._hush = Hush(REPORT_EVERY_S)
         self._stopped = threading.Event()
         self.refused = 0  # refusals since start, logged or not
 
@@ -250,14 +251,10 @@ class BenchEdge:
 
     def _refuse(self, kind: str, detail: str) -> None:
         self.refused += 1
-        now = self._context.clock()
-        last, suppressed = self._reported.get(kind, (-1e18, 0))
-        if now - last < REPORT_EVERY_S:
-            self._reported[kind] = (last, suppressed + 1)
+        held = self._hush.allow(kind, self._context.clock())
+        if held is None:
             return
-        self._reported[kind] = (now, 0)
-        more = f" (and {suppressed} more since the last report)" if suppressed else ""
-        log.error("bench input refused, nothing changed: %s%s", detail, more)
+        log.error("bench input refused, nothing changed: %s%s", detail, more(held))
 
 
 def has_input(door: DoorSpec, entry: Contact | Rex) -> bool:

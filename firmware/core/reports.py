@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from firmware.core.actions import Action, LogEvent, Publish
+from firmware.core.hush import Hush, more
 from firmware.core.outbox import Outbox
 from firmware.core.sync import SyncSession
 
@@ -31,7 +32,7 @@ class Reports:
         self._due = False
         self._sent_at = -1e18
         self._clock_skew: float | None = None
-        self._reported: dict[str, tuple[float, int]] = {}
+        self._hush = Hush(REPORT_EVERY_S)
         self.disk_ok = True  # until the runtime says otherwise
         self.dropped = 0  # inputs the runtime dropped, in all
         # Every payload that did not open under our keys, reported or held back
@@ -136,10 +137,8 @@ class Reports:
             return []
         self.dropped += count
         self._due = True
-        last, _ = self._reported.get("overload", (-1e18, 0))
-        if now - last < REPORT_EVERY_S:
+        if self._hush.allow("overload", now) is None:
             return []  # told within the minute: the next report has the count
-        self._reported["overload"] = (now, 0)
         since, self._dropped_told = self.dropped - self._dropped_told, self.dropped
         detail = f"{since} inputs dropped since the last report: the queue was full"
         return [LogEvent("system", {"what": "overload", "detail": detail})]
@@ -173,11 +172,7 @@ class Reports:
         key = key or what
         if what == "auth_failed":
             self.auth_failures += 1
-        last, suppressed = self._reported.get(key, (-1e18, 0))
-        if now - last < REPORT_EVERY_S:
-            self._reported[key] = (last, suppressed + 1)
+        held = self._hush.allow(key, now)
+        if held is None:
             return []
-        self._reported[key] = (now, 0)
-        if suppressed:
-            detail += f" (and {suppressed} more since the last report)"
-        return [LogEvent("system", {"what": what, "detail": detail})]
+        return [LogEvent("system", {"what": what, "detail": detail + more(held)})]

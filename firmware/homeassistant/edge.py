@@ -24,6 +24,7 @@ from typing import Any
 
 from firmware.config.homeassistant import HomeAssistantSection
 from firmware.core.controller import Controller
+from firmware.core.hush import Hush, more
 from firmware.core.inputs import LocalCommand
 from firmware.homeassistant.board import Board, Decision, Figures
 from firmware.homeassistant.commands import Ignored, Offered, command_of
@@ -74,7 +75,7 @@ class HomeAssistantEdge:
         )
         self._board = Board(self._entities)
         self._mailbox = Mailbox()
-        self._complained: dict[str, tuple[float, int]] = {}
+        self._complaints = Hush(COMPLAIN_EVERY_S)
         self._budget: tuple[int, int] = (0, 0)  # (second, events published in it)
         self.dropped = 0  # events and commands lost to a full mailbox, since start
         self.ignored = 0  # command messages ignored, since start
@@ -241,14 +242,10 @@ class HomeAssistantEdge:
         self._budget = (second, count)
 
     def _complain(self, kind: str, detail: str) -> None:
-        now = time.monotonic()
-        last, suppressed = self._complained.get(kind, (-1e18, 0))
-        if now - last < COMPLAIN_EVERY_S:
-            self._complained[kind] = (last, suppressed + 1)
+        held = self._complaints.allow(kind, time.monotonic())
+        if held is None:
             return
-        self._complained[kind] = (now, 0)
-        more = f" (and {suppressed} more since the last report)" if suppressed else ""
-        log.warning("Home Assistant: %s%s", detail, more)
+        log.warning("Home Assistant: %s%s", detail, more(held))
 
 
 def _names(controller: Controller, members: set[str]) -> dict[str, str]:

@@ -43,6 +43,7 @@ from firmware.core.actions import (
     Publish,
 )
 from firmware.core.controller import Controller
+from firmware.core.hush import Hush, more
 from firmware.core.inputs import (
     DiskStatus,
     Input,
@@ -107,7 +108,7 @@ class Loop:
         self.longest_step_s = 0.0
         """The longest step since start, waiting excluded."""
         self.held = HeldSteps(self._perform, rt.durable.submit)
-        self._reported: dict[str, tuple[float, int]] = {}
+        self._hush = Hush(REPORT_EVERY_S)  # failures: a traceback per place a minute
         self._dropped_told = 0
         self._events_ok = True
         self._dataset_stale = False
@@ -338,14 +339,10 @@ class Loop:
         frames = traceback.extract_tb(exc.__traceback__)
         where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
         key = f"{what} {type(exc).__name__} {where}"
-        now = time.monotonic()
-        last, suppressed = self._reported.get(key, (-1e18, 0))
-        if now - last < REPORT_EVERY_S:
-            self._reported[key] = (last, suppressed + 1)
+        held = self._hush.allow(key, time.monotonic())
+        if held is None:
             return
-        self._reported[key] = (now, 0)
-        more = f" (and {suppressed} more since)" if suppressed else ""
-        log.error("%s failed%s; the loop goes on", what, more, exc_info=exc)
+        log.error("%s failed%s; the loop goes on", what, more(held, "since"), exc_info=exc)
         if what.startswith("reporting"):
             return  # the report itself failed: the log line must do
         detail = f"{what}: {type(exc).__name__}: {exc}"[:200]
