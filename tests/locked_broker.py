@@ -17,6 +17,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -111,8 +112,19 @@ def make_locked(dir: Path, port: int) -> Layout:
 @pytest.fixture
 def locked(tmp_path: Path) -> Iterator[Locked]:
     """A running locked-down broker, stopped after the test."""
+    with running_locked(tmp_path) as running:
+        yield running
+
+
+@contextmanager
+def running_locked(tmp_path: Path, *accounts: list[str]) -> Iterator[Locked]:
+    """The test accounts and `accounts` (each the arguments of one `alc broker
+    add` after `--site`) on a running locked-down broker, stopped on leaving."""
     port = free_port()
-    layout = make_locked(tmp_path / "broker-dir", port)
+    dir = tmp_path / "broker-dir"
+    layout = make_locked(dir, port)
+    for account in accounts:
+        assert broker_main(["add", str(dir), "--site", SITE, *account]) == 0
     broker = Broker(tmp_path / "broker-run", port=port, conf_file=layout.conf)
     try:
         broker.start()

@@ -14,11 +14,9 @@ import pytest
 from firmware.config import ConfigError, load_config
 from tests.harness import CLUB, Rig, write_atomically
 from tests.homeassistant_watcher import Watcher
-from tests.locked_broker import Locked, Probe, make_locked
+from tests.locked_broker import Locked, Probe, running_locked
 from tests.test_broker_locked import NOT_AUTHORISED
 from tests.waiting import wait_for
-from tools.broker import Broker, BrokerError, free_port
-from tools.broker_setup.main import main as broker_main
 
 PUBLISHER, HA = "demo.c1.ha", "ha"
 HA_BASE = "alc/demo/c1/ha"
@@ -27,21 +25,10 @@ HA_BASE = "alc/demo/c1/ha"
 @pytest.fixture
 def locked(tmp_path: Path) -> Iterator[Locked]:
     """tests/locked_broker.py's broker, plus the two Home Assistant accounts."""
-    port = free_port()
-    dir = tmp_path / "broker-dir"
-    layout = make_locked(dir, port)
-    add = ["add", str(dir), "--site", "demo"]
-    assert broker_main([*add, "--homeassistant-publisher", "c1"]) == 0
-    assert broker_main([*add, "--homeassistant", HA]) == 0
-    broker = Broker(tmp_path / "broker-run", port=port, conf_file=layout.conf)
-    try:
-        broker.start()
-    except BrokerError as exc:
-        pytest.fail(str(exc))
-    try:
-        yield Locked(layout, broker)
-    finally:
-        broker.stop()
+    with running_locked(
+        tmp_path, ["--homeassistant-publisher", "c1"], ["--homeassistant", HA]
+    ) as running:
+        yield running
 
 
 def connected(locked: Locked, who: str) -> Probe:
