@@ -16,12 +16,14 @@ import pytest
 
 from firmware.config import Config
 from firmware.config.homeassistant import HomeAssistantSection
-from firmware.core.inputs import Presented
+from firmware.core.inputs import Disconnected, Presented
+from firmware.homeassistant.edge import HomeAssistantEdge
+from firmware.homeassistant.mailbox import Batch
 from firmware.runtime import Runtime
 from firmware.runtime.edge import EdgeContext
 from firmware.runtime.notes import Decided, Logged, TimerRan
 from tests.loop_rig import ANN, CAT, DOOR, READER, Outputs, make_config, running
-from tests.waiting import wait_for
+from tests.waiting import WAIT_S, wait_for
 
 UNKNOWN = "0e0e0e0e0e"
 
@@ -126,3 +128,29 @@ def test_an_adapter_starts_its_thread_when_the_loop_runs_and_stops_it_with_the_l
     with running(runtime):
         wait_for(lambda: len(adapter_threads()) == 1, "the adapter's thread")
     assert not adapter_threads()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_adapter_thread_is_restarted_by_the_supervisor(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = Runtime(replace(config, homeassistant=HomeAssistantSection()))
+    edge = runtime.edges[0]
+    assert isinstance(edge, HomeAssistantEdge)
+    with running(runtime):
+        wait_for(lambda: len(adapter_threads()) == 1, "the adapter's thread")
+        first = adapter_threads()[0]
+        take = edge._mailbox.take
+
+        def die_once(timeout: float) -> Batch:
+            monkeypatch.setattr(edge._mailbox, "take", take)
+            raise SystemExit  # ends the thread, as a bug past its guard would
+
+        monkeypatch.setattr(edge._mailbox, "take", die_once)
+        edge._mailbox.resend()  # wakes the thread into the dying take
+        first.join(WAIT_S)
+        assert not first.is_alive()
+        runtime.submit(Disconnected())  # a step: the supervisor looks after each one
+        wait_for(lambda: len(adapter_threads()) == 1, "the adapter's restart")
+        assert adapter_threads()[0] is not first
+        assert runtime.ask(lambda _: runtime.supervisor.failed) is None

@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -32,7 +33,7 @@ from firmware.homeassistant.discovery import ACCESS, OFFLINE, ONLINE, entities
 from firmware.homeassistant.mailbox import Command, Mailbox
 from firmware.homeassistant.topics import Topics
 from firmware.mqtt import BrokerSettings, Link, LinkEvent, LinkUp, Received, Will
-from firmware.runtime.edge import EdgeContext
+from firmware.runtime.edge import EdgeContext, EdgeThread
 from firmware.runtime.notes import Logged, Note
 
 log = logging.getLogger("alc.homeassistant")
@@ -94,12 +95,28 @@ class HomeAssistantEdge:
             will=Will(self._topics.availability, OFFLINE.encode(), retain=True),
             persistent=False,
         )
-        self._thread = threading.Thread(target=self._run, name="alc-homeassistant", daemon=True)
+        self._thread = self._new_thread()
+
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._run, name="alc-homeassistant", daemon=True)
 
     def start(self) -> None:
         """The adapter's thread, then its connection (the loop is about to run)."""
         self._thread.start()
         self._link.start()
+
+    def threads(self) -> Sequence[EdgeThread]:
+        """For the runtime's supervisor: the adapter's thread and its paho thread."""
+        return (
+            EdgeThread("alc-homeassistant", lambda: self._thread.is_alive(), self._restart),
+            EdgeThread("paho (Home Assistant)", self._link.alive, self._link.restart),
+        )
+
+    def _restart(self) -> None:
+        """The supervisor's restart of a dead adapter thread: a new one on the
+        same mailbox (what was queued is still there)."""
+        self._thread = self._new_thread()
+        self._thread.start()
 
     # --- the runtime's calls: queue and return -----------------------------------------
 

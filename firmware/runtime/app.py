@@ -68,7 +68,7 @@ from firmware.mqtt import BrokerSettings
 from firmware.outbox_store import OutboxStore
 from firmware.runtime.decoder import Decoder
 from firmware.runtime.disk import DurableWriter, StorageWriter, save_snapshot
-from firmware.runtime.edge import Edge, EdgeContext, EdgeFactory
+from firmware.runtime.edge import Edge, EdgeContext, EdgeFactory, ThreadedEdge
 from firmware.runtime.imaging import ImageKeeper, Live
 from firmware.runtime.inbox import Inbox
 from firmware.runtime.link import ControllerLink
@@ -207,6 +207,10 @@ class Runtime:
         self.supervisor.watch("paho", self.link.alive, self.link.restart)
         if self.kiosk is not None:
             self.supervisor.watch("alc-kiosk", self.kiosk.alive, self.kiosk.start)
+        for edge in self.edges:
+            if isinstance(edge, ThreadedEdge):
+                for thread in edge.threads():
+                    self.supervisor.watch(thread.name, thread.alive, thread.restart)
         self.loop = Loop(self)
 
     # --- the boot -----------------------------------------------------------------------

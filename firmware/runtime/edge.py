@@ -20,9 +20,9 @@ off the loop: `observed` and `output_switched` only queue.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from firmware.config import Config
 from firmware.core import wire
@@ -106,6 +106,25 @@ class Edge(Protocol):
     def stop(self) -> None:
         """The runtime is stopping; nothing is called after this. Also called
         when `start` was not (a start that failed part way): stop what did."""
+
+
+@dataclass(frozen=True)
+class EdgeThread:
+    """A thread an edge runs, for the runtime's supervisor: `alive` says whether
+    it runs, `restart` starts it again (`firmware.runtime.supervisor`)."""
+
+    name: str
+    alive: Callable[[], bool]
+    restart: Callable[[], None]
+
+
+@runtime_checkable
+class ThreadedEdge(Protocol):
+    """An edge with threads of its own (the Home Assistant adapter's): the
+    supervisor watches them as it watches the runtime's, once `start` ran."""
+
+    def threads(self) -> Sequence[EdgeThread]:
+        """The edge's threads."""
 
 
 EdgeFactory = Callable[[EdgeContext], Edge]

@@ -7,8 +7,9 @@ once and logs it. A second death of the same thread means restarting it does
 not help: the controller exits non-zero, and systemd starts it again whole
 (with fresh state read from the card).
 
-Watched: `alc-events`, `alc-storage`, `alc-decoder`, paho's network thread
-and, with a kiosk, its server thread. The HAL's reader threads catch their
+Watched: `alc-events`, `alc-storage`, `alc-decoder`, paho's network thread,
+with a kiosk its server thread, and the threads of edges that run their own
+(`ThreadedEdge`: the Home Assistant adapter and its paho thread). The HAL's reader threads catch their
 port's failures themselves, report them as `ReaderFault` and reopen the port.
 """
 
