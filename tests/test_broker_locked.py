@@ -15,6 +15,7 @@ import io
 import logging
 import signal
 import ssl
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import replace
@@ -24,7 +25,7 @@ import pytest
 
 from firmware.mqtt import BrokerSettings
 from tests.harness import CLUB, Rig, member_toml, write_atomically
-from tests.locked_broker import Locked, Probe, make_locked
+from tests.locked_broker import HUB, Locked, Probe, make_locked
 from tests.waiting import wait_for
 from tools import ctl
 from tools.broker import free_port
@@ -297,3 +298,42 @@ def test_bench_topics_reach_only_a_bench_account(locked: Locked) -> None:
         finally:
             bench.close()
             sim.close()
+
+
+def test_a_new_password_locks_the_old_one_out_after_a_reload(locked: Locked) -> None:
+    old = locked.password("c1")
+    others = {who: locked.password(who) for who in ("c2", HUB)}
+
+    def accepted(password: str) -> bool:
+        p = Probe(locked.settings("c1", password=password))
+        try:
+            return p.connect() == 0
+        finally:
+            p.close()
+
+    assert broker_main(["passwd", str(locked.layout.dir), "--account", "demo.c1"]) == 0
+    new = locked.password("c1")
+    assert new != old and stat.S_IMODE(locked.password_file("c1").stat().st_mode) == 0o600
+    assert accepted(old)  # until mosquitto reads the file again
+    process = locked.broker.process
+    assert process is not None
+    process.send_signal(signal.SIGHUP)
+    wait_for(lambda: accepted(new), "the broker to read the new password")
+    assert not accepted(old)
+    for who, password in others.items():  # nobody else's password changed
+        assert locked.password(who) == password
+        p = Probe(locked.settings(who))
+        try:
+            assert p.connect() == 0, f"{who} was refused"
+        finally:
+            p.close()
+
+
+def test_a_new_password_for_no_such_account_changes_nothing(
+    locked: Locked, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = locked.layout.passwd.read_bytes()
+    assert broker_main(["passwd", str(locked.layout.dir), "--account", "demo.c9"]) == 2
+    assert "no account 'demo.c9'" in capsys.readouterr().err
+    assert locked.layout.passwd.read_bytes() == before
+    assert not locked.layout.account_password("demo.c9").exists()

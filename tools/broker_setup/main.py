@@ -5,6 +5,7 @@
     alc broker add DIR --site S --hub NAME [--root alc] [--bench]
     alc broker add DIR --site S --homeassistant-publisher C [--root alc] [--prefix homeassistant]
     alc broker add DIR --site S --homeassistant NAME [--root alc] [--prefix homeassistant]
+    alc broker passwd DIR --account USER
     alc broker check DIR
     alc broker cert DIR --host NAME [--also NAME ...] --out OUTDIR
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -69,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also the simulator's bench topics (never in production)",
     )
+    pw = sub.add_parser(
+        "passwd", help="a new password for an account (a lost SD card, a technician who left)"
+    )
+    pw.add_argument("dir", type=Path, help="the broker directory")
+    pw.add_argument("--account", required=True, help="the account, e.g. demo.ctl1")
     chk = sub.add_parser("check", help="what the config allows, account by account")
     chk.add_argument("dir", type=Path, help="the broker directory")
     cert = sub.add_parser("cert", help="a certificate from the broker's CA for another server")
@@ -107,6 +114,9 @@ def main(argv: Sequence[str]) -> int:
                 bench=args.bench,
                 prefix=args.prefix,
             )
+            return 0
+        if args.command == "passwd":
+            renew(layout, args.account)
             return 0
         if args.command == "cert":
             issue(layout, [args.host, *args.also], args.out)
@@ -189,6 +199,45 @@ def add(
     print(f"account {user} ({account.label}); its password is in {secret}")
     _print_use(layout, kind, user, secret)
     print("a running mosquitto reads it after a reload: sudo systemctl reload alc-broker")
+
+
+def renew(layout: Layout, user: str) -> None:
+    """A new random password for the existing account `user`: its line in the
+    password file and its file in DIR/accounts replaced, its ACL untouched.
+    The old password works until mosquitto reloads. `LocalError` (and nothing
+    written) for an account that is not there."""
+    layout.require_made()
+    passwd_text = _read(layout.passwd)
+    if user not in passwd.usernames(passwd_text, where=str(layout.passwd)):
+        raise LayoutError(f"no account {user!r} in {layout.passwd}")
+    password = secrets.token_urlsafe(PASSWORD_BYTES)
+    new_line = passwd.hashed_line(user, password)
+    lines = [
+        new_line if raw.strip().partition(":")[0] == user else raw
+        for raw in passwd_text.splitlines()
+    ]
+    secret = layout.account_password(user)
+    # The new password goes beside the old one first: whichever write fails, the
+    # password file and the account's file never disagree.
+    staged = secret.with_name(f"{secret.name}.new")
+    make_dir(layout.accounts, 0o700)
+    write_file(staged, f"{password}\n".encode(), PRIVATE)
+    try:
+        write_file(layout.passwd, ("\n".join(lines) + "\n").encode(), PRIVATE, owner_of=layout.dir)
+    except LocalError:
+        staged.unlink(missing_ok=True)  # nothing changed
+        raise
+    try:
+        os.replace(staged, secret)
+    except OSError as exc:
+        raise LayoutError(
+            f"the new password is in {staged}, not yet in {secret}: "
+            f"move it there by hand ({exc.strerror or exc})"
+        ) from None
+    print(f"account {user}: a new password is in {secret}")
+    print("copy it to the program that logs in with it (for a controller: its [mqtt]")
+    print("password_file, owner alc, chmod 600), then make mosquitto read it: the old one")
+    print("works until then: sudo systemctl reload alc-broker")
 
 
 def issue(layout: Layout, names: list[str], out: Path) -> None:
