@@ -9,6 +9,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from firmware.config import ConfigError, load_config
 from firmware.config.homeassistant import HomeAssistantSection
@@ -216,6 +218,31 @@ def test_only_unlock_and_light_on_off_become_commands() -> None:
     for command, kind in ignored:
         got = command_of(command, TOPICS, OFFERED)
         assert isinstance(got, Ignored) and got.kind == kind, command
+
+
+@given(
+    st.one_of(
+        st.text(max_size=80),
+        st.sampled_from(["door-front", "light-court1", "door-back", "", "+", "#"]).map(
+            lambda o: f"alc/demo/ctl1/ha/{o}/set"
+        ),
+    ),
+    st.binary(max_size=64) | st.sampled_from([b"UNLOCK", b"ON", b"OFF", b"LOCK"]),
+    st.booleans(),
+)
+def test_any_message_is_one_of_the_three_commands_or_ignored(
+    topic: str, payload: bytes, retained: bool
+) -> None:
+    got = command_of(Command(topic, payload, retained), TOPICS, OFFERED)
+    if isinstance(got, Ignored):
+        return
+    assert not retained and len(payload) <= 6
+    assert (got.what, got.target, payload) in {
+        ("open_door", "front", b"UNLOCK"),
+        ("set_light", "court1", b"ON"),
+        ("set_light", "court1", b"OFF"),
+    }
+    assert got.by == "homeassistant"
 
 
 def test_the_mailbox_is_bounded_and_counts_what_it_dropped() -> None:
