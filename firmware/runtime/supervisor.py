@@ -9,8 +9,9 @@ not help: the controller exits non-zero, and systemd starts it again whole
 
 Watched: `alc-events`, `alc-storage`, `alc-decoder`, paho's network thread,
 with a kiosk its server thread, and the threads of edges that run their own
-(`ThreadedEdge`: the Home Assistant adapter and its paho thread). The HAL's reader threads catch their
-port's failures themselves, report them as `ReaderFault` and reopen the port.
+(`ThreadedEdge`: the Home Assistant adapter and its paho thread). The HAL's
+reader threads catch their port's failures themselves, report them as
+`ReaderFault` and reopen the port.
 """
 
 from __future__ import annotations
