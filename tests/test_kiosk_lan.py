@@ -29,7 +29,7 @@ from tests.broker import Broker, free_port
 from tests.harness import BASE, Rig
 from tests.kiosk_club import ADA_PIN, ADA_TAG, kiosk_rig
 from tests.kiosk_tls import KioskCert, lan_config, make_kiosk_cert
-from tests.waiting import wait_for
+from tests.waiting import WAIT_S, wait_for
 from tools.broker_setup.layout import Layout
 from tools.broker_setup.main import main as broker
 
@@ -391,6 +391,46 @@ def test_stop_hangs_up_on_a_client_that_never_says_hello(
     assert listener is not None
     with socket.create_connection(("127.0.0.1", port), timeout=20) as silent:
         wait_for(lambda: listener.connections("127.0.0.1") == 1, "the silent client admitted")
+        stopper = threading.Thread(target=kiosk.stop, name="test-kiosk-stop")
+        stopper.start()
+        wait_for(lambda: not stopper.is_alive(), "stop() to return")
+        stopper.join()
+        assert _read_all(silent) == b""  # hung up on
+    assert listener.connections("127.0.0.1") == 0
+
+
+def test_stop_hangs_up_on_a_client_admitted_just_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection admitted whose thread had not yet said its handshake began
+    when `stop()` hung up on every head: it is hung up as it says so, and the
+    stop does not wait out the socket timeout for it."""
+    monkeypatch.setattr(kiosk_listener, "SOCKET_TIMEOUT_S", 3600.0)
+    monkeypatch.setattr(kiosk_listener, "HEAD_DEADLINE_S", 3600.0)
+    cert = make_kiosk_cert(tmp_path / "tls")
+    port = free_port()
+    lan = KioskLan(f"127.0.0.1:{port}", cert.cert_file, cert.key_file)
+    kiosk = KioskServer(None, TOKEN, lambda _e: None, lan=lan)
+    listener = kiosk.lan
+    assert listener is not None
+    hung_up_all, started = threading.Event(), threading.Event()
+    hang_up_heads, head_started = listener.hang_up_heads, listener.head_started
+
+    def late_head(connection: socket.socket) -> None:
+        started.set()
+        hung_up_all.wait(WAIT_S)  # the stop's hang-up of every head comes first
+        head_started(connection)
+
+    def hang_up(started_before: float = float("inf")) -> None:
+        hang_up_heads(started_before)
+        if started_before == float("inf"):
+            hung_up_all.set()
+
+    monkeypatch.setattr(listener, "head_started", late_head)
+    monkeypatch.setattr(listener, "hang_up_heads", hang_up)
+    kiosk.start()
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as silent:
+        wait_for(started.is_set, "the connection's thread at its handshake")
         stopper = threading.Thread(target=kiosk.stop, name="test-kiosk-stop")
         stopper.start()
         wait_for(lambda: not stopper.is_alive(), "stop() to return")

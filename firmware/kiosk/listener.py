@@ -73,6 +73,10 @@ class Listener(ThreadingHTTPServer):
         # in, and since when.
         self._heads: dict[socket.socket, float] = {}
         self._heads_lock = threading.Lock()
+        # Set by the stop's hang-up of every head: a connection admitted just
+        # before it, whose thread had not yet said its head began, is hung up
+        # as it says so (else its handshake would hold the stop's join).
+        self._hung_up_all = False
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, handler)
@@ -164,7 +168,10 @@ class Listener(ThreadingHTTPServer):
         """A request's head begins to come in on `connection`."""
         # A head that follows the TLS handshake keeps the handshake's start.
         with self._heads_lock:
-            self._heads.setdefault(connection, time.monotonic())
+            if not self._hung_up_all:
+                self._heads.setdefault(connection, time.monotonic())
+                return
+        _hang_up(connection)  # the server is stopping
 
     def head_done(self, connection: socket.socket) -> None:
         """The head is in (or was refused): no deadline any more."""
@@ -180,11 +187,18 @@ class Listener(ThreadingHTTPServer):
         """Hang up on connections whose head began before `started_before`
         (all of them by default, at stop)."""
         with self._heads_lock:
+            if started_before == float("inf"):
+                self._hung_up_all = True
             late = [c for c, since in self._heads.items() if since < started_before]
             for connection in late:
                 del self._heads[connection]
         for connection in late:
-            # The socket's own shutdown, under TLS too: the handler's thread
-            # still uses the TLS object, which `SSLSocket.shutdown` would drop.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(connection, socket.SHUT_RDWR)
+            _hang_up(connection)
+
+
+def _hang_up(connection: socket.socket) -> None:
+    """End a connection whose request head has not come in. The socket's own
+    shutdown, under TLS too: the handler's thread still uses the TLS object,
+    which `SSLSocket.shutdown` would drop."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(connection, socket.SHUT_RDWR)
