@@ -1,5 +1,6 @@
 """Shared pytest setup: hypothesis profiles sized for `make test` and `make soak`,
-and the check that no test leaves a thread running."""
+the check that no test leaves a thread running, and the plugins whose fixtures
+many files use (tests/fixtures.py: `rig` and `children`)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,13 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("ALC_HYPOTHESIS_PROFILE", "default"))
 
-pytest_plugins = ["pytester", "tests.broker", "tests.locked_broker", "tests.proxy"]
+pytest_plugins = [
+    "pytester",
+    "tests.broker",
+    "tests.locked_broker",
+    "tests.proxy",
+    "tests.fixtures",
+]
 
 THREAD_GRACE_S = 10.0
 """How long a test's threads get to finish after it: threads told to stop may

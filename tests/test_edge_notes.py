@@ -52,9 +52,9 @@ def test_a_grant_is_told_as_logged_and_decided_and_its_relock_as_a_timer(config:
         notes = list(outputs.notes)
     granted = [b for b in access_notes(outputs) if b["member"] == "ann"]
     assert granted and granted[0]["granted"] is True and granted[0]["reader"] == READER
-    assert any(isinstance(n, Decided) and n.latency_s >= 0 for n in notes)
-    timers = [n for n in notes if isinstance(n, TimerRan)]
-    assert timers and all(n.late_s >= 0 for n in timers)
+    # One decision, told once; the relock ran as a due timer.
+    assert sum(isinstance(n, Decided) for n in notes) == 1
+    assert any(isinstance(n, TimerRan) for n in notes)
     doors = [
         e.body["what"] for n in notes if isinstance(n, Logged) for e in n.events if e.type == "door"
     ]

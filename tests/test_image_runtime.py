@@ -4,9 +4,7 @@ decides as before. Real mosquitto, the reference hub, real files."""
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,20 +14,9 @@ from firmware.core.decide import Target
 from firmware.image import IMAGE_FILE, ImageRefused, Tag, load_image
 from firmware.runtime import imaging
 from firmware.storage import DB_FILE, Storage
-from tests.broker import Broker
 from tests.harness import CLUB, Rig, member_toml, wait_for, write_atomically
 
 FRONT = Target.door("front")
-
-
-@pytest.fixture
-def rig(broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Rig]:
-    caplog.set_level(logging.INFO)
-    rig = Rig(broker, tmp_path)
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 def grants(rig: Rig, tag: str) -> str:

@@ -9,14 +9,12 @@ reaching the controller) is printed, not asserted.
 from __future__ import annotations
 
 import io
-import logging
 import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +51,6 @@ M2_TABLE = (
     '\n[[member]]\nid = "m2"\nname = "Bo"\ngroups = ["adults"]\ncreds = [["tag", "00000000b2"]]\n'
 )
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def rig(broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Rig]:
-    """The rig of one test (tests/conftest.py checks no thread it started outlives it)."""
-    caplog.set_level(logging.INFO)
-    rig = Rig(broker, tmp_path)
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 def grants(rig: Rig, credkind: str, value: str, target: Target = FRONT) -> str:

@@ -13,7 +13,7 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -375,22 +375,26 @@ def test_a_certificate_from_alc_broker_cert_serves_lan_screens(
         kiosk.stop()
 
 
-def test_stop_hangs_up_on_a_client_that_never_says_hello(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A silent client holds its handshake's thread; `stop()` ends it at once
-    rather than waiting out the socket timeout."""
+def lan_kiosk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[KioskServer, int]:
+    """A kiosk with only its LAN listener, not started, on a free port; handshakes
+    and heads never time out by themselves, so only `stop()` can end one."""
     monkeypatch.setattr(kiosk_listener, "SOCKET_TIMEOUT_S", 3600.0)
     monkeypatch.setattr(kiosk_listener, "HEAD_DEADLINE_S", 3600.0)
     cert = make_kiosk_cert(tmp_path / "tls")
     port = free_port()
     lan = KioskLan(f"127.0.0.1:{port}", cert.cert_file, cert.key_file)
-    kiosk = KioskServer(None, TOKEN, lambda _e: None, lan=lan)
-    kiosk.start()
+    return KioskServer(None, TOKEN, lambda _e: None, lan=lan), port
+
+
+def stop_beside_a_silent_client(
+    kiosk: KioskServer, port: int, ready: Callable[[], bool], what: str
+) -> None:
+    """Connect and say nothing; once `ready`, `stop()` must return and hang up
+    on the client, which then holds no connection."""
     listener = kiosk.lan
     assert listener is not None
     with socket.create_connection(("127.0.0.1", port), timeout=20) as silent:
-        wait_for(lambda: listener.connections("127.0.0.1") == 1, "the silent client admitted")
+        wait_for(ready, what)
         stopper = threading.Thread(target=kiosk.stop, name="test-kiosk-stop")
         stopper.start()
         wait_for(lambda: not stopper.is_alive(), "stop() to return")
@@ -399,18 +403,29 @@ def test_stop_hangs_up_on_a_client_that_never_says_hello(
     assert listener.connections("127.0.0.1") == 0
 
 
+def test_stop_hangs_up_on_a_client_that_never_says_hello(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A silent client holds its handshake's thread; `stop()` ends it at once
+    rather than waiting out the socket timeout."""
+    kiosk, port = lan_kiosk(tmp_path, monkeypatch)
+    kiosk.start()
+    listener = kiosk.lan
+    assert listener is not None
+
+    def admitted() -> bool:
+        return listener.connections("127.0.0.1") == 1
+
+    stop_beside_a_silent_client(kiosk, port, admitted, "the silent client admitted")
+
+
 def test_stop_hangs_up_on_a_client_admitted_just_before_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A connection admitted whose thread had not yet said its handshake began
     when `stop()` hung up on every head: it is hung up as it says so, and the
     stop does not wait out the socket timeout for it."""
-    monkeypatch.setattr(kiosk_listener, "SOCKET_TIMEOUT_S", 3600.0)
-    monkeypatch.setattr(kiosk_listener, "HEAD_DEADLINE_S", 3600.0)
-    cert = make_kiosk_cert(tmp_path / "tls")
-    port = free_port()
-    lan = KioskLan(f"127.0.0.1:{port}", cert.cert_file, cert.key_file)
-    kiosk = KioskServer(None, TOKEN, lambda _e: None, lan=lan)
+    kiosk, port = lan_kiosk(tmp_path, monkeypatch)
     listener = kiosk.lan
     assert listener is not None
     hung_up_all, started = threading.Event(), threading.Event()
@@ -429,14 +444,9 @@ def test_stop_hangs_up_on_a_client_admitted_just_before_it(
     monkeypatch.setattr(listener, "head_started", late_head)
     monkeypatch.setattr(listener, "hang_up_heads", hang_up)
     kiosk.start()
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as silent:
-        wait_for(started.is_set, "the connection's thread at its handshake")
-        stopper = threading.Thread(target=kiosk.stop, name="test-kiosk-stop")
-        stopper.start()
-        wait_for(lambda: not stopper.is_alive(), "stop() to return")
-        stopper.join()
-        assert _read_all(silent) == b""  # hung up on
-    assert listener.connections("127.0.0.1") == 0
+    stop_beside_a_silent_client(
+        kiosk, port, started.is_set, "the connection's thread at its handshake"
+    )
 
 
 def _read_all(raw: socket.socket) -> bytes:

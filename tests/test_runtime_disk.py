@@ -6,28 +6,14 @@ the reference hub."""
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from firmware.storage import DB_FILE, Storage
-from tests.broker import Broker
 from tests.harness import CLUB, Rig, logged_events, member_toml, wait_for, write_atomically
-
-
-@pytest.fixture
-def rig(broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Rig]:
-    caplog.set_level(logging.INFO)
-    rig = Rig(broker, tmp_path)
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 def storage_events(caplog: pytest.LogCaptureFixture) -> list[str]:

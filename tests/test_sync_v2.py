@@ -14,11 +14,9 @@ and no key could, and plays them back.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,16 +115,6 @@ class Writes:
     def __call__(self) -> int:
         with self._lock:
             return self.count
-
-
-@pytest.fixture
-def rig(broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Rig]:
-    caplog.set_level(logging.INFO)
-    rig = Rig(broker, tmp_path)
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 @pytest.fixture
